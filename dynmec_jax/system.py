@@ -284,7 +284,8 @@ def importance_weights(size: Array, workload: Array, deadline: Array,
     deadline is floored at ``params.deadline_min``.  Units: 1/s, so w T is
     dimensionless.
     """
-    d = jnp.maximum(deadline, params.deadline_min)
+    # where, not maximum: at an exact tie maximum splits the gradient in two.
+    d = jnp.where(deadline > params.deadline_min, deadline, params.deadline_min)
     return (params.importance_scale * (workload / params.workload_avg)
             * (size / params.size_avg) / d)
 
