@@ -1,0 +1,540 @@
+"""The elastic MoE allocation model of Section IV.A-B and IV.D (Eq. 12-20, 30-33).
+
+One set of weights serves every sub-network (width k = active experts,
+depth l = layers per expert), and one compiled function serves every
+(width, depth): both are *traced* integers.
+
+* **Features** (:func:`normalize_features`).  Each user's five task features
+  (Eq. 7) enter as logarithms of dimensionless ratios.  The optimal CPU share
+  of the weighted-delay problem is ``f_i ∝ sqrt(w_i c_i s_i)`` with
+  ``w_i = gamma c_i s_i / d_i`` (Eq. 19), i.e. ``log f_i = log c_i + log s_i
+  - 0.5 log d_i + const``: linear in these inputs.
+* **Per-user experts.**  The gate and every expert see one user's 5 features,
+  so the model works for any number of users N and the allocation is
+  permutation-equivariant in users; the two heads (Eq. 18, 20) give one logit
+  per user and a softmax over a scenario's offloaded users turns them into
+  shares.  This is the reading under which Table I's 87,040 dynamic
+  parameters (ten 5 -> 64 -> 64 -> 64 experts) work out.
+* **Width by masks** (Eq. 13-17).  Every expert gets its rank in gate order
+  (:func:`expert_ranks`: the inverse of the permutation that
+  ``lax.top_k(logits, K)`` returns, from K x K comparisons, ~20x faster than
+  ``top_k`` on CPU and no scatter back to expert order); experts of rank
+  ``>= width`` are dropped before the softmax, so exactly ``width`` gates
+  are non-zero and they sum to 1.  Eq. 14 as printed (``z_i / sum_c
+  exp(z_c)``) is not a softmax; the standard softmax ``exp(z_i) / sum_c
+  exp(z_c)`` is used.  At equal logits the lower expert index ranks first
+  (as in ``top_k``), so ties still give exactly ``width`` experts.
+* **Depth by masks** (Eq. 32).  All ``L`` layers run; layer ``i`` (0-based)
+  is kept where ``i < depth`` and skipped (identity) otherwise.
+* **All sub-networks in one pass** (:func:`allocate_all`).  The depth-``l``
+  expert outputs are the intermediate activations of the deepest pass.  The
+  heads are linear, so ``head(sum_k G_k E_k) = sum_k G_k head(E_k)``; with the
+  experts in gate order, prefix sums of ``exp(z_r - z_max) head(E_r)`` and of
+  ``exp(z_r - z_max)`` over the ranks r give the logits of every width.
+  All ``K x L`` sub-networks cost about as much as the largest alone.
+
+Masked compute costs full FLOPs; the inference-delay model
+(:mod:`dynmec_jax.accounting`) counts only the active experts and layers.
+
+Units: bandwidth in Hz, CPU frequency in cycles/s (SI, as in
+:mod:`dynmec_jax.system`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dynmec_jax.accounting import N_FEATURES
+from dynmec_jax.system import Scenario, SystemParams
+
+Array = Any
+
+# Smallest ratio (feature / reference scale) fed to the logarithm: size 0 and
+# workload 0 (both possible under U[0, 2 avg]) map to log(1e-4) ~ -9.2.
+FEATURE_FLOOR = 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Input features
+# ----------------------------------------------------------------------------
+
+@struct.dataclass
+class FeatureScales:
+    """Reference scales of the five input features (Eq. 7), SI units.
+
+    A frozen pytree (may be traced).  Each feature ``u`` enters the model as
+    ``log(max(u / scale, FEATURE_FLOOR))``, see :func:`normalize_features`.
+
+    Attributes:
+      size: s_ref [bits] (default s_avg = 1 kbit).
+      workload: c_ref [cycles/bit] (default c_avg = 797.5).
+      deadline: d_ref [s] (default d_max = 160 ms).
+      distance: l_ref [m] (default l_max = 500 m).
+      f_local: f_ref [cycles/s] (default f_loc,max = 0.15 GHz).
+    """
+
+    size: Array
+    workload: Array
+    deadline: Array
+    distance: Array
+    f_local: Array
+
+    @classmethod
+    def from_params(cls, params: SystemParams) -> FeatureScales:
+        """Scales from the sampling ranges of Section V: s_avg [bits], c_avg
+        [cycles/bit], d_max [s], l_max [m] and f_loc,max [cycles/s]."""
+        return cls(size=params.size_avg, workload=params.workload_avg,
+                   deadline=params.deadline_max, distance=params.distance_max,
+                   f_local=params.f_local_max)
+
+
+def normalize_features(scn: Scenario, scales: FeatureScales,
+                       floor: float = FEATURE_FLOOR) -> Array:
+    """Per-user model input: log-ratios of the Eq. 7 features, ``(..., N, 5)``.
+
+    ``z = [log(s/s_ref), log(c/c_ref), log(d/d_ref), log(l/l_ref),
+    log(f_loc/f_ref)]`` (dimensionless), each ratio floored at ``floor`` so
+    that size 0 or workload 0 stays finite.  In these coordinates the optimal
+    log CPU share ``log c + log s - 0.5 log d + const`` (from Eq. 19 and the
+    KKT conditions of the weighted delay) is linear.
+
+    Args:
+      scn: tasks with fields ``(..., N)`` in SI units.
+      scales: reference scales, e.g. ``FeatureScales.from_params(params)``.
+      floor: smallest ratio passed to the logarithm.
+    """
+    def f(x, ref):
+        x = jnp.asarray(x)
+        return jnp.log(jnp.maximum(x / ref, floor))
+
+    return jnp.stack([f(scn.size, scales.size), f(scn.workload, scales.workload),
+                      f(scn.deadline, scales.deadline), f(scn.distance, scales.distance),
+                      f(scn.f_local, scales.f_local)], axis=-1)
+
+
+# ----------------------------------------------------------------------------
+# Small numerical helpers
+# ----------------------------------------------------------------------------
+
+def masked_softmax(logits: Array, mask: Array, axis: int = -1) -> Array:
+    """Softmax of ``logits`` over the entries where ``mask`` holds (Eq. 14, 18, 20).
+
+    Entries outside ``mask`` are exactly 0; if ``mask`` is false everywhere
+    along ``axis`` the result is all zeros.  Gradients are finite in every
+    case (double-``where``: masked logits never reach ``exp`` and the
+    normaliser is replaced by 1 where it is 0).  Dimensionless shares that sum
+    to 1 over the masked-in entries.
+    """
+    logits = jnp.asarray(logits)
+    m = jnp.broadcast_to(jnp.asarray(mask).astype(bool), logits.shape)
+    top = jnp.max(jnp.where(m, logits, -jnp.inf), axis=axis, keepdims=True)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+    e = jnp.where(m, jnp.exp(jnp.where(m, logits - top, 0.0)), 0.0)
+    total = jnp.sum(e, axis=axis, keepdims=True)
+    return e / jnp.where(total > 0, total, 1.0)
+
+
+def load_balance_loss(gates: Array, mask: Array | None = None) -> Array:
+    """Shazeer et al.'s importance loss: CV^2 of the per-expert summed gates.
+
+    ``importance_k = sum_users mask * G_k`` (gates of Eq. 13, ``(..., K)``),
+    loss ``= var(importance) / mean(importance)^2`` (dimensionless, >= 0).
+    Computed as var/mean^2, not via std, so the gradient is finite at perfect
+    balance; 0 when no user is masked in.
+    """
+    gates = jnp.asarray(gates)
+    flat = gates.reshape(-1, gates.shape[-1])
+    if mask is None:
+        w = jnp.ones(flat.shape[:1], flat.dtype)
+    else:
+        w = jnp.broadcast_to(jnp.asarray(mask), gates.shape[:-1]).reshape(-1).astype(flat.dtype)
+    importance = w @ flat
+    mean = jnp.mean(importance)
+    var = jnp.mean(jnp.square(importance - mean))
+    ok = mean > 0
+    return jnp.where(ok, var / jnp.where(ok, jnp.square(mean), 1.0), 0.0)
+
+
+def _leaky_relu(x, slope):
+    return jnp.where(x >= 0, x, slope * x)
+
+
+def _host_check_range(value, lo: int, hi: int, name: str) -> None:
+    """Raises ValueError for a concrete ``value`` outside [lo, hi] (no-op if traced)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    if not np.issubdtype(v.dtype, np.integer):
+        if not np.all(np.equal(np.mod(v, 1), 0)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if v.size and (np.min(v) < lo or np.max(v) > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+
+
+def _per_user(value: Array, user_shape: tuple, name: str) -> Array:
+    """Broadcasts a width/depth to the user shape ``(..., N)`` (int32).
+
+    ``value`` is a scalar, per scenario (broadcastable to the batch shape
+    ``(...)``, e.g. ``(B,)``), or per user (same rank as ``(..., N)``, e.g.
+    ``(B, 1)`` or ``(B, N)``).
+    """
+    v = jnp.asarray(value).astype(jnp.int32)
+    n_batch = len(user_shape) - 1
+    if v.ndim <= n_batch:
+        v = v[..., None]
+    elif v.ndim != n_batch + 1:
+        raise ValueError(f"{name} of shape {v.shape} does not fit scenarios of "
+                         f"shape {tuple(user_shape)}")
+    return jnp.broadcast_to(v, user_shape)
+
+
+def expert_ranks(logits: Array) -> Array:
+    """Rank of each expert in gate order (Eq. 15), ``(..., K)`` int32.
+
+    Rank 0 is the largest logit; at equal logits the lower expert index ranks
+    first, the same order as ``jax.lax.top_k(logits, K)`` (whose indices are
+    the inverse permutation of these ranks).  Computed from the K x K pairwise
+    comparisons, which on CPU is ~20x faster than ``top_k``/sort for K = 10;
+    the ranks are always a permutation of ``0..K-1``.
+    """
+    K = logits.shape[-1]
+    idx = jnp.arange(K)
+    other, me = logits[..., None, :], logits[..., :, None]
+    beats = (other > me) | ((other == me) & (idx[None, :] < idx[:, None]))
+    return jnp.sum(beats, axis=-1, dtype=jnp.int32)
+
+
+def _gate_order(ranks: Array) -> Array:
+    """Inverse of :func:`expert_ranks`: ``order[..., r]`` is the expert of rank r.
+
+    Equal to the indices of ``jax.lax.top_k(logits, K)`` (a one-hot sum over
+    K x K entries; on CPU much cheaper than ``top_k``).
+    """
+    K = ranks.shape[-1]
+    experts = jnp.arange(K, dtype=jnp.int32)
+    hit = ranks[..., :, None] == experts  # [..., j, r]: expert j has rank r
+    return jnp.sum(jnp.where(hit, experts[:, None], 0), axis=-2, dtype=jnp.int32)
+
+
+def _gate_exp(shifted: Array) -> Array:
+    """exp of logits minus their maximum (<= 0, ``(..., K)``), floored at 4K times
+    the smallest normal float, so that a gate (this over a sum <= K) stays a
+    normal, non-zero float (CPUs flush denormals to 0)."""
+    floor = 4 * shifted.shape[-1] * jnp.finfo(jnp.result_type(shifted)).tiny
+    return jnp.maximum(jnp.exp(shifted), floor)
+
+
+def gates_from_logits(logits: Array, ranks: Array, width: Array) -> Array:
+    """Eq. 13-15 with the standard softmax: gates ``(..., K)``, dimensionless.
+
+    Experts of rank ``>= width`` (``ranks`` from :func:`expert_ranks`) get
+    exactly 0; the ``width`` kept ones share 1 by a softmax of their logits.
+    ``width`` (int, broadcastable to ``logits.shape[:-1]``, may be traced) is
+    clipped to ``[1, K]``.  No ``-inf`` is formed and ``exp`` never overflows
+    (logits minus their maximum, which is always kept), so gradients are finite.
+    A kept expert whose logit is more than ~87 below the maximum (where
+    float32 ``exp`` underflows) still gets a tiny normal float (~1e-37), so
+    the count of non-zero gates is exactly ``width`` in every case.
+    """
+    K = logits.shape[-1]
+    width = jnp.clip(jnp.asarray(width), 1, K)
+    keep = ranks < width[..., None]
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    e = jnp.where(keep, _gate_exp(jnp.where(keep, logits - top, 0.0)), 0.0)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------
+
+class MoEAllocator(nn.Module):
+    """Elastic MoE allocation model of Fig. 2(a) (Eq. 12-20, 32).
+
+    Per user: a noisy top-k gate (Eq. 13-17) over ``n_experts`` MLP experts
+    ``n_features -> hidden -> ... -> hidden`` (``n_layers`` LeakyReLU layers),
+    their gated sum ``y`` (Eq. 12), and two linear heads A and B (Eq. 18, 20)
+    giving one bandwidth logit and one CPU logit per user (dimensionless).
+
+    Parameters (stacked, one array per role):
+      ``w_gate``, ``w_noise``: ``(F, K)`` gate and noise matrices of Eq. 16
+      (no bias, as in Shazeer et al.; zero-initialised by default, as there).
+      ``w_in (K, F, H)``, ``b_in (K, H)``: the experts' first layers.
+      ``w_hidden (L-1, K, H, H)``, ``b_hidden (L-1, K, H)``: their other layers.
+      ``w_heads (H, 2)``, ``b_heads (2,)``: heads A (column 0) and B (column 1).
+    Counts match :func:`dynmec_jax.accounting.allocation_model_params`
+    (87,040 dynamic + 230 fixed at K=10, L=3, H=64).
+
+    Attributes (shape settings, static):
+      n_experts: K, the maximum width (Table II: 10).
+      n_layers: L, the maximum depth (Table II: 3).
+      hidden: expert layer width (Section V: 64).
+      negative_slope: LeakyReLU slope (0.01).
+      n_features: inputs per user (Eq. 7: 5).
+      zero_gate_init: initialise ``w_gate`` and ``w_noise`` to zeros
+        (Shazeer et al.); otherwise small normal values.
+
+    Inputs are normalised features ``(..., N, F)`` (:func:`normalize_features`);
+    ``width``/``depth`` are per-user int arrays ``(..., N)`` (the API functions
+    :func:`allocate` and :func:`allocate_all` broadcast them).
+    """
+
+    n_experts: int = 10
+    n_layers: int = 3
+    hidden: int = 64
+    negative_slope: float = 0.01
+    n_features: int = N_FEATURES
+    zero_gate_init: bool = True
+
+    def setup(self):
+        K, L, H, F = self.n_experts, self.n_layers, self.hidden, self.n_features
+        if K < 1 or L < 1 or H < 1 or F < 1:
+            raise ValueError("n_experts, n_layers, hidden and n_features must be >= 1")
+        gain = 2.0 / (1.0 + self.negative_slope ** 2)  # He init for LeakyReLU.
+        gate_init = (nn.initializers.zeros if self.zero_gate_init
+                     else nn.initializers.normal(0.1))
+        self.w_gate = self.param("w_gate", gate_init, (F, K))
+        self.w_noise = self.param("w_noise", gate_init, (F, K))
+        self.w_in = self.param(
+            "w_in", nn.initializers.variance_scaling(gain, "fan_in", "truncated_normal",
+                                                     in_axis=-2, out_axis=-1, batch_axis=(0,)),
+            (K, F, H))
+        self.b_in = self.param("b_in", nn.initializers.zeros, (K, H))
+        hidden_init = (nn.initializers.variance_scaling(gain, "fan_in", "truncated_normal",
+                                                        in_axis=-2, out_axis=-1,
+                                                        batch_axis=(0, 1))
+                       if L > 1 else nn.initializers.zeros)  # (0, K, H, H) when L = 1
+        self.w_hidden = self.param("w_hidden", hidden_init, (L - 1, K, H, H))
+        self.b_hidden = self.param("b_hidden", nn.initializers.zeros, (L - 1, K, H))
+        self.w_heads = self.param("w_heads", nn.initializers.lecun_normal(), (H, 2))
+        self.b_heads = self.param("b_heads", nn.initializers.zeros, (2,))
+
+    # -- gate (Eq. 13-17) ------------------------------------------------------
+
+    def gate_logits(self, z: Array, noise_key: Array | None = None) -> Array:
+        """Eq. 16: H(x) = x W_g + eps * softplus(x W_noise), ``(..., K)``.
+
+        ``eps ~ N(0, 1)`` is drawn from ``noise_key`` only when one is given
+        (training); without it the gate is deterministic (inference).
+        """
+        logits = z @ self.w_gate
+        if noise_key is not None:
+            eps = jax.random.normal(noise_key, logits.shape, logits.dtype)
+            logits = logits + eps * jax.nn.softplus(z @ self.w_noise)
+        return logits
+
+    def gates(self, z: Array, width: Array, noise_key: Array | None = None) -> Array:
+        """Eq. 13-15: G = softmax(TopK(H(x), width)), ``(..., K)``, dimensionless.
+
+        ``width`` (int, broadcastable to ``z.shape[:-1]``, traced) is clipped to
+        ``[1, K]``.  Exactly ``width`` entries are non-zero (0 for the others,
+        exactly) and they sum to 1.  The softmax is the standard one (Eq. 14
+        as printed is a typo).
+        """
+        logits = self.gate_logits(z, noise_key)
+        return gates_from_logits(logits, expert_ranks(logits), width)
+
+    # -- experts (Eq. 12, 32-33) ----------------------------------------------
+
+    def _first_layer(self, zf):
+        """Experts' first layer on flattened users ``(M, F)`` -> ``(K, M, H)``."""
+        zk = jnp.broadcast_to(zf, (self.n_experts,) + zf.shape)   # batched dot: fast on CPU
+        h = jnp.einsum("kmf,kfh->kmh", zk, self.w_in) + self.b_in[:, None, :]
+        return _leaky_relu(h, self.negative_slope)
+
+    def _hidden_layer(self, h, i):
+        """Hidden layer ``i`` (0-based among the L-1) of every expert, ``(K, M, H)``."""
+        h = jnp.einsum("kmh,khg->kmg", h, self.w_hidden[i]) + self.b_hidden[i][:, None, :]
+        return _leaky_relu(h, self.negative_slope)
+
+    def expert_outputs(self, zf: Array, depth: Array) -> Array:
+        """E_k(x) of every expert truncated to ``depth`` layers (Eq. 32), ``(K, M, H)``.
+
+        ``zf`` is ``(M, F)`` (users flattened); ``depth`` ``(M,)`` int, traced,
+        clipped to ``[1, L]``.  Layer ``i`` (1-based) runs where ``i <= depth``
+        and is the identity elsewhere (all layers are computed: masked FLOPs).
+        """
+        depth = jnp.clip(depth, 1, self.n_layers)[None, :, None]
+        h = self._first_layer(zf)
+        for i in range(self.n_layers - 1):
+            h = jnp.where(i + 1 < depth, self._hidden_layer(h, i), h)
+        return h
+
+    def all_depth_outputs(self, zf: Array) -> list:
+        """Expert outputs at every depth 1..L: a list of L arrays ``(K, M, H)``."""
+        h = self._first_layer(zf)
+        outs = [h]
+        for i in range(self.n_layers - 1):
+            h = self._hidden_layer(h, i)
+            outs.append(h)
+        return outs
+
+    # -- forward passes --------------------------------------------------------
+
+    def __call__(self, z: Array, width: Array, depth: Array,
+                 noise_key: Array | None = None):
+        """One sub-network (Eq. 12-18, 20): per-user head logits and gates.
+
+        Args:
+          z: normalised features ``(..., N, F)``.
+          width, depth: traced ints broadcastable to ``(..., N)``; clipped to
+            ``[1, K]`` and ``[1, L]``.
+          noise_key: PRNG key for the gate noise of Eq. 16 (training), or None.
+        Returns:
+          ``(logits, gates)``: ``logits (..., N, 2)`` (head A = bandwidth,
+          head B = CPU; dimensionless) and ``gates (..., N, K)``.
+        """
+        lead = z.shape[:-1]
+        zf = z.reshape(-1, z.shape[-1])
+        width = jnp.broadcast_to(jnp.asarray(width, jnp.int32), lead).reshape(-1)
+        depth = jnp.broadcast_to(jnp.asarray(depth, jnp.int32), lead).reshape(-1)
+        gates = self.gates(zf, width, noise_key)                       # (M, K)
+        experts = self.expert_outputs(zf, depth)                       # (K, M, H)
+        # Eq. 12, y = sum_k G_k E_k, unrolled over the static K: on CPU this
+        # fuses into one elementwise pass (an einsum/reduce over k is ~2x slower).
+        y = gates[:, 0, None] * experts[0]
+        for k in range(1, self.n_experts):
+            y = y + gates[:, k, None] * experts[k]
+        logits = y @ self.w_heads + self.b_heads                       # Eq. 18, 20
+        return logits.reshape(lead + (2,)), gates.reshape(lead + (self.n_experts,))
+
+    def all_subnets(self, z: Array, noise_key: Array | None = None) -> Array:
+        """Head logits of every sub-network in one pass, ``(K, L, ..., N, 2)``.
+
+        Entry ``[k-1, l-1]`` equals ``self(z, width=k, depth=l)[0]`` (up to
+        float rounding).  Uses the depth-``l`` activations of the deepest pass
+        and, since the heads are linear, prefix sums over the experts in gate
+        order r: ``logit(k) = sum_{r<k} e_r head(E_r) / sum_{r<k} e_r + bias``
+        with ``e_r = exp(z_r - z_max)`` (Eq. 12-18, 20).
+        """
+        K, L = self.n_experts, self.n_layers
+        lead = z.shape[:-1]
+        zf = z.reshape(-1, z.shape[-1])
+        logits = self.gate_logits(zf, noise_key)                              # (M, K)
+        order = _gate_order(expert_ranks(logits))                             # (M, K)
+        e = _gate_exp(logits - jnp.max(logits, axis=-1, keepdims=True))      # (M, K), <= 1
+        # Head projections of every expert at every depth: (M, K, 2L).
+        proj = jnp.concatenate([jnp.transpose(h @ self.w_heads, (1, 0, 2))
+                                for h in self.all_depth_outputs(zf)], axis=-1)
+        x = jnp.concatenate([e[..., None] * proj, e[..., None]], axis=-1)    # (M, K, 2L+1)
+        # Experts in gate order (a gather: exact), then prefix sums over ranks.
+        x = jnp.cumsum(jnp.take_along_axis(x, order[..., None], axis=1), axis=1)
+        num = x[..., :-1].reshape(x.shape[:2] + (L, 2))                       # (M, K, L, 2)
+        out = num / x[..., -1:, None] + self.b_heads
+        out = jnp.transpose(out, (1, 2, 0, 3))                                # (K, L, M, 2)
+        return out.reshape((K, L) + lead + (2,))
+
+
+# ----------------------------------------------------------------------------
+# Pure API
+# ----------------------------------------------------------------------------
+
+class AllocationAux(NamedTuple):
+    """Extras of :func:`allocate` for training.
+
+    Attributes:
+      logits: per-user head logits ``(..., N, 2)`` (A = bandwidth, B = CPU).
+      gates: gate values G(x) of Eq. 13, ``(..., N, K)``.
+      load_balance: importance loss (CV^2, :func:`load_balance_loss`) over the
+        offloaded users, scalar, dimensionless.
+    """
+
+    logits: Array
+    gates: Array
+    load_balance: Array
+
+
+def init_params(key: Array, model: MoEAllocator, n_users: int = 1) -> dict:
+    """Initial parameters of ``model`` (a pytree; independent of the number of users).
+
+    ``n_users`` only sizes the dummy input used for tracing.  Counts:
+    :func:`dynmec_jax.accounting.allocation_model_params` at (K, L).
+    """
+    z = jnp.zeros((n_users, model.n_features), jnp.float32)
+    return model.init(key, z, model.n_experts, model.n_layers)
+
+
+def _offload(offload_mask, shape):
+    if offload_mask is None:
+        return jnp.ones(shape, bool)
+    return jnp.broadcast_to(jnp.asarray(offload_mask).astype(bool), shape)
+
+
+def _shares(logits, mask, params: SystemParams):
+    """Eq. 18 and 20: b = b_max softmax(A) [Hz], f = f_ser softmax(B) [cycles/s]."""
+    bandwidth = params.bandwidth_max * masked_softmax(logits[..., 0], mask)
+    f_alloc = params.f_server * masked_softmax(logits[..., 1], mask)
+    return bandwidth, f_alloc
+
+
+def allocate(model: MoEAllocator, params: dict, scn: Scenario, offload_mask: Array | None,
+             width: Array, depth: Array, sys_params: SystemParams,
+             feature_scales: FeatureScales | None = None, noise_key: Array | None = None,
+             return_aux: bool = False):
+    """Allocation of sub-network (width, depth): Eq. 12-20, 32.
+
+    Args:
+      model, params: the allocator and its parameters.
+      scn: tasks, fields ``(..., N)`` (SI units; NumPy or JAX arrays).
+      offload_mask: x_i, bool ``(..., N)``; None means every user offloads
+        (Section V.A).  Only offloaded users share the resources.
+      width: k, active experts in [1, K]; depth: l, layers per expert in
+        [1, L].  Ints (traced is fine: one compiled function serves all),
+        scalar, per scenario (broadcastable to the batch shape ``(...)``, e.g.
+        ``(B,)``) or per user (rank of ``(..., N)``, e.g. ``(B, 1)``).
+        Concrete out-of-range values raise ``ValueError``; traced ones are
+        clipped to the range.
+      sys_params: b_max [Hz] and f_ser [cycles/s] (and the feature scales if
+        ``feature_scales`` is None).
+      feature_scales: input scales; default ``FeatureScales.from_params(sys_params)``.
+      noise_key: PRNG key for the gate noise (Eq. 16) during training; None at
+        inference.
+      return_aux: also return an :class:`AllocationAux` (logits, gates,
+        load-balance loss).
+    Returns:
+      ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(..., N)``: they sum to
+      b_max and f_ser over the offloaded users of each scenario and are
+      exactly 0 elsewhere (all 0 if no user offloads).  With ``return_aux``,
+      ``(bandwidth, f_alloc, aux)``.
+    """
+    _host_check_range(width, 1, model.n_experts, "width")
+    _host_check_range(depth, 1, model.n_layers, "depth")
+    if feature_scales is None:
+        feature_scales = FeatureScales.from_params(sys_params)
+    z = normalize_features(scn, feature_scales)
+    shape = z.shape[:-1]
+    mask = _offload(offload_mask, shape)
+    width = _per_user(width, shape, "width")
+    depth = _per_user(depth, shape, "depth")
+    logits, gates = model.apply(params, z, width, depth, noise_key)
+    bandwidth, f_alloc = _shares(logits, mask, sys_params)
+    if not return_aux:
+        return bandwidth, f_alloc
+    aux = AllocationAux(logits=logits, gates=gates, load_balance=load_balance_loss(gates, mask))
+    return bandwidth, f_alloc, aux
+
+
+def allocate_all(model: MoEAllocator, params: dict, scn: Scenario, offload_mask: Array | None,
+                 sys_params: SystemParams, feature_scales: FeatureScales | None = None,
+                 noise_key: Array | None = None):
+    """Allocations of all K x L sub-networks in one pass (Eq. 12-20, 32).
+
+    Same arguments as :func:`allocate` without width/depth.  Returns
+    ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(K, L, ..., N)``: entry
+    ``[k-1, l-1]`` equals ``allocate(..., width=k, depth=l)`` (up to float
+    rounding; same noise for every entry when ``noise_key`` is given).  Costs
+    about as much as the largest sub-network alone (see
+    :meth:`MoEAllocator.all_subnets`).
+    """
+    if feature_scales is None:
+        feature_scales = FeatureScales.from_params(sys_params)
+    z = normalize_features(scn, feature_scales)
+    mask = _offload(offload_mask, z.shape[:-1])
+    logits = model.apply(params, z, noise_key, method=MoEAllocator.all_subnets)
+    return _shares(logits, mask, sys_params)
