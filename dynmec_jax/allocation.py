@@ -486,3 +486,299 @@ def _evaluate_jit(alloc, scn, offload, sp, optimum):
     return {"wd": wd, "wd_infer": wd + t_inf * wsum, "opt": opt,
             "gap": wd.mean(-1) / opt.mean() - 1.0, "t_infer": t_inf.mean(-1)}
 
+
+
+# ----------------------------------------------------------------------------
+# Config, training driver, checkpoints
+# ----------------------------------------------------------------------------
+
+def validate_config(cfg) -> None:
+    """Host-side checks of an allocator-training config; ``ValueError`` naming the field."""
+    m, t = cfg.model, cfg.train
+    if m.kind not in ("moe", "static"):
+        raise ValueError(f"model.kind must be 'moe' or 'static', got {m.kind!r}")
+    for name in ("n_experts", "n_layers", "hidden", "static_hidden"):
+        if int(m[name]) < 1:
+            raise ValueError(f"model.{name} must be >= 1, got {m[name]}")
+    for name in ("batch", "chunk_steps"):
+        if int(t[name]) < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {t[name]}")
+    if not t.lr > 0:
+        raise ValueError(f"train.lr must be > 0, got {t.lr}")
+    if not 0 <= t.offload_all_fraction <= 1:
+        raise ValueError(f"train.offload_all_fraction must be in [0, 1], got {t.offload_all_fraction}")
+    if t.load_balance_weight < 0:
+        raise ValueError(f"train.load_balance_weight must be >= 0, got {t.load_balance_weight}")
+    if int(cfg.n_seeds) < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
+    if not 0 <= int(cfg.export_seed) < int(cfg.n_seeds):
+        raise ValueError(f"export_seed must be in [0, n_seeds), got {cfg.export_seed}")
+    case = t.case if m.kind == "moe" else "largest"
+    phases = progressive_phases(case, int(m.n_experts) if m.kind == "moe" else 1, int(m.n_layers))
+    steps = list(t.phase_steps)[:len(phases)] if m.kind == "static" else list(t.phase_steps)
+    if len(steps) != len(phases) or any(int(s) < 0 for s in steps) or sum(steps) < 1:
+        raise ValueError(
+            f"train.phase_steps must give one non-negative step count per phase "
+            f"{[p[0] for p in phases]} of case {case!r}, got {tuple(t.phase_steps)}")
+    if not 0 < cfg.eval.offload_fraction <= 1 or int(cfg.eval.batch) < 1:
+        raise ValueError("eval.offload_fraction must be in (0, 1] and eval.batch >= 1")
+
+
+def _schedule(cfg) -> np.ndarray:
+    m = cfg.model
+    if m.kind == "static":
+        phases = progressive_phases("largest", 1, int(m.n_layers))
+        return schedule_table(phases, [int(sum(cfg.train.phase_steps))])
+    phases = progressive_phases(cfg.train.case, int(m.n_experts), int(m.n_layers))
+    return schedule_table(phases, [int(s) for s in cfg.train.phase_steps])
+
+
+class Setup(NamedTuple):
+    """Everything a training run derives from its config."""
+
+    sys_params: SystemParams
+    scales: FeatureScales
+    model: nn.Module
+    tx: optax.GradientTransformation
+    step_fn: Callable
+
+
+def setup_from_config(cfg) -> Setup:
+    """Builds system parameters, model, optimiser and train step from a config."""
+    validate_config(cfg)
+    sp = system.params_from_overrides(cfg.system.to_dict())
+    model = build_model(cfg.model)
+    tx = make_optimizer(cfg.train.lr)
+    step_fn = make_train_step(model, tx, int(cfg.train.batch), cfg.train.offload_all_fraction,
+                              cfg.train.load_balance_weight)
+    return Setup(sp, FeatureScales.from_params(sp), model, tx, step_fn)
+
+
+def seed_keys(seed: int, n: int) -> Array:
+    """Per-seed training keys ``(n, 2)``: seed s uses ``fold_in(PRNGKey(seed), s)``."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
+
+
+def eval_scenarios(cfg, sp: SystemParams):
+    """Held-out evaluation scenarios and the two offload masks (all, random fraction)."""
+    k_scn, k_off = jax.random.split(jax.random.PRNGKey(int(cfg.eval.seed)))
+    scn = system.sample_scenarios(k_scn, sp, int(cfg.eval.batch))
+    return scn, {"all": jnp.ones(scn.shape, bool),
+                 "random": jax.random.uniform(k_off, scn.shape) < cfg.eval.offload_fraction}
+
+
+def _config_json(cfg) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True, default=list)
+
+
+def claim_workdir(cfg, workdir) -> pathlib.Path:
+    """Creates ``workdir`` and records ``cfg`` in ``workdir/config.json``.
+
+    Raises ``ValueError`` if the directory already holds a run with a
+    different config (resuming it would mix two runs).
+    """
+    from dynmec_jax import sweep
+
+    workdir = pathlib.Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_text = _config_json(cfg)
+    cfg_file = workdir / "config.json"
+    if cfg_file.exists() and cfg_file.read_text() != cfg_text:
+        raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
+                         "use another --workdir or delete it")
+    sweep.atomic_write_text(cfg_file, cfg_text)
+    return workdir
+
+
+def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
+    """Trains ``cfg.n_seeds`` allocators side by side and evaluates them.
+
+    All seeds run as one ``jit(vmap(train_chunk))`` program per chunk of
+    ``cfg.train.chunk_steps`` steps.  After each chunk the stacked state is
+    checkpointed with orbax under ``workdir/checkpoints``; a rerun with the
+    same config resumes from the latest checkpoint (a different config raises
+    ``ValueError``).  At the end every seed is evaluated against the optimal
+    allocation on held-out scenarios (all tasks offloaded, and a random
+    ``eval.offload_fraction``), the record is written to
+    ``workdir/allocator_eval.json`` and seed ``cfg.export_seed`` is saved as
+    an allocator in ``workdir/allocator``.  Returns the record.
+    """
+    import orbax.checkpoint as ocp
+    from tqdm import tqdm
+
+    from dynmec_jax import baselines, sweep
+
+    s = setup_from_config(cfg)
+    workdir = claim_workdir(cfg, workdir)
+    cfg_text = _config_json(cfg)
+
+    n = int(cfg.n_seeds)
+    keys = seed_keys(int(cfg.seed), n)
+    table = _schedule(cfg)
+    total = len(table)
+    init = jax.jit(jax.vmap(lambda k: init_state(jax.random.fold_in(k, 10**6), s.model, s.tx)))
+    state = init(keys)
+    mngr = ocp.CheckpointManager(workdir / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    start = 0
+    if mngr.latest_step() is not None:
+        start = int(mngr.latest_step())
+        state = mngr.restore(start, args=ocp.args.StandardRestore(state))
+        state = TrainState(*state) if not isinstance(state, TrainState) else state
+        logging.info("resumed from step %d of %d (%s)", start, total, workdir / "checkpoints")
+
+    chunk_fn = jax.jit(jax.vmap(
+        lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed),
+        in_axes=(0, 0, None)))
+    chunk = int(cfg.train.chunk_steps)
+    bounds = list(range(start, total, chunk))
+    history = []
+    t_train = 0.0
+    bar = tqdm(bounds, desc=f"train allocator x{n} seeds", unit="chunk", disable=not progress)
+    for lo in bar:
+        hi = min(lo + chunk, total)
+        t0 = time.perf_counter()
+        state, metrics = chunk_fn(state, keys, jnp.asarray(table[lo:hi]))
+        jax.block_until_ready(state)
+        dt = time.perf_counter() - t0
+        t_train += dt
+        wd = float(jnp.mean(metrics["weighted_delay"]))
+        history.append({"step": hi, "weighted_delay": wd})
+        logging.info("step %d/%d: %.1f steps/s (x%d seeds), train weighted delay %.2f",
+                     hi, total, (hi - lo) / dt, n, wd)
+        bar.set_postfix(wd=f"{wd:.1f}")
+        mngr.save(hi, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+    mngr.close()
+
+    scn, masks = eval_scenarios(cfg, s.sys_params)
+    optima = {k: baselines.optimal_allocation(scn, m, s.sys_params) for k, m in masks.items()}
+    per_seed = []
+    allocs = []
+    for i in range(n):
+        v = jax.tree.map(lambda a, i=i: a[i], state.variables)
+        alloc = Allocator(v, s.scales, s.sys_params, s.model)
+        allocs.append(alloc)
+        res = {}
+        for name, mask in masks.items():
+            e = evaluate_subnets(alloc, scn, mask, optimum=optima[name])
+            res[name] = {"gap": np.asarray(e["gap"]).tolist(),
+                         "weighted_delay": np.asarray(e["wd"].mean(-1)).tolist(),
+                         "weighted_delay_infer": np.asarray(e["wd_infer"].mean(-1)).tolist(),
+                         "optimal_weighted_delay": float(e["opt"].mean()),
+                         "inference_delay_s": np.asarray(e["t_infer"]).tolist()}
+        per_seed.append(res)
+    record = {
+        "config": json.loads(cfg_text),
+        "steps": total,
+        "train_wall_time_s": t_train,
+        "steps_per_s": (total - start) / t_train if t_train else None,
+        "history": history,
+        "per_seed": per_seed,
+        "max_gap_all": max(max(map(max, r["all"]["gap"])) for r in per_seed),
+        "max_gap_random": max(max(map(max, r["random"]["gap"])) for r in per_seed),
+        "full_gap_all": max(r["all"]["gap"][-1][-1] for r in per_seed),
+        "versions": sweep.versions(),
+    }
+    sweep.atomic_write_text(workdir / "allocator_eval.json", json.dumps(record, indent=1))
+    save_allocator(allocs[int(cfg.export_seed)], workdir / "allocator", cfg.model.to_dict(),
+                   {k: v for k, v in record.items() if k != "history"})
+    return record
+
+
+# ----------------------------------------------------------------------------
+# Training cost: progressive shrinking versus traditional training (Fig. 12)
+# ----------------------------------------------------------------------------
+
+def training_cost(cfg, case: str, method: str, seed: int, target: float = 0.02,
+                  eval_every: int = 25, max_steps: int = 4000, eval_batch: int = 512) -> dict:
+    """Optimiser steps and wall time to bring every sub-network of ``case``
+    within ``target`` of the optimal weighted delay (Fig. 12).
+
+    Args:
+      cfg: allocator config (model shapes, batch, lr, system).
+      case: "full" (width and depth dynamic), "width" or "depth" (only one).
+      method: "progressive" (Section IV.B: the largest network first, then
+        the phases of :func:`progressive_phases`, each run until its
+        sub-networks reach the target; weights are inherited) or
+        "traditional" (each sub-network trained from scratch, one after
+        another, until it reaches the target).
+      seed: PRNG seed (initialisation and training batches).
+      target: relative excess weighted delay (gap) every sub-network must
+        reach, measured on ``eval_batch`` held-out scenarios, all offloaded.
+      eval_every: steps between quality checks (the step counts are
+        multiples of it).
+      max_steps: cap per phase (progressive) or per sub-network (traditional);
+        a run that hits it is marked ``reached=False``.
+    Returns a dict with ``steps`` (optimiser steps in total; each step is one
+    batch of ``cfg.train.batch`` scenarios and both updates of Fig. 2(b)),
+    ``wall_time_s`` (training only, jitted chunks, evaluation excluded),
+    ``reached``, the final gaps and a per-stage breakdown.
+    """
+    from dynmec_jax import baselines
+
+    if method not in ("progressive", "traditional"):
+        raise ValueError(f"method must be 'progressive' or 'traditional', got {method!r}")
+    s = setup_from_config(cfg)
+    K, L = int(cfg.model.n_experts), int(cfg.model.n_layers)
+    members = subnet_set(case, K, L)
+    k_scn = jax.random.PRNGKey(int(cfg.eval.seed))
+    scn = system.sample_scenarios(k_scn, s.sys_params, eval_batch)
+    mask = jnp.ones(scn.shape, bool)
+    opt = system.weighted_delay(scn, mask, *baselines.optimal_allocation(scn, mask, s.sys_params),
+                                s.sys_params).mean()
+
+    @jax.jit
+    def gaps(variables):
+        alloc = Allocator(variables, s.scales, s.sys_params, s.model)
+        b, f = _allocate_all_body(alloc, scn, mask, s.sys_params)
+        return system.weighted_delay(scn, mask, b, f, s.sys_params).mean(-1) / opt - 1.0
+
+    chunk_fn = jax.jit(lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params,
+                                                          s.scales, allowed))
+    key = jax.random.PRNGKey(seed)
+
+    def run_stage(state, allowed, check):
+        """Trains on ``allowed`` until every sub-network in ``check`` meets the target."""
+        table = jnp.asarray(np.broadcast_to(allowed, (eval_every, K, L)))
+        steps, wall = 0, 0.0
+        while True:
+            t0 = time.perf_counter()
+            state, _ = chunk_fn(state, key, table)
+            jax.block_until_ready(state)
+            wall += time.perf_counter() - t0
+            steps += eval_every
+            g = np.asarray(gaps(state.variables))
+            if g[check].max() <= target or steps >= max_steps:
+                return state, steps, wall, g, bool(g[check].max() <= target)
+
+    # Compile once outside the timed region.
+    warm = init_state(jax.random.PRNGKey(0), s.model, s.tx)
+    jax.block_until_ready(chunk_fn(warm, key, jnp.zeros((eval_every, K, L), bool).at[:, -1, -1]
+                                   .set(True)))
+    stages = []
+    if method == "progressive":
+        state = init_state(jax.random.fold_in(key, 1), s.model, s.tx)
+        for name, allowed in progressive_phases(case, K, L):
+            state, n, wall, g, ok = run_stage(state, allowed, allowed)
+            stages.append({"stage": name, "steps": n, "wall_time_s": wall, "reached": ok})
+        final = g
+    else:
+        final = np.full((K, L), np.nan)
+        for k, l in zip(*np.nonzero(members)):
+            one = np.zeros((K, L), bool)
+            one[k, l] = True
+            state = init_state(jax.random.fold_in(key, 1 + k * L + l), s.model, s.tx)
+            state, n, wall, g, ok = run_stage(state, one, one)
+            final[k, l] = g[k, l]
+            stages.append({"stage": f"width={k + 1},depth={l + 1}", "steps": n,
+                           "wall_time_s": wall, "reached": ok})
+    return {
+        "case": case, "method": method, "seed": seed, "target": target,
+        "steps": int(sum(st["steps"] for st in stages)),
+        "wall_time_s": float(sum(st["wall_time_s"] for st in stages)),
+        "reached": all(st["reached"] for st in stages) and bool(final[members].max() <= target),
+        "final_max_gap": float(np.nanmax(final[members])),
+        "stages": stages,
+    }

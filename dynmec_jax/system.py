@@ -14,6 +14,7 @@ outside), never ``x * mask`` around an ``inf``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -139,6 +140,25 @@ def validate(params: SystemParams) -> SystemParams:
             raise ValueError(
                 f"{lo} ({getattr(params, lo)!r}) must not exceed {hi} ({getattr(params, hi)!r})")
     return params
+
+
+def params_from_overrides(overrides=None, base: SystemParams | None = None) -> SystemParams:
+    """``SystemParams`` with the fields in ``overrides`` (a mapping) replaced, validated.
+
+    Unknown field names raise ``ValueError`` naming them; values are checked
+    by :func:`validate`.  Host-side only.
+    """
+    base = SystemParams() if base is None else base
+    overrides = dict(overrides or {})
+    known = {f.name for f in dataclasses.fields(SystemParams)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown SystemParams field(s) {unknown}; known: {sorted(known)}")
+    if "n_users" in overrides:
+        n = overrides["n_users"]
+        if isinstance(n, float) and n.is_integer():
+            overrides["n_users"] = int(n)
+    return validate(dataclasses.replace(base, **overrides))
 
 
 @struct.dataclass

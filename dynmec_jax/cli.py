@@ -1,0 +1,68 @@
+"""Small helpers shared by the absl launchers in ``launch/``.
+
+Bad input ends the program with one clear line on stderr and exit code 2,
+before any compute.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Callable
+
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> None:
+    """Prints ``error: message`` on stderr and exits with code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def check_no_args(argv) -> None:
+    """Rejects stray positional arguments (absl passes the program name first)."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+
+
+def guard(check: Callable, *args):
+    """Runs a host-side validation; a ``ValueError``/``TypeError`` becomes one line and exit 2."""
+    try:
+        return check(*args)
+    except (ValueError, TypeError, KeyError) as e:
+        fail(str(e))
+
+
+def writable_workdir(path) -> pathlib.Path:
+    """Creates ``path`` if needed and checks that a file can be written in it.
+
+    An unwritable location ends the program with one line naming the path
+    (exit code 2) before any compute.
+    """
+    p = pathlib.Path(path).expanduser().resolve()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=p)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        fail(f"cannot write to workdir {p}: {e.strerror or e}")
+    return p
+
+
+_NOISY = ("orbax", "xla_bridge.py", "checkpoint_manager", "async_checkpointer")
+
+
+def quiet_libraries() -> None:
+    """Drops the INFO chatter of orbax and JAX's backend probing from absl logging,
+    keeping this package's own progress lines and every warning."""
+    import logging as pylogging
+
+    from absl import logging
+
+    def keep(record) -> bool:
+        return record.levelno >= pylogging.WARNING or not any(s in record.pathname for s in _NOISY)
+
+    logging.get_absl_handler().addFilter(keep)

@@ -1,0 +1,236 @@
+"""Tests of dynmec_jax.allocation: train step, progressive shrinking, driver, save/load."""
+
+import json
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynmec_jax import accounting, allocation, baselines, moe, system
+from dynmec_jax.configs import allocator as allocator_config
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg():
+    return allocator_config.get_config("smoke")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, smoke_cfg):
+    workdir = tmp_path_factory.mktemp("alloc")
+    record = allocation.train_and_evaluate(smoke_cfg, workdir, progress=False)
+    return workdir, record
+
+
+def test_static_model_parameter_count():
+    model = allocation.StaticAllocator(hidden=384, n_layers=3)
+    v = allocation.init_variables(jax.random.PRNGKey(0), model)
+    n = sum(x.size for x in jax.tree.leaves(v))
+    assert n == accounting.static_model_params(hidden=384, depth=3)
+
+
+def test_weighted_parts_sum_to_weighted_delay():
+    sp = system.SystemParams(n_users=7)
+    scn = system.sample_scenarios(jax.random.PRNGKey(0), sp, 5)
+    mask = jax.random.uniform(jax.random.PRNGKey(1), scn.shape) < 0.6
+    b, f = baselines.equal_allocation(scn, mask, sp)
+    tra, com = allocation.weighted_parts(scn, mask, b, f, sp)
+    np.testing.assert_allclose(tra + com, system.weighted_delay(scn, mask, b, f, sp), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case,names", [
+    ("full", ["largest", "width", "depth", "both"]),
+    ("width", ["largest", "width"]),
+    ("depth", ["largest", "depth"]),
+    ("largest", ["largest"]),
+])
+def test_progressive_phases(case, names):
+    phases = allocation.progressive_phases(case, 4, 3)
+    assert [p[0] for p in phases] == names
+    # the last phase allows exactly the case's sub-networks; the first only the largest.
+    np.testing.assert_array_equal(phases[-1][1] | phases[0][1], allocation.subnet_set(case, 4, 3))
+    assert phases[0][1].sum() == 1 and phases[0][1][-1, -1]
+    table = allocation.schedule_table(phases, [3] * len(phases))
+    assert table.shape == (3 * len(phases), 4, 3)
+
+
+def test_sample_subnets_only_allowed():
+    allowed = np.zeros((4, 3), bool)
+    allowed[1, 0] = allowed[3, 2] = True
+    w, d = allocation.sample_subnets(jax.random.PRNGKey(0), jnp.asarray(allowed), 4000)
+    pairs = set(zip(np.asarray(w).tolist(), np.asarray(d).tolist()))
+    assert pairs == {(2, 1), (4, 3)}
+    assert 0.45 < float(jnp.mean(w == 2)) < 0.55
+
+
+def _setup(cfg):
+    s = allocation.setup_from_config(cfg)
+    state = allocation.init_state(jax.random.PRNGKey(0), s.model, s.tx)
+    return s, state
+
+
+def test_train_step_is_finite_and_chunking_does_not_change_results(smoke_cfg):
+    s, state = _setup(smoke_cfg)
+    K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
+    table = jnp.ones((10, K, L), bool)
+    key = jax.random.PRNGKey(3)
+    run = jax.jit(lambda st, tab: allocation.train_chunk(s.step_fn, st, key, s.sys_params,
+                                                         s.scales, tab))
+    one, metrics = run(state, table)
+    chex.assert_tree_all_finite((one.variables, metrics))
+    half, _ = run(state, table[:5])
+    two, _ = run(half, table[5:])
+    chex.assert_trees_all_close(one.variables, two.variables, rtol=1e-6, atol=1e-7)
+    assert int(one.step) == 10
+
+
+def test_a_few_seconds_of_training_lowers_the_loss(smoke_cfg):
+    cfg = smoke_cfg.copy_and_resolve_references()
+    s, state = _setup(cfg)
+    K, L = cfg.model.n_experts, cfg.model.n_layers
+    scn = system.sample_scenarios(jax.random.PRNGKey(7), s.sys_params, 256)
+    mask = jnp.ones(scn.shape, bool)
+
+    def wd(variables):
+        alloc = allocation.Allocator(variables, s.scales, s.sys_params, s.model)
+        b, f = alloc.allocate(scn, mask)
+        return float(system.weighted_delay(scn, mask, b, f, s.sys_params).mean())
+
+    before = wd(state.variables)
+    table = jnp.zeros((150, K, L), bool).at[:, -1, -1].set(True)
+    state, _ = jax.jit(lambda st: allocation.train_chunk(
+        s.step_fn, st, jax.random.PRNGKey(1), s.sys_params, s.scales, table))(state)
+    after = wd(state.variables)
+    assert after < 0.8 * before
+
+
+def test_static_model_trains_too(smoke_cfg):
+    cfg = smoke_cfg.copy_and_resolve_references()
+    cfg.model.kind = "static"
+    s, state = _setup(cfg)
+    table = jnp.ones((5, 1, cfg.model.n_layers), bool)
+    state, m = jax.jit(lambda st: allocation.train_chunk(
+        s.step_fn, st, jax.random.PRNGKey(1), s.sys_params, s.scales, table))(state)
+    chex.assert_tree_all_finite(m)
+    alloc = allocation.Allocator(state.variables, s.scales, s.sys_params, s.model)
+    scn = system.sample_scenarios(jax.random.PRNGKey(2), s.sys_params, 3)
+    b, f = alloc.allocate(scn)
+    np.testing.assert_allclose(b.sum(-1), s.sys_params.bandwidth_max, rtol=1e-5)
+    ball, _ = alloc.allocate_all(scn)
+    assert ball.shape == (1, cfg.model.n_layers, 3, cfg.system.n_users)
+
+
+def test_driver_writes_record_and_allocator(smoke_run, smoke_cfg):
+    workdir, record = smoke_run
+    K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
+    on_disk = json.loads((workdir / "allocator_eval.json").read_text())
+    assert on_disk["steps"] == sum(smoke_cfg.train.phase_steps)
+    assert len(on_disk["per_seed"]) == smoke_cfg.n_seeds
+    for res in on_disk["per_seed"]:
+        for name in ("all", "random"):
+            assert np.asarray(res[name]["gap"]).shape == (K, L)
+            assert np.isfinite(res[name]["weighted_delay_infer"]).all()
+            # inference delay only adds delay.
+            assert (np.asarray(res[name]["weighted_delay_infer"])
+                    >= np.asarray(res[name]["weighted_delay"])).all()
+    alloc = allocation.load_allocator(workdir / "allocator")
+    assert alloc.n_experts == K and alloc.n_layers == L
+
+
+def test_resume_after_interruption_gives_the_same_model(smoke_run, smoke_cfg, tmp_path):
+    workdir, _ = smoke_run
+    # Simulate a run killed after its second chunk: keep only that checkpoint.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(workdir, resumed)
+    steps = sorted(int(p.name) for p in (resumed / "checkpoints").iterdir() if p.name.isdigit())
+    for st in steps:
+        if st != 20:
+            shutil.rmtree(resumed / "checkpoints" / str(st))
+    for f in ("allocator_eval.json",):
+        (resumed / f).unlink()
+    shutil.rmtree(resumed / "allocator")
+    allocation.train_and_evaluate(smoke_cfg, resumed, progress=False)
+    a = allocation.load_allocator(workdir / "allocator")
+    b = allocation.load_allocator(resumed / "allocator")
+    chex.assert_trees_all_close(a.variables, b.variables, rtol=1e-6, atol=1e-7)
+
+
+def test_a_different_config_refuses_the_workdir(smoke_run, smoke_cfg):
+    workdir, _ = smoke_run
+    other = smoke_cfg.copy_and_resolve_references()
+    other.train.batch = 8
+    with pytest.raises(ValueError, match="different config"):
+        allocation.claim_workdir(other, workdir)
+
+
+def test_load_errors_name_the_path(tmp_path, smoke_run):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        allocation.load_allocator(tmp_path)
+    workdir, _ = smoke_run
+    bad = tmp_path / "bad"
+    shutil.copytree(workdir / "allocator", bad)
+    (bad / "params.msgpack").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=str(bad)):
+        allocation.load_allocator(bad)
+
+
+def test_allocate_accepts_numpy_and_does_not_recompile(smoke_run, smoke_cfg):
+    workdir, _ = smoke_run
+    alloc = allocation.load_allocator(workdir / "allocator")
+    sp = alloc.sys_params
+    scn = system.sample_scenarios(jax.random.PRNGKey(4), sp, 6)
+    scn_np = jax.tree.map(np.asarray, scn)
+    mask = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), scn.shape) < 0.5)
+    ball, fall = alloc.allocate_all(scn_np, mask)
+    before = allocation._allocate_jit._cache_size()
+    for k in range(1, alloc.n_experts + 1):
+        for d in range(1, alloc.n_layers + 1):
+            b, f = alloc.allocate(scn_np, mask, k, d)
+            np.testing.assert_allclose(b, ball[k - 1, d - 1], rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(f, fall[k - 1, d - 1], rtol=1e-4, atol=1.0)
+    assert allocation._allocate_jit._cache_size() - before <= 1
+    with pytest.raises(ValueError, match="width"):
+        alloc.allocate(scn_np, mask, alloc.n_experts + 1, 1)
+    # one scenario (N,) works too
+    b1, _ = alloc.allocate(jax.tree.map(lambda a: a[0], scn_np), mask[0], 1, 1)
+    np.testing.assert_allclose(b1, ball[0, 0, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_pretrained_default_loads_and_allocates():
+    alloc = allocation.load_allocator()
+    assert alloc.is_moe and (alloc.n_experts, alloc.n_layers) == (10, 3)
+    sp = alloc.sys_params
+    scn = system.sample_scenarios(jax.random.PRNGKey(11), sp, 256)
+    mask = jnp.ones(scn.shape, bool)
+    e = allocation.evaluate_subnets(alloc, scn, mask)
+    # the shipped model's quality targets, on fresh scenarios (loose bound: 256 scenarios).
+    assert float(e["gap"][-1, -1]) < 0.01
+    assert float(e["gap"].max()) < 0.05
+
+
+def test_training_cost_smoke(smoke_cfg):
+    for method in ("progressive", "traditional"):
+        r = allocation.training_cost(smoke_cfg, "depth", method, seed=0, target=10.0,
+                                     eval_every=5, max_steps=10, eval_batch=32)
+        assert r["steps"] % 5 == 0 and r["steps"] > 0
+        assert r["reached"]
+        assert len(r["stages"]) == 2 if method == "progressive" else smoke_cfg.model.n_layers
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.batch", 0, "batch"),
+    ("train.lr", -1.0, "lr"),
+    ("train.phase_steps", (1, 2), "phase_steps"),
+    ("model.kind", "cnn", "kind"),
+    ("n_seeds", 0, "n_seeds"),
+    ("train.offload_all_fraction", 1.5, "offload_all_fraction"),
+])
+def test_validate_config(smoke_cfg, field, value, match):
+    cfg = smoke_cfg.copy_and_resolve_references()
+    section, _, name = field.rpartition(".")
+    (cfg[section] if section else cfg)[name] = value
+    with pytest.raises(ValueError, match=match):
+        allocation.validate_config(cfg)
