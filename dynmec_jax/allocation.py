@@ -601,8 +601,9 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
     ``ValueError``).  At the end every seed is evaluated against the optimal
     allocation on held-out scenarios (all tasks offloaded, and a random
     ``eval.offload_fraction``), the record is written to
-    ``workdir/allocator_eval.json`` and seed ``cfg.export_seed`` is saved as
-    an allocator in ``workdir/allocator``.  Returns the record.
+    ``workdir/allocator_eval.json``, seed ``cfg.export_seed`` is saved as
+    an allocator in ``workdir/allocator`` and every seed ``i`` in
+    ``workdir/seeds/seed_i``.  Returns the record.
     """
     import orbax.checkpoint as ocp
     from tqdm import tqdm
@@ -682,8 +683,11 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
         "versions": sweep.versions(),
     }
     sweep.atomic_write_text(workdir / "allocator_eval.json", json.dumps(record, indent=1))
-    save_allocator(allocs[int(cfg.export_seed)], workdir / "allocator", cfg.model.to_dict(),
-                   {k: v for k, v in record.items() if k != "history"})
+    extra = {k: v for k, v in record.items() if k != "history"}
+    save_allocator(allocs[int(cfg.export_seed)], workdir / "allocator", cfg.model.to_dict(), extra)
+    for i, alloc in enumerate(allocs):
+        save_allocator(alloc, workdir / "seeds" / f"seed_{i}", cfg.model.to_dict(),
+                       {"seed_index": i, "config": record["config"]})
     return record
 
 
