@@ -10,7 +10,7 @@ import os
 import pathlib
 import sys
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 USAGE_ERROR = 2
 
@@ -19,6 +19,30 @@ def fail(message: str) -> None:
     """Prints ``error: message`` on stderr and exits with code 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
+
+
+def parse_flags(argv):
+    """absl flag parser for :func:`run`: a bad flag or config override is one line, exit 2.
+
+    Covers unknown flags, unknown ``--config.field`` keys and values of the
+    wrong type (ml_collections raises plain ``AttributeError``/``KeyError``
+    for those).
+    """
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(str(e))
+    except (AttributeError, KeyError, ValueError, TypeError) as e:
+        fail(f"invalid flag or config override: {e}")
+
+
+def run(main: Callable) -> None:
+    """``absl.app.run(main)`` with :func:`parse_flags`; exits with main's return code."""
+    from absl import app
+
+    sys.exit(app.run(main, flags_parser=parse_flags))
 
 
 def check_no_args(argv) -> None:

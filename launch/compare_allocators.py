@@ -13,15 +13,15 @@ No inference delay is included here: it is the allocation quality alone.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dynmec_jax import accounting, baselines, system
+from dynmec_jax import cli as common
 
 _BATCH = flags.DEFINE_integer("batch", 1024, "number of scenarios", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed")
@@ -85,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)

@@ -14,11 +14,10 @@ network within 1%, every sub-network within 5%) are not met.
 from __future__ import annotations
 
 import json
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dynmec_jax import allocation, system
 from dynmec_jax import cli as common
@@ -78,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)

@@ -14,9 +14,8 @@ into the package as the default of ``load_allocator()``.
 from __future__ import annotations
 
 import shutil
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from dynmec_jax import allocation
@@ -40,7 +39,8 @@ def main(argv):
     print(f"{record['steps']} steps x {cfg.n_seeds} seeds in {record['train_wall_time_s']:.1f} s; "
           f"largest network gap {100 * record['full_gap_all']:.3f}%, worst sub-network gap "
           f"{100 * record['max_gap_all']:.3f}% (all offloaded), "
-          f"{100 * record['max_gap_random']:.3f}% (random {cfg.eval.offload_fraction:.0%} offloaded)")
+          f"{100 * record['max_gap_random']:.3f}% "
+          f"(random {cfg.eval.offload_fraction:.0%} offloaded)")
     if _EXPORT.value:
         dst = allocation.PRETRAINED_DIR
         dst.mkdir(parents=True, exist_ok=True)
@@ -51,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from dynmec_jax import allocation, sweep
@@ -44,7 +43,8 @@ def summarize(runs: list[dict]) -> dict:
                 row[method] = {k: sweep_stats([r[k] for r in rs]) for k in ("steps", "wall_time_s")}
                 row[method]["all_reached"] = all(r["reached"] for r in rs)
         if len(row) == 2:
-            row["step_ratio"] = row["traditional"]["steps"]["mean"] / row["progressive"]["steps"]["mean"]
+            row["step_ratio"] = (row["traditional"]["steps"]["mean"]
+                                 / row["progressive"]["steps"]["mean"])
         out[case] = row
     return out
 
@@ -93,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    common.run(main)
