@@ -1,0 +1,102 @@
+"""Tests of dynmec_jax.evaluation: every Section V.A / V.B method and the metrics."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynmec_jax import allocation, evaluation, moe, policy, system
+
+N = 4
+
+
+def tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
+    """An untrained MoE allocator at tiny sizes (the tests only need a fixed map)."""
+    model = moe.MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden)
+    variables = allocation.init_variables(jax.random.PRNGKey(seed), model)
+    rec = {"model": {"kind": "moe", "n_experts": n_experts, "n_layers": n_layers,
+                     "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
+    return allocation.Allocator(variables=variables, scales=moe.FeatureScales.from_params(sp),
+                                sys_params=sp, model=model, record=json.dumps(rec))
+
+
+@pytest.fixture(scope="module")
+def world():
+    sp = system.SystemParams(n_users=N)
+    alloc = tiny_allocator(sp)
+    key = jax.random.key(0)
+    pipes = {}
+    for variant in ("full", "fixed"):
+        cfg = policy.TrainConfig(n_users=N, batch=4, pretrain_steps=0, episodes=1,
+                                 variant=variant)
+        models = policy.build_models(cfg, alloc)
+        state = policy.TrainState(
+            policy.scheduling.init_scheduler(jax.random.key(1), models.scheduler), None,
+            policy.init_policy(jax.random.key(2), models.policy), None, jnp.zeros((), jnp.int32))
+        pipes[variant] = policy.make_pipeline(cfg, alloc, state)
+    scn = system.sample_scenarios(jax.random.key(3), sp, 8)
+    return sp, alloc, key, pipes, scn
+
+
+def test_section_vb_methods(world):
+    sp, alloc, key, pipes, scn = world
+    res = jax.jit(lambda k, s: evaluation.section_vb(k, s, sp, pipes["full"], pipes["fixed"],
+                                                     ga_iters=None))(key, scn)
+    assert set(res) == set(evaluation.SECTION_VB) - {"GA"}   # GA: tests/test_exhaustive.py
+    for name, m in res.items():
+        chex.assert_tree_all_finite(m)
+        for k in ("delay", "miss_ratio", "energy", "cost"):
+            assert m[k].shape == (8,), (name, k)
+        assert np.all((np.asarray(m["miss_ratio"]) >= 0) & (np.asarray(m["miss_ratio"]) <= 1))
+    local = res["Local execution"]
+    assert float(local["offload_fraction"].mean()) == 0.0
+    assert float(local["inference_share"].mean()) == 0.0
+    # Fix MoE (joint) = PMRL's offloading with the largest sub-network
+    np.testing.assert_array_equal(res["Fix MoE"]["offload_fraction"],
+                                  res["PMRL"]["offload_fraction"])
+    assert np.all(np.asarray(res["Fix MoE"]["width"]) == alloc.n_experts)
+    assert np.all(np.asarray(res["RL"]["depth"]) == alloc.n_layers)
+
+
+def test_section_va_methods(world):
+    sp, alloc, key, pipes, scn = world
+    pol = pipes["full"].policy_params
+    static = allocation.Allocator(
+        variables=allocation.init_variables(jax.random.PRNGKey(0),
+                                            allocation.StaticAllocator(hidden=16, n_layers=2)),
+        scales=alloc.scales, sys_params=sp, model=allocation.StaticAllocator(hidden=16,
+                                                                             n_layers=2))
+    res = jax.jit(lambda k, s: evaluation.section_va(k, s, sp, alloc, pol, static, pol, pol,
+                                                     ga_iters=None))(key, scn)
+    assert set(res) == set(evaluation.SECTION_VA) - {"GA"}   # GA: tests/test_ga.py
+    for m in res.values():
+        chex.assert_tree_all_finite(m)
+        np.testing.assert_array_equal(m["offload_fraction"], 1.0)
+    # the oracle picks the best sub-network by Eq. 28, so it beats Fix MoE in mean C^edge
+    assert float(res["Oracle"]["cost"].mean()) <= float(res["Fix MoE"]["cost"].mean()) * (1 + 1e-6)
+
+
+def test_task_cost_matches_recomputation(world):
+    sp, alloc, key, pipes, scn = world
+    r = evaluation.pipeline_method(pipes["full"], scn, sp)
+    d = r.decision
+    x = np.asarray(d.offload)
+    c_edge = np.asarray(system.cost_edge(scn, d.bandwidth, d.f_alloc, sp,
+                                         d.inference_delay_edge[:, None]))
+    c_loc = np.asarray(system.cost_local(scn, sp, d.inference_delay_local[:, None]))
+    c = np.where(x, np.where(x, c_edge, 0.0), c_loc).sum(-1)
+    assert x.any() and (~x).any()
+    np.testing.assert_allclose(evaluation.task_cost(scn, r, sp), c, rtol=1e-5)
+
+
+def test_metrics_at_edges(world):
+    """N = 1, nothing offloaded, tiny deadlines: finite metrics."""
+    sp = system.SystemParams(n_users=1)
+    scn = system.sample_scenarios(jax.random.key(4), sp, 3)
+    scn = scn.replace(deadline=jnp.full((3, 1), sp.deadline_min))
+    for r in (evaluation.local_execution(scn, sp),
+              evaluation.optimal(scn, sp, offload=jnp.array([[True], [False], [True]]))):
+        chex.assert_tree_all_finite(evaluation.scenario_metrics(scn, r, sp))

@@ -1,0 +1,267 @@
+"""Tests of dynmec_jax.scheduling: Eq. 21-27 (network, exact counterfactual costs, rewards)."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynmec_jax import accounting, allocation, moe, policy, scheduling, system
+
+N = 5
+
+
+def tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
+    """An untrained MoE allocator at tiny sizes (the tests only need a fixed map)."""
+    model = moe.MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden)
+    variables = allocation.init_variables(jax.random.PRNGKey(seed), model)
+    rec = {"model": {"kind": "moe", "n_experts": n_experts, "n_layers": n_layers,
+                     "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
+    return allocation.Allocator(variables=variables, scales=moe.FeatureScales.from_params(sp),
+                                sys_params=sp, model=model, record=json.dumps(rec))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    sp = system.SystemParams(n_users=N)
+    alloc = tiny_allocator(sp)
+    cfg = policy.TrainConfig(n_users=N, batch=8)
+    models = policy.build_models(cfg, alloc)
+    pol = policy.init_policy(jax.random.PRNGKey(3), models.policy)
+    return sp, alloc, models, pol
+
+
+def test_scheduler_parameter_count():
+    model = scheduling.Scheduler(30)
+    params = scheduling.init_scheduler(jax.random.PRNGKey(0), model)
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert n == scheduling.scheduler_params_count(30) == 5 * 30 * 32 + 32 + 32 * 30 + 30
+    assert accounting.scheduler_macs(30) == 5 * 30 * 32 + 32 * 30
+
+
+def test_scheduler_rejects_wrong_n():
+    model = scheduling.Scheduler(4)
+    params = scheduling.init_scheduler(jax.random.PRNGKey(0), model)
+    with pytest.raises(ValueError, match="4 users"):
+        model.apply(params, jnp.zeros((3, 5)))
+
+
+def _one_update(estimator):
+    """A jitted SGD step of the N = 1 scheduler on fixed costs; returns pi before/after, R."""
+    model = scheduling.Scheduler(1)
+
+    @jax.jit
+    def run(params, z, c_loc, c_edge, x):
+        costs = scheduling.TaskCosts(local=c_loc, edge=c_edge, width=jnp.ones((1, 1), jnp.int32),
+                                     depth=jnp.ones((1, 1), jnp.int32),
+                                     n_served=jnp.ones((1, 1), jnp.int32))
+
+        def loss(p):
+            lg = model.apply(p, z)
+            if estimator == "eq23":
+                return scheduling.scheduler_loss(lg, costs, x, "eq23")
+            # REINFORCE at N = 1: the batch-mean baseline is the sample itself; use the
+            # other action's cost as the baseline (same sign convention as the module's).
+            taken = jnp.where(x, costs.edge, costs.local)
+            other = jnp.where(x, costs.local, costs.edge)
+            log_pi = jnp.where(x, jax.nn.log_sigmoid(lg), jax.nn.log_sigmoid(-lg))
+            return -jnp.mean((other - taken) * log_pi)
+
+        new = jax.tree.map(lambda a, g: a - 1e-2 * g, params, jax.grad(loss)(params))
+        pi0 = scheduling.action_probabilities(jax.nn.sigmoid(model.apply(params, z)), x)
+        pi1 = scheduling.action_probabilities(jax.nn.sigmoid(model.apply(new, z)), x)
+        r = scheduling.rewards(jax.nn.sigmoid(model.apply(params, z)), costs, x)
+        return pi0[0, 0], pi1[0, 0], r[0, 0]
+
+    return model, run
+
+
+@pytest.mark.parametrize("estimator", ["eq23", "reinforce"])
+def test_reward_sign_moves_probability(estimator):
+    """One update raises the probability of the taken action iff it was the better one (Eq. 23)."""
+    model, run = _one_update(estimator)
+    params = scheduling.init_scheduler(jax.random.PRNGKey(1), model)
+    z = jax.random.normal(jax.random.PRNGKey(2), (1, 1, 5))
+    for offloaded in (True, False):
+        for edge_better in (True, False):
+            c_edge, c_loc = (1.0, 3.0) if edge_better else (3.0, 1.0)
+            pi0, pi1, r = run(params, z, jnp.full((1, 1), c_loc), jnp.full((1, 1), c_edge),
+                              jnp.full((1, 1), offloaded))
+            better = offloaded == edge_better
+            assert (float(r) > 0) == better
+            assert (float(pi1) > float(pi0)) == better
+
+
+def test_reinforce_raises_better_action():
+    """REINFORCE with the batch-mean baseline: the cheaper of two taken actions gains."""
+    model = scheduling.Scheduler(2)
+    params = scheduling.init_scheduler(jax.random.PRNGKey(1), model)
+    z = jax.random.normal(jax.random.PRNGKey(2), (1, 2, 5))
+    costs = scheduling.TaskCosts(local=jnp.array([[1.0, 1.0]]), edge=jnp.array([[5.0, 5.0]]),
+                                 width=jnp.ones((1, 2), jnp.int32),
+                                 depth=jnp.ones((1, 2), jnp.int32),
+                                 n_served=jnp.ones((1, 2), jnp.int32))
+    x = jnp.array([[False, True]])       # task 0 local (cost 1), task 1 offloaded (cost 5)
+    g = jax.grad(lambda p: scheduling.scheduler_loss(model.apply(p, z), costs, x,
+                                                     "reinforce"))(params)
+    d_logits = jax.jvp(lambda p: model.apply(p, z), (params,),
+                       (jax.tree.map(lambda a: -a, g),))[1]
+    assert float(d_logits[0, 0]) < 0     # p(offload task 0) down: its local choice was good
+    assert float(d_logits[0, 1]) < 0     # p(offload task 1) down: its offloading was bad
+
+
+def test_eq23_gradient_is_expected_cost_gradient(setup):
+    """Module doc: grad of -mean R (Eq. 23, costs fixed) == grad of the expected cost."""
+    sp, alloc, models, _ = setup
+    params = scheduling.init_scheduler(jax.random.PRNGKey(0), models.scheduler)
+    scn = system.sample_scenarios(jax.random.PRNGKey(4), sp, 6)
+    z = moe.normalize_features(scn, alloc.scales)
+    k = jax.random.split(jax.random.PRNGKey(5), 2)
+    costs = scheduling.TaskCosts(local=jax.random.uniform(k[0], (6, N)),
+                                 edge=jax.random.uniform(k[1], (6, N)),
+                                 width=jnp.ones((6, N), jnp.int32),
+                                 depth=jnp.ones((6, N), jnp.int32),
+                                 n_served=jnp.ones((6, N), jnp.int32))
+    x = jax.random.uniform(jax.random.PRNGKey(6), (6, N)) < 0.5
+    g1 = jax.grad(lambda p: scheduling.scheduler_loss(models.scheduler.apply(p, z), costs,
+                                                      x))(params)
+
+    def expected(p):
+        pr = jax.nn.sigmoid(models.scheduler.apply(p, z))
+        return jnp.mean(pr * costs.edge + (1 - pr) * costs.local)
+
+    g2 = jax.grad(expected)(params)
+    chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-7)
+
+
+def test_counterfactual_edge_cost_is_exact(setup):
+    """C^edge of a local task == direct recomputation with that task added to the offload set."""
+    sp, alloc, models, pol = setup
+    B = 3
+    scn = system.sample_scenarios(jax.random.PRNGKey(7), sp, B)
+    x = np.array(jax.random.uniform(jax.random.PRNGKey(8), (B, N)) < 0.5)
+    x[0] = False           # nothing offloaded: every cost is a single-user counterfactual
+    x[1] = True            # everything offloaded: only factual costs
+
+    def decide(masks):
+        return policy.decide_subnet(models, pol, alloc, scn, masks, sp)
+
+    costs = jax.jit(lambda s, xx: scheduling.task_costs(
+        alloc, alloc.logits_all(s), s, xx, decide, sp, models.scheduler_macs,
+        models.policy_macs))(scn, jnp.asarray(x))
+
+    @jax.jit
+    def direct(one, mask):
+        """Decide, allocate and cost the offload set ``mask`` from scratch (no flip tables)."""
+        w, d = policy.decide_subnet(models, pol, alloc, one, mask[None], sp)
+        logits, _ = alloc.logits(one, w, d)
+        bw = sp.bandwidth_max * moe.masked_softmax(logits[..., 0], mask[None])
+        fa = sp.f_server * moe.masked_softmax(logits[..., 1], mask[None])
+        macs = alloc.macs(w[0], d[0], jnp.sum(mask))
+        t_loc, t_edge = scheduling.inference_delays(sp, models.scheduler_macs,
+                                                    models.policy_macs, macs)
+        return (system.cost_edge(one, bw, fa, sp, t_edge)[0],
+                system.cost_local(one, sp, t_loc)[0], w[0], d[0])
+
+    for b in range(B):
+        one = jax.tree.map(lambda a, b=b: a[b:b + 1], scn)
+        for i in range(N):
+            mask = x[b].copy()
+            mask[i] = True
+            c_edge, c_loc, w, d = direct(one, jnp.asarray(mask))
+            np.testing.assert_allclose(costs.edge[b, i], c_edge[i], rtol=2e-5)
+            np.testing.assert_allclose(costs.local[b, i], c_loc[i], rtol=1e-6)
+            assert int(costs.width[b, i]) == int(w) and int(costs.depth[b, i]) == int(d)
+            assert int(costs.n_served[b, i]) == int(mask.sum())
+    # the direct path really allocates like Allocator.allocate
+    w, d = policy.decide_subnet(models, pol, alloc, scn, jnp.asarray(x), sp)
+    bw, _ = alloc.allocate(scn, jnp.asarray(x), w, d)
+    logits, _ = alloc.logits(scn, w, d)
+    np.testing.assert_allclose(bw, sp.bandwidth_max * moe.masked_softmax(logits[..., 0],
+                                                                         jnp.asarray(x)),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_marginal_costs_are_system_totals(setup):
+    """Estimator "marginal": the factual side of every task is the scenario's total cost."""
+    sp, alloc, models, pol = setup
+    scn = system.sample_scenarios(jax.random.PRNGKey(11), sp, 3)
+    x = jnp.asarray(np.array([[1, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool))
+
+    @jax.jit
+    def both(s, xx):
+        def decide(masks):
+            return policy.decide_subnet(models, pol, alloc, s, masks, sp)
+        la = alloc.logits_all(s)
+        args = (alloc, la, s, xx, decide, sp, models.scheduler_macs, models.policy_macs)
+        return scheduling.task_costs(*args), scheduling.marginal_costs(*args)
+
+    per_task, marg = both(scn, x)
+    # the factual total: offloaded tasks' C^edge (factual for them) + local tasks' C^loc
+    total = np.where(np.asarray(x), per_task.edge, per_task.local).sum(-1)
+    factual = np.where(np.asarray(x), marg.edge, marg.local)
+    np.testing.assert_allclose(factual, np.broadcast_to(total[:, None], factual.shape),
+                               rtol=1e-5)
+    chex.assert_tree_all_finite(marg)
+
+
+def test_advantages_cap_non_finite():
+    costs = scheduling.TaskCosts(local=jnp.array([[1.0, 2.0, jnp.nan]]),
+                                 edge=jnp.array([[jnp.inf, 1.0, 1.0]]),
+                                 width=jnp.ones((1, 3), jnp.int32),
+                                 depth=jnp.ones((1, 3), jnp.int32),
+                                 n_served=jnp.ones((1, 3), jnp.int32))
+    adv = scheduling.advantages(costs, jnp.array([[False, True, True]]))
+    np.testing.assert_allclose(adv, [[1.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("n", [1, N])
+def test_finite_values_and_gradients_at_edges(n):
+    """Rows: nothing offloaded, one offloaded, all offloaded, tiny deadlines with a size-0 task."""
+    sp = system.SystemParams(n_users=n)
+    alloc = tiny_allocator(sp)
+    cfg = policy.TrainConfig(n_users=n, batch=4)
+    models = policy.build_models(cfg, alloc)
+    pol = policy.init_policy(jax.random.PRNGKey(3), models.policy)
+    sched = scheduling.init_scheduler(jax.random.PRNGKey(0), models.scheduler)
+    scn = system.sample_scenarios(jax.random.PRNGKey(9), sp, 4)
+    x = np.zeros((4, n), bool)
+    x[1, 0] = True
+    x[2] = True
+    x[3, ::2] = True
+    scn = scn.replace(deadline=scn.deadline.at[3].set(sp.deadline_min),
+                      size=scn.size.at[3, 0].set(0.0))
+    x = jnp.asarray(x)
+
+    @jax.jit
+    def loss_and_grad(sp_params, pol_params):
+        def loss(sp_params, pol_params):
+            def decide(masks):
+                return policy.decide_subnet(models, pol_params, alloc, scn, masks, sp)
+            costs = scheduling.task_costs(alloc, alloc.logits_all(scn), scn, x, decide, sp,
+                                          models.scheduler_macs, models.policy_macs)
+            lg = scheduling.offload_logits(models.scheduler, sp_params, scn, alloc.scales)
+            total = (scheduling.scheduler_loss(lg, costs, x, "eq23")
+                     + scheduling.scheduler_loss(lg, costs, x, "reinforce"))
+            return total, (costs.local, costs.edge)
+        return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(sp_params, pol_params)
+
+    (val, aux), grads = loss_and_grad(sched, pol)
+    chex.assert_tree_all_finite((val, aux, grads))
+
+
+def test_bad_options():
+    costs = scheduling.TaskCosts(*(jnp.ones((1, 1)),) * 5)
+    with pytest.raises(ValueError, match="estimator"):
+        scheduling.scheduler_loss(jnp.zeros((1, 1)), costs, jnp.ones((1, 1), bool), "ppo")
+    with pytest.raises(ValueError, match="optimizer"):
+        scheduling.make_optimizer(1e-3, "rmsprop")
+
+
+def test_inference_delays_eq34_35():
+    sp = system.SystemParams()
+    t_l, t_e = scheduling.inference_delays(sp, 5760, 384, 1e6)
+    np.testing.assert_allclose(t_l, sp.efficiency * 5760 / sp.f_server, rtol=1e-6)
+    np.testing.assert_allclose(t_e, sp.efficiency * (5760 + 384 + 1e6) / sp.f_server, rtol=1e-6)
