@@ -1,0 +1,540 @@
+"""Figures and result files of Section V (Figs. 4-12), mean and 95% CI over seeds.
+
+Pure matplotlib with the Agg canvas: every figure is a
+:class:`matplotlib.figure.Figure` built by a ``build_*_figure`` function
+(returned, for tests and notebooks) and written by the matching ``plot_*``
+function; ``matplotlib.pyplot`` is never imported, so no global figure state
+is created or leaked.
+
+Conventions
+-----------
+* Over-seed aggregation (:func:`aggregate`): the mean and the half-width of the
+  two-sided Student-t confidence interval, ``t_{(1+c)/2, n-1} * s / sqrt(n)``
+  with the sample standard deviation ``s`` (ddof=1).  Non-finite values (NaN,
+  +-inf) are dropped first; with one value the CI is 0.0 (not defined), with
+  none the mean, CI and std are NaN.
+* Units: the plot functions draw ``value * y_scale`` against ``x * x_scale``;
+  the caller states the resulting units in the axis labels (e.g. delay in s
+  with ``y_scale=1e3`` and ``ylabel="... [ms]"``).  Error bars are the CI
+  half-widths scaled the same way.
+* Method styles: :data:`METHOD_STYLES` fixes colour, marker and line style of
+  the paper's methods; unknown names get a style from :data:`FALLBACK_STYLES`
+  chosen by a CRC32 hash of the name, so they are stable across figures and runs.
+* Output files are written atomically (temporary file in the same folder, then
+  :func:`os.replace`), parent folders are created.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+__all__ = [
+    "METHOD_STYLES",
+    "FALLBACK_STYLES",
+    "method_style",
+    "aggregate",
+    "sweep_table",
+    "build_sweep_figure",
+    "plot_sweep",
+    "build_fig04_figure",
+    "plot_fig04",
+    "build_bars_figure",
+    "plot_bars",
+    "build_fig12_figure",
+    "plot_fig12",
+    "save_figure",
+    "to_jsonable",
+    "write_json",
+    "read_json",
+]
+
+DPI = 120
+
+# method -> (colour, marker, linestyle); one fixed look per method in every figure.
+METHOD_STYLES: dict[str, tuple[str, str, str]] = {
+    "PolicyMoE": ("#d62728", "*", "-"),
+    "Fix width MoE": ("#1f77b4", "s", "-"),
+    "Fix depth MoE": ("#2ca02c", "^", "-"),
+    "Fix MoE": ("#9467bd", "D", "-"),
+    "Static model": ("#8c564b", "v", "-"),
+    "GA": ("#ff7f0e", "o", "--"),
+    "Oracle": ("#000000", "P", ":"),
+    "Optimal": ("#7f7f7f", "X", ":"),
+    "PMRL": ("#e377c2", "*", "-"),
+    "RL": ("#17becf", "h", "-"),
+    "Rand": ("#bcbd22", "d", "-"),
+    "Local execution": ("#393b79", "<", "-."),
+}
+
+FALLBACK_STYLES: tuple[tuple[str, str, str], ...] = (
+    ("#637939", "o", "-"),
+    ("#8c6d31", "s", "-"),
+    ("#843c39", "^", "-"),
+    ("#7b4173", "D", "-"),
+    ("#3182bd", "v", "-"),
+    ("#e6550d", "p", "-"),
+    ("#31a354", "h", "-"),
+    ("#756bb1", ">", "-"),
+    ("#636363", "<", "-"),
+    ("#a55194", "8", "-"),
+)
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def method_style(method: str) -> tuple[str, str, str]:
+    """``(colour, marker, linestyle)`` of a method: fixed for the paper's, hashed otherwise."""
+    if method in METHOD_STYLES:
+        return METHOD_STYLES[method]
+    return FALLBACK_STYLES[zlib.crc32(method.encode("utf-8")) % len(FALLBACK_STYLES)]
+
+
+# ----------------------------------------------------------------------------
+# Aggregation
+# ----------------------------------------------------------------------------
+
+def aggregate(values: Iterable[float], confidence: float = 0.95) -> dict:
+    """Mean and Student-t confidence half-width of per-seed values.
+
+    ``values``: any iterable / array of numbers (one per seed; same unit as the
+    result).  Non-finite entries (NaN, +-inf) are dropped and ``n`` counts the
+    rest.  Returns ``{"mean", "ci", "n", "std"}`` with ``std`` the sample
+    standard deviation (ddof=1) and ``ci = t.ppf((1 + confidence) / 2, n - 1)
+    * std / sqrt(n)`` (half-width; the interval is ``mean +- ci``).  ``n == 1``
+    gives ``ci = std = 0.0`` (no spread measurable); ``n == 0`` gives NaN for
+    mean, ci and std.
+    """
+    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
+                   dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    n = int(a.size)
+    if n == 0:
+        return {"mean": math.nan, "ci": math.nan, "n": 0, "std": math.nan}
+    mean = float(np.mean(a))
+    if n == 1:
+        return {"mean": mean, "ci": 0.0, "n": 1, "std": 0.0}
+    std = float(np.std(a, ddof=1))
+    tq = float(stats.t.ppf(0.5 * (1.0 + confidence), n - 1))
+    return {"mean": mean, "ci": tq * std / math.sqrt(n), "n": n, "std": std}
+
+
+def sweep_table(records: Sequence[Mapping[str, Any]], metric: str,
+                confidence: float = 0.95) -> dict:
+    """Aggregates per-seed records of a sweep over seeds, per (method, x).
+
+    ``records``: ``[{"method": str, "x": float, "seed": int, "metrics":
+    {name: float}}]``.  Returns ``{"x": [sorted unique x], "series": {method:
+    {"mean": [...], "ci": [...], "n": [...], "std": [...]}}}`` with lists
+    aligned with ``"x"``; methods keep their order of first appearance.  A
+    (method, x) cell without a finite value of ``metric`` (no record, metric
+    missing, or NaN) has mean/ci/std NaN and n 0.  Values keep their unit.
+    """
+    xs = sorted({float(r["x"]) for r in records})
+    index = {x: i for i, x in enumerate(xs)}
+    cells: dict[str, list[list[float]]] = {}
+    for r in records:
+        per_x = cells.setdefault(str(r["method"]), [[] for _ in xs])
+        v = r.get("metrics", {}).get(metric)
+        if v is not None:
+            per_x[index[float(r["x"])]].append(float(v))
+    series = {}
+    for method, per_x in cells.items():
+        aggs = [aggregate(v, confidence) for v in per_x]
+        series[method] = {k: [a[k] for a in aggs] for k in ("mean", "ci", "n", "std")}
+    return {"x": xs, "series": series}
+
+
+# ----------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> str:
+    """Writes ``fig`` atomically at ``dpi=120`` (format from the suffix, default PNG).
+
+    Clears the figure afterwards (releases its artists); returns ``str(path)``.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        fig.clear()
+    return str(path)
+
+
+def _new_figure(nrows: int, ncols: int, panel_w: float = 5.2, panel_h: float = 3.9,
+                extra_h: float = 0.0) -> tuple[Figure, list]:
+    fig = Figure(figsize=(panel_w * ncols, panel_h * nrows + extra_h), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def _grid(n: int) -> tuple[int, int]:
+    if n <= 0:
+        raise ValueError("at least one panel is needed")
+    if n > 4:
+        raise ValueError(f"at most 4 panels, got {n}")
+    return {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2)}[n]
+
+
+def _arr(v, scale: float = 1.0) -> np.ndarray:
+    a = np.asarray(v, dtype=float)
+    return a * scale
+
+
+def _clean_err(mean: np.ndarray, ci: np.ndarray) -> np.ndarray:
+    """CI half-widths with NaN replaced by 0 (so a point without a CI still draws)."""
+    ci = np.where(np.isfinite(ci), np.abs(ci), 0.0)
+    return np.where(np.isfinite(mean), ci, 0.0)
+
+
+def _panel_title(letter: str, text: str) -> str:
+    return f"({letter}) {text}" if text else f"({letter})"
+
+
+# ----------------------------------------------------------------------------
+# Figs. 5-9: sweeps
+# ----------------------------------------------------------------------------
+
+def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
+                       right_axis_methods: Iterable[str] = ("GA",), title: str | None = None,
+                       yscale: str = "linear") -> Figure:
+    """The Figure of :func:`plot_sweep` (not saved); see there for the arguments.
+
+    Axes: one per panel (unused grid cells removed) plus one twin right-hand
+    axis per panel in which a method of ``right_axis_methods`` has a finite
+    value, so ``len(fig.axes) == len(panels) + #panels with a right axis``.
+    """
+    right = tuple(right_axis_methods or ())
+    nrows, ncols = _grid(len(panels))
+    fig, axes = _new_figure(nrows, ncols, extra_h=0.5)
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+    handles: dict[str, Any] = {}
+    for i, (ax, p) in enumerate(zip(axes, panels, strict=False)):
+        table = p["table"]
+        xs = _arr(table["x"], float(p.get("x_scale", 1.0)))
+        ys_ = float(p.get("y_scale", 1.0))
+        xlabel = str(p.get("xlabel", ""))
+        letter = str(p.get("letter", _LETTERS[i]))
+        ptitle = p.get("title", xlabel.split(" [")[0])
+        ax.set_title(_panel_title(letter, ptitle))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_yscale(yscale)
+        ax.grid(True, alpha=0.3)
+        series = table["series"]
+        right_here = [m for m in series if m in right
+                      and np.isfinite(_arr(series[m]["mean"])).any()]
+        rax = None
+        if right_here:
+            rax = ax.twinx()
+            rax.set_yscale(yscale)
+            rax.set_ylabel(f"{ylabel} ({', '.join(right_here)}, right axis)")
+        for method, s in series.items():
+            mean = _arr(s["mean"], ys_)
+            if not np.isfinite(mean).any():
+                continue
+            err = _clean_err(mean, _arr(s.get("ci", np.full_like(mean, np.nan)), ys_))
+            colour, marker, ls = method_style(method)
+            target = rax if method in right_here else ax
+            if method in right_here:
+                ls = "--"
+            h = target.errorbar(xs, mean, yerr=err, color=colour, marker=marker, linestyle=ls,
+                                capsize=3, markersize=6, linewidth=1.4, label=method)
+            handles.setdefault(method, h)
+        if rax is not None:
+            rax.tick_params(axis="y", colors=method_style(right_here[0])[0])
+    if handles:
+        labels = [m + (" (right axis)" if m in right else "") for m in handles]
+        fig.legend(list(handles.values()), labels, loc="outside lower center",
+                   ncol=min(len(handles), 6), frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_sweep(panels: Sequence[Mapping[str, Any]], path: str | os.PathLike, ylabel: str,
+               right_axis_methods: Iterable[str] = ("GA",), title: str | None = None,
+               yscale: str = "linear") -> str:
+    """Line plot of up to four sweeps (Figs. 5-9), mean with 95% CI error bars.
+
+    ``panels``: up to 4 dicts ``{"xlabel": str, "table": sweep_table output,
+    "x_scale": float = 1 (x drawn as x * x_scale, e.g. 1e-9 for Hz -> GHz),
+    "y_scale": float = 1 (values and CIs drawn times y_scale, e.g. 1e3 for
+    s -> ms), "letter": str = "a", "b", ...; optional "title": str (panel
+    title after "(a) "; default the xlabel without its "[unit]")}``.  Grid
+    1x1, 1x2 or 2x2.  ``ylabel``: label of the left axes including the unit
+    after scaling.  Methods in ``right_axis_methods`` are drawn dashed on a
+    twin right-hand axis labelled ``"<ylabel> (GA, right axis)"`` (as GA in
+    the paper's Figs. 5-8).  ``yscale``: "linear" or "log" (both axes).  One
+    shared legend below the panels.  Returns ``str(path)``.
+    """
+    fig = build_sweep_figure(panels, ylabel, right_axis_methods, title, yscale)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------
+# Fig. 4: model size
+# ----------------------------------------------------------------------------
+
+def build_fig04_figure(data: Mapping[str, Any], ylabel: str = "Weighted delay",
+                       y_scale: float = 1.0) -> Figure:
+    """The Figure of :func:`plot_fig04` (not saved); two axes."""
+    width = np.asarray(data["width"], dtype=float)
+    depth = list(data["depth"])
+    fig, axes = _new_figure(1, 2, extra_h=0.4)
+    opt = data.get("optimal_wd")
+    panels = (("wd", "a", "Without inference delay"),
+              ("wd_infer", "b", "With inference delay"))
+    handles: dict[str, Any] = {}
+    for ax, (key, letter, text) in zip(axes, panels, strict=True):
+        mean = _arr(data[key]["mean"], y_scale)
+        ci = _arr(data[key].get("ci", np.full(mean.shape, np.nan)), y_scale)
+        if mean.shape != (len(width), len(depth)):
+            raise ValueError(f"data[{key!r}]['mean'] has shape {mean.shape}, "
+                             f"expected (len(width), len(depth)) = {(len(width), len(depth))}")
+        for d, dep in enumerate(depth):
+            colour, marker, _ = FALLBACK_STYLES[d % len(FALLBACK_STYLES)]
+            lbl = f"depth {dep:g}" if isinstance(dep, (int, float)) else f"depth {dep}"
+            h = ax.errorbar(width, mean[:, d], yerr=_clean_err(mean[:, d], ci[:, d]),
+                            color=colour, marker=marker, capsize=3, linewidth=1.4, label=lbl)
+            handles.setdefault(lbl, h)
+        if opt is not None and np.isfinite(float(opt)):
+            colour = METHOD_STYLES["Optimal"][0]
+            h = ax.axhline(float(opt) * y_scale, color=colour, linestyle="--", linewidth=1.2,
+                           label="Optimal (no inference)")
+            handles.setdefault("Optimal (no inference)", h)
+        if key == "wd_infer" and np.isfinite(mean).any():
+            k, d = np.unravel_index(np.nanargmin(mean), mean.shape)
+            h = ax.plot([width[k]], [mean[k, d]], marker="*", markersize=18, color="gold",
+                        markeredgecolor="black", linestyle="none",
+                        label="best size (min. of (b))")[0]
+            handles.setdefault("best size (min. of (b))", h)
+        ax.set_title(_panel_title(letter, text))
+        ax.set_xlabel("Width (experts per layer)")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(width)
+        ax.grid(True, alpha=0.3)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+               ncol=min(len(handles), 6), frameon=False)
+    return fig
+
+
+def plot_fig04(data: Mapping[str, Any], path: str | os.PathLike,
+               ylabel: str = "Weighted delay", y_scale: float = 1.0) -> str:
+    """Fig. 4: allocation performance versus model width and depth.
+
+    ``data``: ``{"width": [w_1..w_K], "depth": [d_1..d_L], "wd": {"mean": KxL,
+    "ci": KxL}, "wd_infer": {"mean": KxL, "ci": KxL}, "optimal_wd": float or
+    None}``; ``[k][l]`` is width k, depth l; values are the importance-weighted
+    delay (unit of the caller, dimensionless in the reproduction; drawn times
+    ``y_scale``).  Panel (a): ``wd`` (no inference delay) vs width, one line
+    per depth, CI error bars; panel (b): ``wd_infer`` (inference delay
+    included), with its minimum over (width, depth) marked by a star.  Both
+    panels show ``optimal_wd`` as a horizontal dashed line when given and
+    finite.  Other keys of ``data`` are ignored.  Returns ``str(path)``.
+    """
+    return save_figure(build_fig04_figure(data, ylabel, y_scale), path)
+
+
+# ----------------------------------------------------------------------------
+# Figs. 10-11: grouped bars
+# ----------------------------------------------------------------------------
+
+def _bars(ax, groups: Sequence[str], series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+          styles: Mapping[str, Any] | None = None) -> dict:
+    n = max(len(series), 1)
+    width = 0.8 / n
+    pos = np.arange(len(groups), dtype=float)
+    handles = {}
+    for j, (name, (mean, ci)) in enumerate(series.items()):
+        colour = (styles or {}).get(name) or method_style(name)[0]
+        heights = np.where(np.isfinite(mean), mean, 0.0)
+        h = ax.bar(pos + (j - (n - 1) / 2) * width, heights, width * 0.95,
+                   yerr=_clean_err(mean, ci), capsize=3, color=colour, edgecolor="black",
+                   linewidth=0.5, label=name, error_kw={"elinewidth": 1.0})
+        handles[name] = h
+    ax.set_xticks(pos)
+    ax.set_xticklabels(groups)
+    ax.grid(True, axis="y", alpha=0.3)
+    return handles
+
+
+def build_bars_figure(table: Mapping[str, Any], ylabel: str, xlabel: str,
+                      title: str | None = None, y_scale: float = 1.0, log: bool = False,
+                      x_scale: float = 1.0, x_format: str = "{:g}") -> Figure:
+    """The Figure of :func:`plot_bars` (not saved); one axis."""
+    xs = _arr(table["x"], x_scale)
+    fig, (ax,) = _new_figure(1, 1, panel_w=7.0, panel_h=4.2)
+    series = {m: (_arr(s["mean"], y_scale),
+                  _arr(s.get("ci", [math.nan] * len(xs)), y_scale))
+              for m, s in table["series"].items()}
+    handles = _bars(ax, [x_format.format(x) for x in xs], series)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if handles:
+        ax.legend(list(handles.values()), list(handles.keys()), fontsize="small")
+    return fig
+
+
+def plot_bars(table: Mapping[str, Any], path: str | os.PathLike, ylabel: str, xlabel: str,
+              title: str | None = None, y_scale: float = 1.0, log: bool = False,
+              x_scale: float = 1.0, x_format: str = "{:g}") -> str:
+    """Grouped bars with 95% CI error bars (Fig. 10: MACs; Fig. 11: inference share).
+
+    ``table``: :func:`sweep_table` output; one group per x (labelled with
+    ``x_format.format(x * x_scale)``, e.g. ``x_scale=1e-3`` for bit -> kbit),
+    one bar per method (paper colours), heights ``mean * y_scale`` (e.g.
+    ``1e-6`` for MACs -> MMACs, ``100`` for a fraction -> %); missing cells
+    draw as empty.  ``log``: logarithmic y axis.  Returns ``str(path)``.
+    """
+    fig = build_bars_figure(table, ylabel, xlabel, title, y_scale, log, x_scale, x_format)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------
+# Fig. 12: training cost
+# ----------------------------------------------------------------------------
+
+_FIG12_STYLES = {"progressive": "#d62728", "traditional": "#1f77b4"}
+_CASE_LABELS = {"full": "Full (width + depth)", "width": "Width", "depth": "Depth"}
+
+
+def build_fig12_figure(data: Mapping[str, Any], log_ratio: float = 20.0) -> Figure:
+    """The Figure of :func:`plot_fig12` (not saved); two axes."""
+    cases = [str(c) for c in data["cases"]]
+    methods = [m for m in ("progressive", "traditional") if m in data]
+    fig, axes = _new_figure(1, 2, extra_h=0.4)
+    panels = (("steps", "a", "Optimiser steps", "Training steps to target"),
+              ("seconds", "b", "Wall time", "Training wall time [s]"))
+    handles: dict[str, Any] = {}
+    for ax, (key, letter, text, ylabel) in zip(axes, panels, strict=True):
+        series = {}
+        for m in methods:
+            block = data[m].get(key, {})
+            mean = _arr(block.get("mean", [math.nan] * len(cases)))
+            ci = _arr(block.get("ci", [math.nan] * len(cases)))
+            series[m.capitalize()] = (mean, ci)
+        styles = {m.capitalize(): _FIG12_STYLES[m] for m in methods}
+        bars = _bars(ax, [_CASE_LABELS.get(c, c) for c in cases], series, styles)
+        handles.update(bars)
+        vals = np.concatenate([s[0] for s in series.values()]) if series else np.array([])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if vals.size and vals.max() / vals.min() > log_ratio:
+            ax.set_yscale("log")
+        missed = False
+        for m in methods:
+            reached = data[m].get("reached")
+            if reached is None:
+                continue
+            for patch, ok in zip(bars[m.capitalize()].patches, reached, strict=False):
+                if not ok:
+                    patch.set_hatch("//")
+                    missed = True
+        if missed:
+            ax.text(0.01, 0.99, "hatched: target not reached in every seed",
+                    transform=ax.transAxes, va="top", fontsize="x-small")
+        ax.set_title(_panel_title(letter, text))
+        ax.set_xlabel("Dynamic MoE trained")
+        ax.set_ylabel(ylabel)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+               ncol=max(len(handles), 1), frameon=False)
+    return fig
+
+
+def plot_fig12(data: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Fig. 12: training cost of progressive shrinkage vs traditional training.
+
+    ``data``: ``{"cases": ["full", "width", "depth"], "progressive": {"steps":
+    {"mean": [...], "ci": [...]}, "seconds": {"mean", "ci"}, optional
+    "reached": [bool per case]}, "traditional": {same}}``.  Panel (a):
+    optimiser steps; panel (b): wall time [s]; grouped bars per case with 95%
+    CI error bars; a panel's y axis is logarithmic when its largest / smallest
+    positive mean exceeds 20.  Bars of cases whose ``reached`` is false are
+    hatched.  Other keys are ignored.  Returns ``str(path)``.
+    """
+    return save_figure(build_fig12_figure(data), path)
+
+
+# ----------------------------------------------------------------------------
+# JSON
+# ----------------------------------------------------------------------------
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain-JSON copy of ``obj``: NumPy arrays/scalars to lists/numbers, tuples
+    and sets to lists, paths to str, mapping keys to str, and non-finite floats
+    (NaN, +-inf) to ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "tolist"):          # JAX arrays and other array-likes
+        return to_jsonable(np.asarray(obj).tolist())
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(data: Any, path: str | os.PathLike) -> str:
+    """Writes ``data`` as indented JSON, atomically; NaN/inf are written as ``null``.
+
+    Accepts NumPy arrays and scalars (see :func:`to_jsonable`).  Returns ``str(path)``.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file written by :func:`write_json` (``null`` comes back as ``None``)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
