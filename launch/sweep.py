@@ -1,0 +1,63 @@
+r"""Runs the batched, sharded sweeps of Figs. 5-11 (no figures) into a result store.
+
+    python launch/sweep.py --config=dynmec_jax/configs/reproduce.py:smoke \
+        --workdir=runs/sweep [--config.seeds=[0,1,2]] \
+        [--coordinator=localhost:12345 --num_processes=2 --process_id=0]
+
+The allocators are taken from ``WORKDIR/allocator_moe`` and
+``WORKDIR/allocator_static`` and trained first when missing (single process
+only).  Every (point, seed) is one JSON record under ``WORKDIR/store``; a
+rerun skips finished ones.  ``--dump=FILE`` writes every stored number (sorted
+names) as one JSON object, for comparing runs.  Items are vmapped over points
+and seeds and sharded over all devices of all processes; with several
+processes, process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+
+from dynmec_jax import cli as common
+from dynmec_jax import reproduce, sweep
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "dynmec_jax/configs/reproduce.py:smoke", "reproduction config")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/sweep", "allocators and result store")
+_DUMP = flags.DEFINE_string("dump", None, "write all results as one JSON file here")
+_COORD = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)")
+_NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
+_PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
+
+
+def main(argv):
+    common.check_no_args(argv)
+    common.quiet_libraries()
+    cfg = _CONFIG.value
+    common.guard(reproduce.validate_config, cfg)
+    workdir = common.writable_workdir(_WORKDIR.value)
+    multi = sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+    if multi and not reproduce.allocators_ready(cfg, workdir):
+        common.fail(f"no trained allocators under {workdir}; run this once with one process "
+                    "(or launch/reproduce.py) first")
+    allocs = reproduce.train_allocators(cfg, workdir)
+    store = sweep.ResultStore(workdir / "store")
+    sweeps = reproduce.run_sweeps(cfg, store, allocs)
+    n = sum(len(v) for v in sweeps.values())
+    if _DUMP.value is not None:
+        import jax
+
+        if jax.process_index() == 0:
+            flat = {f"{r['figure']}/{r['point_key']}/seed_{r['seed']}/{k}": v
+                    for recs in sweeps.values() for r in recs for k, v in r["result"].items()}
+            path = pathlib.Path(_DUMP.value)
+            sweep.atomic_write_text(path, json.dumps(flat, sort_keys=True, indent=0))
+    print(f"{n} sweep records in {store.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main)
