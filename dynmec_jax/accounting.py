@@ -26,7 +26,7 @@ used inside ``jit`` (e.g. on a policy's traced choice).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 
@@ -47,12 +47,12 @@ def layer_params(d_in: int, d_out: int, bias: bool = True) -> int:
 
 def mlp_macs(dims: Sequence[int], zeta: float = 1, iota: float = 0):
     """MACs of an MLP with layer sizes ``dims`` (Eq. 8 summed, Eq. 9 with eta = 1)."""
-    return sum(layer_macs(a, b, zeta, iota) for a, b in zip(dims[:-1], dims[1:]))
+    return sum(layer_macs(a, b, zeta, iota) for a, b in zip(dims[:-1], dims[1:], strict=False))
 
 
 def mlp_params(dims: Sequence[int], bias: bool = True) -> int:
     """Parameters of an MLP with layer sizes ``dims``."""
-    return sum(layer_params(a, b, bias) for a, b in zip(dims[:-1], dims[1:]))
+    return sum(layer_params(a, b, bias) for a, b in zip(dims[:-1], dims[1:], strict=False))
 
 
 def expert_dims(depth: int, hidden: int = 64, n_features: int = N_FEATURES) -> list[int]:

@@ -75,8 +75,8 @@ class StaticAllocator(nn.Module):
         return 1
 
     @nn.compact
-    def __call__(self, z, width=None, depth=None, noise_key=None):
-        del width, depth, noise_key
+    def __call__(self, z, width=None, depth=None, noise_key=None, gate_noise=None):
+        del width, depth, noise_key, gate_noise
         gain = 2.0 / (1.0 + self.negative_slope ** 2)
         init = nn.initializers.variance_scaling(gain, "fan_in", "normal")
         h = z
@@ -342,7 +342,7 @@ def sample_subnets(key: Array, allowed: Array, batch: int):
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: int,
                     offload_all_fraction: float = 0.5, load_balance_weight: float = 0.0,
-                    loss_scale: float = 1e-3) -> Callable:
+                    loss_scale: float = 1e-3, micro_batch: int | None = None) -> Callable:
     """The training step of Fig. 2(b): bandwidth update, then CPU update.
 
     Returns ``step(state, key, sys_params, scales, allowed) -> (state,
@@ -351,11 +351,27 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
     noise (Eq. 16); the second is evaluated at the parameters after the
     first, as the paper describes.  ``loss_scale`` only rescales the loss
     (Adam is invariant to it up to its epsilon).
-    """
 
-    def forward(variables, scn, mask, width, depth, scales, sp, noise_key):
+    ``micro_batch`` (scenarios, a divisor of ``batch``; None or ``batch``:
+    off) computes each update's gradient as a ``lax.scan`` over slices of
+    that many scenarios, summing their gradients.  The loss is a mean over
+    scenarios, so this is the same gradient (same batch, same gate noise,
+    drawn for the whole batch and sliced) up to float summation order; it
+    keeps the ``(K, micro_batch * N, hidden)`` activations in cache, which
+    on CPU is much faster than streaming the whole batch's through memory
+    (benchmarks/compare_pytorch.py).  Ignored when ``load_balance_weight``
+    is non-zero (the importance loss couples the whole batch).
+    """
+    tiles = 1
+    if micro_batch is not None and not load_balance_weight:
+        if micro_batch < 1 or batch % micro_batch:
+            raise ValueError(f"micro_batch must divide batch={batch}, got {micro_batch}")
+        tiles = batch // micro_batch
+
+    def forward(variables, scn, mask, width, depth, scales, sp, noise_key, gate_noise=None):
         z = moe.normalize_features(scn, scales)
-        logits, gates = model.apply(variables, z, width[:, None], depth[:, None], noise_key)
+        logits, gates = model.apply(variables, z, width[:, None], depth[:, None], noise_key,
+                                    gate_noise)
         b, f = moe._shares(logits, mask, sp)
         tra, com = weighted_parts(scn, mask, b, f, sp)
         lb = moe.load_balance_loss(gates, mask) if load_balance_weight else 0.0
@@ -366,6 +382,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         scn = system.sample_scenarios(k_scn, sp, batch)
         mask = sample_offload(k_off, scn.shape, offload_all_fraction)
         width, depth = sample_subnets(k_sub, allowed, batch)
+        if tiles > 1:
+            return tiled_updates(state, scn, mask, width, depth, k_noise, sp, scales)
 
         def loss(variables, part):
             tra, com, lb = forward(variables, scn, mask, width, depth, scales, sp, k_noise)
@@ -376,6 +394,39 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         upd, opt_b = tx.update(g, state.opt_bandwidth, state.variables)
         v = optax.apply_updates(state.variables, upd)
         (_, (tra1, com1)), g = jax.value_and_grad(loss, has_aux=True)(v, 1)
+        upd, opt_f = tx.update(g, state.opt_cpu, v)
+        v = optax.apply_updates(v, upd)
+        metrics = {"weighted_tra": tra0, "weighted_com": com1,
+                   "weighted_delay": tra0 + com0}
+        return TrainState(v, opt_b, opt_f, state.step + 1), metrics
+
+    def tiled_updates(state, scn, mask, width, depth, k_noise, sp, scales):
+        n_experts = getattr(model, "n_experts", 1)
+        # The noise gate_logits would draw for the whole batch (M = B N rows).
+        eps = jax.random.normal(k_noise, (batch * scn.shape[-1], n_experts), jnp.float32)
+        split = lambda x: x.reshape((tiles, batch // tiles) + x.shape[1:])
+        data = jax.tree.map(split, (scn, mask, width, depth,
+                                    eps.reshape(batch, scn.shape[-1], n_experts)))
+
+        def grad(variables, part):
+            def tile_loss(v, d):
+                tra, com, _ = forward(v, d[0], d[1], d[2], d[3], scales, sp, None, d[4])
+                return jnp.sum(tra if part == 0 else com) * (loss_scale / batch), (
+                    jnp.sum(tra), jnp.sum(com))
+
+            def body(carry, d):
+                g, tra, com = carry
+                (_, (t, c)), gt = jax.value_and_grad(tile_loss, has_aux=True)(variables, d)
+                return (jax.tree.map(jnp.add, g, gt), tra + t, com + c), None
+
+            zero = jax.tree.map(jnp.zeros_like, variables)
+            (g, tra, com), _ = jax.lax.scan(body, (zero, 0.0, 0.0), data)
+            return g, tra / batch, com / batch
+
+        g, tra0, com0 = grad(state.variables, 0)
+        upd, opt_b = tx.update(g, state.opt_bandwidth, state.variables)
+        v = optax.apply_updates(state.variables, upd)
+        g, _, com1 = grad(v, 1)
         upd, opt_f = tx.update(g, state.opt_cpu, v)
         v = optax.apply_updates(v, upd)
         metrics = {"weighted_tra": tra0, "weighted_com": com1,

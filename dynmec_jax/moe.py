@@ -317,19 +317,28 @@ class MoEAllocator(nn.Module):
 
     # -- gate (Eq. 13-17) ------------------------------------------------------
 
-    def gate_logits(self, z: Array, noise_key: Array | None = None) -> Array:
+    def gate_logits(self, z: Array, noise_key: Array | None = None,
+                    gate_noise: Array | None = None) -> Array:
         """Eq. 16: H(x) = x W_g + eps * softplus(x W_noise), ``(..., K)``.
 
         ``eps ~ N(0, 1)`` is drawn from ``noise_key`` only when one is given
         (training); without it the gate is deterministic (inference).
+        ``gate_noise`` (``(..., K)``, the same shape as the logits) gives
+        ``eps`` directly instead (it takes precedence over ``noise_key``):
+        ``jax.random.normal(noise_key, logits.shape)`` drawn outside and
+        sliced, as the micro-batched training step does.
         """
         logits = z @ self.w_gate
-        if noise_key is not None:
+        if gate_noise is not None:
+            eps = jnp.asarray(gate_noise, logits.dtype).reshape(logits.shape)
+            logits = logits + eps * jax.nn.softplus(z @ self.w_noise)
+        elif noise_key is not None:
             eps = jax.random.normal(noise_key, logits.shape, logits.dtype)
             logits = logits + eps * jax.nn.softplus(z @ self.w_noise)
         return logits
 
-    def gates(self, z: Array, width: Array, noise_key: Array | None = None) -> Array:
+    def gates(self, z: Array, width: Array, noise_key: Array | None = None,
+              gate_noise: Array | None = None) -> Array:
         """Eq. 13-15: G = softmax(TopK(H(x), width)), ``(..., K)``, dimensionless.
 
         ``width`` (int, broadcastable to ``z.shape[:-1]``, traced) is clipped to
@@ -337,7 +346,7 @@ class MoEAllocator(nn.Module):
         exactly) and they sum to 1.  The softmax is the standard one (Eq. 14
         as printed is a typo).
         """
-        logits = self.gate_logits(z, noise_key)
+        logits = self.gate_logits(z, noise_key, gate_noise)
         return gates_from_logits(logits, expert_ranks(logits), width)
 
     # -- experts (Eq. 12, 32-33) ----------------------------------------------
@@ -378,7 +387,7 @@ class MoEAllocator(nn.Module):
     # -- forward passes --------------------------------------------------------
 
     def __call__(self, z: Array, width: Array, depth: Array,
-                 noise_key: Array | None = None):
+                 noise_key: Array | None = None, gate_noise: Array | None = None):
         """One sub-network (Eq. 12-18, 20): per-user head logits and gates.
 
         Args:
@@ -386,6 +395,8 @@ class MoEAllocator(nn.Module):
           width, depth: traced ints broadcastable to ``(..., N)``; clipped to
             ``[1, K]`` and ``[1, L]``.
           noise_key: PRNG key for the gate noise of Eq. 16 (training), or None.
+          gate_noise: the gate noise ``eps`` itself, ``(..., N, K)`` (instead
+            of ``noise_key``), see :meth:`gate_logits`.
         Returns:
           ``(logits, gates)``: ``logits (..., N, 2)`` (head A = bandwidth,
           head B = CPU; dimensionless) and ``gates (..., N, K)``.
@@ -394,13 +405,20 @@ class MoEAllocator(nn.Module):
         zf = z.reshape(-1, z.shape[-1])
         width = jnp.broadcast_to(jnp.asarray(width, jnp.int32), lead).reshape(-1)
         depth = jnp.broadcast_to(jnp.asarray(depth, jnp.int32), lead).reshape(-1)
-        gates = self.gates(zf, width, noise_key)                       # (M, K)
+        if gate_noise is not None:
+            gate_noise = jnp.reshape(gate_noise, (zf.shape[0], self.n_experts))
+        gates = self.gates(zf, width, noise_key, gate_noise)           # (M, K)
         experts = self.expert_outputs(zf, depth)                       # (K, M, H)
         # Eq. 12, y = sum_k G_k E_k, unrolled over the static K: on CPU this
         # fuses into one elementwise pass (an einsum/reduce over k is ~2x slower).
-        y = gates[:, 0, None] * experts[0]
+        # The experts come from one split, not K slices: the gradient of a
+        # slice is a zero-padded (K, M, H) buffer per expert, summed (K full
+        # passes over memory, ~40% of a training step); that of a split is
+        # one concatenate.  Same values either way.
+        expert = [e[0] for e in jnp.split(experts, self.n_experts, axis=0)]
+        y = gates[:, 0, None] * expert[0]
         for k in range(1, self.n_experts):
-            y = y + gates[:, k, None] * experts[k]
+            y = y + gates[:, k, None] * expert[k]
         logits = y @ self.w_heads + self.b_heads                       # Eq. 18, 20
         return logits.reshape(lead + (2,)), gates.reshape(lead + (self.n_experts,))
 
