@@ -26,6 +26,7 @@ Units: SI (Hz, cycles/s, s); weighted delays are dimensionless (w [1/s] x T [s])
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -35,6 +36,7 @@ from typing import Any, Callable, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -746,6 +748,31 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
 # Training cost: progressive shrinking versus traditional training (Fig. 12)
 # ----------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4)
+def _cost_functions(cfg_json: str, eval_batch: int):
+    """Setup, held-out scenarios, optimum and the jitted chunk / gap functions of
+    :func:`training_cost`, built once per config (so the runs of Fig. 12 compile once)."""
+    from dynmec_jax import baselines
+
+    cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+    s = setup_from_config(cfg)
+    k_scn = jax.random.PRNGKey(int(cfg.eval.seed))
+    scn = system.sample_scenarios(k_scn, s.sys_params, eval_batch)
+    mask = jnp.ones(scn.shape, bool)
+    opt = system.weighted_delay(scn, mask, *baselines.optimal_allocation(scn, mask, s.sys_params),
+                                s.sys_params).mean()
+
+    @jax.jit
+    def gaps(variables):
+        alloc = Allocator(variables, s.scales, s.sys_params, s.model)
+        b, f = _allocate_all_body(alloc, scn, mask, s.sys_params)
+        return system.weighted_delay(scn, mask, b, f, s.sys_params).mean(-1) / opt - 1.0
+
+    chunk_fn = jax.jit(lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params,
+                                                          s.scales, allowed))
+    return s, scn, mask, opt, gaps, chunk_fn
+
+
 def training_cost(cfg, case: str, method: str, seed: int, target: float = 0.02,
                   eval_every: int = 25, max_steps: int = 4000, eval_batch: int = 512) -> dict:
     """Optimiser steps and wall time to bring every sub-network of ``case``
@@ -771,27 +798,11 @@ def training_cost(cfg, case: str, method: str, seed: int, target: float = 0.02,
     ``wall_time_s`` (training only, jitted chunks, evaluation excluded),
     ``reached``, the final gaps and a per-stage breakdown.
     """
-    from dynmec_jax import baselines
-
     if method not in ("progressive", "traditional"):
         raise ValueError(f"method must be 'progressive' or 'traditional', got {method!r}")
-    s = setup_from_config(cfg)
+    s, scn, mask, opt, gaps, chunk_fn = _cost_functions(_config_json(cfg), eval_batch)
     K, L = int(cfg.model.n_experts), int(cfg.model.n_layers)
     members = subnet_set(case, K, L)
-    k_scn = jax.random.PRNGKey(int(cfg.eval.seed))
-    scn = system.sample_scenarios(k_scn, s.sys_params, eval_batch)
-    mask = jnp.ones(scn.shape, bool)
-    opt = system.weighted_delay(scn, mask, *baselines.optimal_allocation(scn, mask, s.sys_params),
-                                s.sys_params).mean()
-
-    @jax.jit
-    def gaps(variables):
-        alloc = Allocator(variables, s.scales, s.sys_params, s.model)
-        b, f = _allocate_all_body(alloc, scn, mask, s.sys_params)
-        return system.weighted_delay(scn, mask, b, f, s.sys_params).mean(-1) / opt - 1.0
-
-    chunk_fn = jax.jit(lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params,
-                                                          s.scales, allowed))
     key = jax.random.PRNGKey(seed)
 
     def run_stage(state, allowed, check):

@@ -28,16 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "launch" / "sweep.py"
 REPRODUCE = ROOT / "launch" / "reproduce.py"
 CONFIG = "--config=" + str(ROOT / "dynmec_jax" / "configs" / "reproduce.py") + ":smoke"
-# A smaller smoke sweep: 2 points x 2 seeds on the shared-shape axis, one N.
+# A smaller smoke sweep: 2 points x 2 seeds on the shared-shape axis, one more N.
 SMALL = ("--config.sweeps.workload_avg=(797.5,)", "--config.sweeps.f_server=(2.5e9,)",
-         "--config.sweeps.n_users=(4,)")
+         "--config.sweeps.n_users=(3, 4)")
 
 
 def small_config():
     cfg = reproduce_configs.get_config("smoke")
     cfg.sweeps.workload_avg = (797.5,)
     cfg.sweeps.f_server = (2.5e9,)
-    cfg.sweeps.n_users = (4,)
+    cfg.sweeps.n_users = (3, 4)
     return cfg
 
 
