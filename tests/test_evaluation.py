@@ -1,26 +1,16 @@
 """Tests of dynmec_jax.evaluation: every Section V.A / V.B method and the metrics."""
 
-import json
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import tiny_allocator
 
-from dynmec_jax import allocation, evaluation, moe, policy, system
+from dynmec_jax import allocation, evaluation, policy, system
 
 N = 4
-
-
-def tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
-    """An untrained MoE allocator at tiny sizes (the tests only need a fixed map)."""
-    model = moe.MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden)
-    variables = allocation.init_variables(jax.random.PRNGKey(seed), model)
-    rec = {"model": {"kind": "moe", "n_experts": n_experts, "n_layers": n_layers,
-                     "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
-    return allocation.Allocator(variables=variables, scales=moe.FeatureScales.from_params(sp),
-                                sys_params=sp, model=model, record=json.dumps(rec))
 
 
 @pytest.fixture(scope="module")

@@ -1,27 +1,17 @@
 """Tests of dynmec_jax.policy: Eq. 28-29 labels and loss, Algorithm 1, the pipeline."""
 
-import json
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import tiny_allocator
 
-from dynmec_jax import allocation, moe, policy, scheduling, system
+from dynmec_jax import policy, scheduling, system
 from dynmec_jax.configs import joint as joint_config
 
 N = 4
-
-
-def tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
-    """An untrained MoE allocator at tiny sizes (the tests only need a fixed map)."""
-    model = moe.MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden)
-    variables = allocation.init_variables(jax.random.PRNGKey(seed), model)
-    rec = {"model": {"kind": "moe", "n_experts": n_experts, "n_layers": n_layers,
-                     "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
-    return allocation.Allocator(variables=variables, scales=moe.FeatureScales.from_params(sp),
-                                sys_params=sp, model=model, record=json.dumps(rec))
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +195,6 @@ def test_load_pipeline_errors_name_the_path(untrained, alloc, tmp_path):
 
 
 def test_shipped_pipeline_loads():
-    if not (policy.PRETRAINED_DIR / "pipeline.json").exists():
-        pytest.skip("no shipped pipeline yet")
     pipe = policy.load_pipeline()
     sp = pipe.allocator.sys_params
     d = pipe.decide(jax.tree.map(np.asarray, system.sample_scenarios(jax.random.key(0), sp, 2)))
