@@ -41,6 +41,11 @@ Fix MoE (joint)   local: M_Sced; edge: M_Sced + M_Alloc(K, L, n): PMRL's
                   sub-network instead of the policy (our reading of "Fix MoE"
                   in Section V.B, where the paper does not define it).
 Local execution   none (0 for every task).
+Greedy (beyond)   none: :func:`dynmec_jax.baselines.greedy.greedy_offloading`,
+                  removal-only greedy offloading on the Eq. 24-25 costs with
+                  the KKT allocation; its run time is not modelled (a
+                  favour to the baseline: its cost is a lower bound on what
+                  it would cost with any inference delay).
 GA (joint)        local and edge: ``ga.ga_ops(N, joint=True)["total"]``
                   (modelled): every task waits for the GA's decision.
 ================  ==========================================================
@@ -57,7 +62,9 @@ import jax
 import jax.numpy as jnp
 
 from dynmec_jax import accounting, baselines, policy, scheduling, system
+from dynmec_jax.baselines import exhaustive as exhaustive_lib
 from dynmec_jax.baselines import ga as ga_lib
+from dynmec_jax.baselines import greedy as greedy_lib
 from dynmec_jax.policy import Decision, Pipeline
 from dynmec_jax.system import Scenario, SystemParams
 
@@ -65,7 +72,7 @@ Array = Any
 
 SECTION_VA = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model", "GA",
               "Oracle", "Optimal")
-SECTION_VB = ("PMRL", "RL", "Fix MoE", "Rand", "Local execution", "GA")
+SECTION_VB = ("PMRL", "RL", "Fix MoE", "Rand", "Local execution", "Greedy", "GA")
 
 
 class MethodResult(NamedTuple):
@@ -116,12 +123,14 @@ def scenario_metrics(scn: Scenario, result: MethodResult, sys_params: SystemPara
     * ``cost``: sum_i C_i, the scheduler's cost (Eq. 24 for local tasks,
       Eq. 25 for offloaded ones, each with the method's inference delay);
       the value :func:`dynmec_jax.baselines.exhaustive.exhaustive_optimum`
-      minimises with ``objective="cost"``.
+      minimises with ``objective="cost"``; ``cost_delay`` and ``cost_energy``
+      its two parts (:func:`cost_terms`).
     * ``offload_fraction``, ``width``, ``depth``.
     """
     scn = system.as_scenario(scn)
     d = result.decision
     x = d.offload
+    cost_d, cost_e = cost_terms(scn, result, sys_params)
     t_edge = d.inference_delay_edge[..., None]
     t_local = d.inference_delay_local[..., None]
     out = system.task_outcomes(scn, x, d.bandwidth, d.f_alloc, sys_params,
@@ -143,7 +152,9 @@ def scenario_metrics(scn: Scenario, result: MethodResult, sys_params: SystemPara
             / jnp.where(ok, total_delay, 1.0), 0.0),
         "weighted_delay": wd,
         "objective": system.objective(out, sys_params),
-        "cost": task_cost(scn, result, sys_params),
+        "cost": cost_d + cost_e,
+        "cost_delay": cost_d,
+        "cost_energy": cost_e,
         "offload_fraction": jnp.mean(x.astype(out.delay.dtype), -1),
         "width": d.width.astype(out.delay.dtype),
         "depth": d.depth.astype(out.delay.dtype),
@@ -158,13 +169,26 @@ def task_cost(scn: Scenario, result: MethodResult, sys_params: SystemParams) -> 
     with w [1/s], T [s], plus beta E [J]).  Local tasks' 0 allocation never
     enters Eq. 1 (double ``where``).
     """
+    delay_term, energy_term = cost_terms(scn, result, sys_params)
+    return delay_term + energy_term
+
+
+def cost_terms(scn: Scenario, result: MethodResult, sys_params: SystemParams):
+    """The two parts of sum_i C_i (Eq. 24-25): ``(sum alpha w_i T_i, sum beta E_i)``, ``(B,)`` each.
+
+    T_i is the service delay with the decision's inference delay (Eq. 34-35;
+    w_i T_i dimensionless), E_i the user-side energy [J] (Eq. 5 or 6).  Tasks
+    with w_i = 0 have a 0 delay term.
+    """
     scn = system.as_scenario(scn)
     d = result.decision
-    x = d.offload
-    c_edge = system.cost_edge(scn, jnp.where(x, d.bandwidth, 1.0), jnp.where(x, d.f_alloc, 1.0),
-                              sys_params, d.inference_delay_edge[..., None])
-    c_loc = system.cost_local(scn, sys_params, d.inference_delay_local[..., None])
-    return jnp.sum(jnp.where(x, c_edge, c_loc), -1)
+    out = system.task_outcomes(scn, d.offload, d.bandwidth, d.f_alloc, sys_params,
+                               infer_edge=d.inference_delay_edge[..., None],
+                               infer_local=d.inference_delay_local[..., None])
+    w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    delay_term = jnp.where(w > 0, w * jnp.where(w > 0, out.delay, 0.0), 0.0)
+    return (sys_params.alpha * jnp.sum(delay_term, -1),
+            sys_params.beta * jnp.sum(out.energy, -1))
 
 
 def summarize(metrics: dict) -> dict:
@@ -361,6 +385,63 @@ def local_execution(scn: Scenario, sys_params: SystemParams) -> MethodResult:
                         jnp.zeros(shape[:-1], scn.size.dtype))
 
 
+def greedy(scn: Scenario, sys_params: SystemParams, objective: str = "cost") -> MethodResult:
+    """Greedy + KKT (beyond the paper): removal-only greedy offloading, optimal allocation.
+
+    :func:`dynmec_jax.baselines.greedy.greedy_offloading` with ``objective``
+    ("cost": Eq. 24-25; "delay": service delay only).  No inference delay
+    (the greedy's run time is not modelled); no sub-network (width = depth
+    = 1 in the decision, 0 allocator MACs).
+    """
+    scn = system.as_scenario(scn)
+    g = greedy_lib.greedy_offloading(scn, sys_params, objective=objective)
+    shape = g.offload.shape[:-1]
+    return MethodResult(_decision(g.offload, 1, 1, g.bandwidth, g.f_alloc, 0.0, 0.0),
+                        jnp.zeros(shape, g.bandwidth.dtype))
+
+
+def exhaustive(scn: Scenario, sys_params: SystemParams) -> MethodResult:
+    """Optimum (beyond the paper, N <= 12): the best of all 2^N offloading subsets.
+
+    :func:`dynmec_jax.baselines.exhaustive.exhaustive_optimum` on sum_i C_i
+    (Eq. 24-25) with the energy-aware exact allocation; no inference delay.
+    """
+    scn = system.as_scenario(scn)
+    o = exhaustive_lib.exhaustive_optimum(scn, sys_params, objective="cost",
+                                          allocation="energy_aware")
+    shape = o.offload.shape[:-1]
+    return MethodResult(_decision(o.offload, 1, 1, o.bandwidth, o.f_alloc, 0.0, 0.0),
+                        jnp.zeros(shape, o.bandwidth.dtype))
+
+
+def policy_regret(models, policy_params, allocator, scn: Scenario, offload: Array,
+                  sys_params: SystemParams) -> dict:
+    """How far the policy's (width, depth) is from the per-scenario best (Eq. 28).
+
+    For the offload set ``offload`` (``(B, N)``) of each scenario, the Eq. 28
+    objective (mean C^edge over the offloaded tasks, inference delay of
+    Eq. 35 included) of the policy's choice against its minimum over the
+    sub-networks the variant allows (the label).  Returns per-scenario
+    ``(B,)`` arrays: ``regret`` (relative excess, dimensionless; 0 where
+    nothing is offloaded), ``label_width``, ``label_depth`` and
+    ``label_macs`` (M_Alloc of the label for the number offloaded [MACs]).
+    """
+    scn = system.as_scenario(scn)
+    x = jnp.asarray(offload).astype(bool)
+    la = allocator.logits_all(scn)
+    lw, ld, table = policy.labels(allocator, la, scn, x, sys_params, models.scheduler_macs,
+                                  models.policy_macs, models.variant, models.fixed)
+    w, d = policy.decide_subnet(models, policy_params, allocator, scn, x, sys_params)
+    chosen = scheduling.gather_subnet(table, w, d)
+    best = scheduling.gather_subnet(table, lw, ld)
+    valid = jnp.any(x, -1) & (best > 0)
+    regret = jnp.where(valid, chosen / jnp.where(valid, best, 1.0) - 1.0, 0.0)
+    return {"regret": regret, "label_width": lw.astype(regret.dtype),
+            "label_depth": ld.astype(regret.dtype),
+            "label_macs": scheduling.allocator_macs(allocator, lw, ld, jnp.sum(x, -1))
+            .astype(regret.dtype)}
+
+
 # ----------------------------------------------------------------------------
 # Convenience: all methods of a section
 # ----------------------------------------------------------------------------
@@ -400,14 +481,16 @@ def section_vb(key: Array, scn: Scenario, sys_params: SystemParams, pmrl: Pipeli
     ``pmrl``: the trained joint pipeline (also provides Rand's policy and
     allocator, and "Fix MoE"'s scheduler, :func:`fixed_with_scheduler`);
     ``rl``: the scheduler trained with the fixed largest allocator (None
-    skips "RL"); ``ga_iters`` (None skips "GA").
+    skips "RL"); ``ga_iters`` (None skips "GA").  "Greedy" is
+    :func:`greedy` (greedy offloading + KKT allocation, beyond the paper).
     """
     scn = system.as_scenario(scn)
     k_rand, k_ga = jax.random.split(key)
     out = {"PMRL": pipeline_method(pmrl, scn, sys_params),
            "Fix MoE": fixed_with_scheduler(pmrl, scn, sys_params),
            "Rand": random_offload(k_rand, pmrl, scn, sys_params),
-           "Local execution": local_execution(scn, sys_params)}
+           "Local execution": local_execution(scn, sys_params),
+           "Greedy": greedy(scn, sys_params)}
     if rl is not None:
         out["RL"] = pipeline_method(rl, scn, sys_params)
     if ga_iters is not None:
