@@ -153,6 +153,31 @@ def scheduler_macs(n_users: int, hidden: int = 32, zeta: float = 1, iota: float 
     return mlp_macs(scheduler_dims(n_users, hidden), zeta, iota)
 
 
+def set_scheduler_dims(hidden: int = 32, n_layers: int = 2, passes: int = 2,
+                       n_features: int = N_FEATURES) -> list[list[int]]:
+    """Per-user layers of the set scheduler, one list per pass.
+
+    Pass 1: ``[u_i, mean u] -> hidden x n_layers -> 1``; every later pass
+    also reads the probability-weighted mean of u and the offloaded share:
+    ``[u_i, mean u, weighted mean u, share] -> hidden x n_layers -> 1``.
+    """
+    first = [2 * n_features] + [hidden] * n_layers + [1]
+    later = [3 * n_features + 1] + [hidden] * n_layers + [1]
+    return [first] + [later] * (passes - 1)
+
+
+def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int = 2,
+                       zeta: float = 1, iota: float = 0):
+    """M_Sced of Eq. 34-35 for the per-user set scheduler applied to ``n_users`` users.
+
+    The shared per-user MLPs (:func:`set_scheduler_dims`) run once per user
+    and pass; the means over users (O(N) additions) are not counted, as bias
+    adds and activations are not (Eq. 8 with iota = 0).
+    """
+    return n_users * sum(mlp_macs(d, zeta, iota)
+                         for d in set_scheduler_dims(hidden, n_layers, passes))
+
+
 def policy_dims(n_inputs: int, hidden: int = 32) -> list[int]:
     """Policy MLP of Section IV.C: ``n_inputs`` -> hidden -> 2 (width, depth)."""
     return [n_inputs, hidden, 2]

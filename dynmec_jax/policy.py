@@ -275,13 +275,25 @@ class TrainConfig:
         per episode).
       scheduler_lr, policy_lr: Table II: 2e-3 and 1e-4.
       scheduler_optimizer, policy_optimizer: "adam" or "sgd".
-      estimator: "eq23" (Eq. 23 with costs held fixed), "reinforce", or
-        "marginal" (Eq. 23's update on the system-level counterfactual costs of
-        :func:`~dynmec_jax.scheduling.marginal_costs`; beyond the paper).
+      estimator: "marginal" (the default; beyond the paper: Eq. 23's update on
+        the system-level counterfactual costs of
+        :func:`~dynmec_jax.scheduling.marginal_costs`), "eq23" (Eq. 23 with
+        the task's own costs held fixed) or "reinforce".
       variant: "full", "fix_width", "fix_depth" or "fixed" (module doc).
       fixed_width, fixed_depth: the sub-network of variant "fixed" (None:
         the largest, K and L).
       scheduler_hidden, policy_hidden: hidden units (Section V: 32).
+      scheduler: the scheduler network, "set" (per-user
+        :class:`~dynmec_jax.scheduling.SetScheduler`, parameters independent
+        of N; the default) or "paper" (Eq. 21-22's ``5N -> 32 -> N``).
+      scheduler_layers: hidden layers of the "set" scheduler.
+      scheduler_passes: passes of the "set" scheduler (2: a second pass that
+        also sees the tasks the first pass would offload).
+      advantage: "relative" (default) or "raw" (Eq. 23 as printed); see
+        :func:`~dynmec_jax.scheduling.advantages`.
+      entropy: weight of an entropy bonus on the offloading probabilities at
+        the first episode, decaying linearly to 0 at the last (0 = none).
+      clip_norm: global-norm clip of the scheduler's gradient (0 = none).
     """
 
     n_users: int = 30
@@ -292,12 +304,18 @@ class TrainConfig:
     policy_lr: float = LEARNING_RATE
     scheduler_optimizer: str = "adam"
     policy_optimizer: str = "adam"
-    estimator: str = "eq23"
+    estimator: str = "marginal"
     variant: str = "full"
     fixed_width: int | None = None
     fixed_depth: int | None = None
     scheduler_hidden: int = scheduling.HIDDEN
     policy_hidden: int = scheduling.HIDDEN
+    scheduler: str = "set"
+    scheduler_layers: int = 2
+    scheduler_passes: int = 2
+    advantage: str = "relative"
+    entropy: float = 0.0
+    clip_norm: float = 0.0
 
     def fixed(self, n_experts: int, n_layers: int):
         """(width, depth) of variant "fixed" (defaults: K, L)."""
@@ -338,16 +356,21 @@ def build_models(config: TrainConfig, allocator) -> Models:
     fixed = config.fixed(K, L)
     if not (1 <= fixed[0] <= K and 1 <= fixed[1] <= L):
         raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
+    if config.advantage not in scheduling.ADVANTAGES:
+        raise ValueError(f"advantage must be one of {scheduling.ADVANTAGES}, "
+                         f"got {config.advantage!r}")
+    sched, sched_macs = scheduling.build_scheduler(config.scheduler, config.n_users,
+                                                   config.scheduler_hidden,
+                                                   config.scheduler_layers,
+                                                   config.scheduler_passes)
     return Models(
-        scheduler=scheduling.Scheduler(config.n_users, config.scheduler_hidden),
-        policy=Policy(K, L, config.policy_hidden), n_experts=K, n_layers=L,
-        variant=config.variant, fixed=fixed,
-        scheduler_macs=accounting.scheduler_macs(config.n_users, config.scheduler_hidden),
+        scheduler=sched, policy=Policy(K, L, config.policy_hidden), n_experts=K, n_layers=L,
+        variant=config.variant, fixed=fixed, scheduler_macs=sched_macs,
         policy_macs=0 if config.variant == "fixed" else policy_macs(config.policy_hidden))
 
 
-def _opt(kind: str, lr: float) -> optax.GradientTransformation:
-    return scheduling.make_optimizer(lr, kind)
+def _opt(kind: str, lr: float, clip_norm: float = 0.0) -> optax.GradientTransformation:
+    return scheduling.make_optimizer(lr, kind, clip_norm)
 
 
 def decide_subnet(models: Models, policy_params, allocator, scn: Scenario, offload: Array,
@@ -363,7 +386,7 @@ def decide_subnet(models: Models, policy_params, allocator, scn: Scenario, offlo
 
 def joint_step_quantities(models: Models, state: TrainState, allocator, scn: Scenario,
                           offload: Array, sys_params: SystemParams, logits_all=None,
-                          marginal: bool = False):
+                          marginal: bool = False, advantage: str = "raw"):
     """Everything one episode needs for the sampled/greedy actions ``offload``.
 
     Returns a dict: ``logits`` (scheduler, ``(B, N)``), ``probs``,
@@ -389,7 +412,7 @@ def joint_step_quantities(models: Models, state: TrainState, allocator, scn: Sce
     lw, ld, _ = labels(allocator, logits_all, scn, offload, sys_params, models.scheduler_macs,
                        models.policy_macs, models.variant, models.fixed)
     return {"logits": logits, "probs": probs, "costs": costs,
-            "rewards": scheduling.rewards(probs, costs, offload), "width": width,
+            "rewards": scheduling.rewards(probs, costs, offload, advantage), "width": width,
             "depth": depth, "label_width": lw, "label_depth": ld,
             "valid": jnp.any(offload, axis=-1), "logits_all": logits_all}
 
@@ -446,9 +469,28 @@ def make_pretrain(config: TrainConfig, allocator):
 def make_episode(config: TrainConfig, allocator):
     """One episode of Algorithm 1 (lines 11-16).
 
-    ``episode(state, key, sys_params) -> (state, metrics)``.
+    ``episode(state, key, sys_params) -> (state, metrics)``: samples
+    ``config.batch`` scenarios of ``sys_params`` (Section V's distribution,
+    N = ``config.n_users``) and applies :func:`make_update` to them.
+    """
+    update = make_update(config, allocator)
 
-    Samples scenarios, samples x ~ Bernoulli(p) from the scheduler, lets the
+    def episode(state: TrainState, key, sys_params: SystemParams):
+        k_scn, k_act = jax.random.split(key)
+        scn = system.sample_scenarios(k_scn, sys_params.replace(n_users=config.n_users),
+                                      config.batch)
+        return update(state, scn, k_act, sys_params)
+
+    return episode
+
+
+def make_update(config: TrainConfig, allocator):
+    """The update of one episode of Algorithm 1 (lines 12-16) on given scenarios.
+
+    ``update(state, scn, key, sys_params) -> (state, metrics)``, ``scn``
+    fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a test).
+
+    Samples x ~ Bernoulli(p) from the scheduler (``key``), lets the
     policy pick (width, depth) (and, for each flip, on S u {i}), computes the
     Eq. 24-25 costs and Eq. 23 rewards, updates the policy on the Eq. 28
     labels of the current offload set (Eq. 29) and the scheduler by ascent
@@ -460,23 +502,25 @@ def make_episode(config: TrainConfig, allocator):
     scenario totals (the marginal costs are system-level).
     """
     models = build_models(config, allocator)
-    tx_s = _opt(config.scheduler_optimizer, config.scheduler_lr)
+    tx_s = _opt(config.scheduler_optimizer, config.scheduler_lr, config.clip_norm)
     tx_p = _opt(config.policy_optimizer, config.policy_lr)
 
-    def episode(state: TrainState, key, sys_params: SystemParams):
-        k_scn, k_act = jax.random.split(key)
-        scn = system.sample_scenarios(k_scn, sys_params.replace(n_users=config.n_users),
-                                      config.batch)
+    def update(state: TrainState, scn: Scenario, k_act, sys_params: SystemParams):
         z = moe.normalize_features(scn, allocator.scales)
         logits = models.scheduler.apply(state.scheduler, z)
         x = scheduling.sample_actions(k_act, jax.nn.sigmoid(logits))
         q = joint_step_quantities(models, state, allocator, scn, x, sys_params,
-                                  marginal=config.estimator == "marginal")
+                                  marginal=config.estimator == "marginal",
+                                  advantage=config.advantage)
         costs = q["costs"]
+        # Entropy bonus: config.entropy at the first episode, linearly down to 0 at the last.
+        frac = state.episode.astype(logits.dtype) / max(config.episodes, 1)
+        ent = config.entropy * jnp.maximum(1.0 - frac, 0.0)
 
         def s_loss(p):
             lg = models.scheduler.apply(p, z)
-            return scheduling.scheduler_loss(lg, costs, x, config.estimator)
+            return scheduling.scheduler_loss(lg, costs, x, config.estimator, config.advantage,
+                                             ent)
 
         g_s = jax.grad(s_loss)(state.scheduler)
         upd, s_opt = tx_s.update(g_s, state.scheduler_opt, state.scheduler)
@@ -510,7 +554,7 @@ def make_episode(config: TrainConfig, allocator):
         }
         return TrainState(s_params, s_opt, p_params, p_opt, state.episode + 1), metrics
 
-    return episode
+    return update
 
 
 def make_train(config: TrainConfig, allocator):
@@ -527,12 +571,12 @@ def make_train(config: TrainConfig, allocator):
     models = build_models(config, allocator)
     pretrain = make_pretrain(config, allocator)
     episode = make_episode(config, allocator)
-    tx_s = _opt(config.scheduler_optimizer, config.scheduler_lr)
+    tx_s = _opt(config.scheduler_optimizer, config.scheduler_lr, config.clip_norm)
 
     def train(key, sys_params: SystemParams):
         k_pre, k_sched, k_joint = jax.random.split(key, 3)
         p_params, p_opt, pre_metrics = pretrain(k_pre, sys_params)
-        s_params = scheduling.init_scheduler(k_sched, models.scheduler)
+        s_params = scheduling.init_scheduler(k_sched, models.scheduler, config.n_users)
         state = TrainState(s_params, tx_s.init(s_params), p_params, p_opt,
                            jnp.zeros((), jnp.int32))
         keys = jax.random.split(k_joint, config.episodes)
@@ -625,8 +669,9 @@ class Pipeline:
     record: str = struct.field(pytree_node=False, default="{}")
 
     @property
-    def n_users(self) -> int:
-        return self.models.scheduler.n_users
+    def n_users(self) -> int | None:
+        """N the scheduler was built for; None for a per-user scheduler (any N)."""
+        return getattr(self.models.scheduler, "n_users", None)
 
     def decide(self, scn: Scenario, sys_params: SystemParams | None = None) -> Decision:
         """Greedy joint decision: offload (p > 0.5), (width, depth), allocation, delays.
@@ -662,7 +707,7 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     bandwidth, f_alloc = allocate_subnet(pipe.allocator, scn, x, width, depth, sys_params)
     n = jnp.sum(x, axis=-1)
     t_loc, t_edge = scheduling.inference_delays(
-        sys_params, m.scheduler_macs, m.policy_macs,
+        sys_params, scheduling.module_macs(m.scheduler, x.shape[-1]), m.policy_macs,
         scheduling.allocator_macs(pipe.allocator, width, depth, n))
     shape = n.shape
     return Decision(x, width, depth, bandwidth, f_alloc, jnp.broadcast_to(t_loc, shape),
@@ -710,8 +755,15 @@ def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
     m = pipe.models
+    is_set = isinstance(m.scheduler, scheduling.SetScheduler)
     meta = {
-        "scheduler": {"n_users": m.scheduler.n_users, "hidden": m.scheduler.hidden,
+        "scheduler": {"kind": "set" if is_set else "paper",
+                      "n_users": None if is_set else m.scheduler.n_users,
+                      "n_layers": m.scheduler.n_layers if is_set else 1,
+                      "passes": m.scheduler.passes if is_set else 1,
+                      "trained_n_users": json.loads(pipe.record or "{}").get(
+                          "config", {}).get("n_users"),
+                      "hidden": m.scheduler.hidden,
                       "negative_slope": m.scheduler.negative_slope},
         "policy": {"hidden": m.policy.hidden, "negative_slope": m.policy.negative_slope},
         "variant": m.variant, "fixed": list(m.fixed),
@@ -751,13 +803,20 @@ def load_pipeline(path=None) -> Pipeline:
         variant = meta["variant"]
         _check_variant(variant)
         fixed = tuple(int(v) for v in meta["fixed"])
-        sched = scheduling.Scheduler(int(s["n_users"]), int(s["hidden"]),
-                                     float(s["negative_slope"]))
+        kind = s.get("kind", "paper")
+        if kind == "set":
+            sched = scheduling.SetScheduler(int(s["hidden"]), int(s["n_layers"]),
+                                            float(s["negative_slope"]),
+                                            int(s.get("passes", 1)))
+            n_ref = int(s.get("trained_n_users") or system.SystemParams().n_users)
+        else:
+            sched = scheduling.Scheduler(int(s["n_users"]), int(s["hidden"]),
+                                         float(s["negative_slope"]))
+            n_ref = sched.n_users
         pol = Policy(K, L, int(p["hidden"]), float(p["negative_slope"]))
-        models = Models(sched, pol, K, L, variant, fixed,
-                        accounting.scheduler_macs(sched.n_users, sched.hidden),
+        models = Models(sched, pol, K, L, variant, fixed, scheduling.module_macs(sched, n_ref),
                         0 if variant == "fixed" else policy_macs(pol.hidden))
-        s_tmpl = scheduling.init_scheduler(jax.random.key(0), sched)
+        s_tmpl = scheduling.init_scheduler(jax.random.key(0), sched, n_ref)
         p_tmpl = init_policy(jax.random.key(0), pol)
         s_params = serialization.from_bytes(s_tmpl, files[1].read_bytes())
         p_params = serialization.from_bytes(p_tmpl, files[2].read_bytes())
@@ -776,7 +835,9 @@ def load_pipeline(path=None) -> Pipeline:
 # ----------------------------------------------------------------------------
 
 _TRAIN_KEYS = ("batch", "pretrain_steps", "episodes", "scheduler_lr", "policy_lr",
-               "scheduler_optimizer", "policy_optimizer", "estimator", "variant")
+               "scheduler_optimizer", "policy_optimizer", "estimator", "variant",
+               "scheduler", "scheduler_hidden", "scheduler_layers", "scheduler_passes",
+               "advantage", "entropy", "clip_norm")
 
 
 def validate_config(cfg) -> None:
@@ -806,6 +867,20 @@ def validate_config(cfg) -> None:
         raise ValueError(f"train.estimator must be one of {scheduling.ESTIMATORS}, "
                          f"got {t.estimator!r}")
     _check_variant(t.variant)
+    if t.scheduler not in scheduling.SCHEDULERS:
+        raise ValueError(f"train.scheduler must be one of {scheduling.SCHEDULERS}, "
+                         f"got {t.scheduler!r}")
+    if t.advantage not in scheduling.ADVANTAGES:
+        raise ValueError(f"train.advantage must be one of {scheduling.ADVANTAGES}, "
+                         f"got {t.advantage!r}")
+    for name in ("scheduler_hidden", "scheduler_layers", "scheduler_passes"):
+        if int(t[name]) < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {t[name]}")
+        if name != "scheduler_hidden" and t.scheduler == "paper" and int(t[name]) != 1:
+            raise ValueError(f"train.{name} must be 1 for the paper's scheduler, got {t[name]}")
+    for name in ("entropy", "clip_norm"):
+        if not float(t[name]) >= 0:
+            raise ValueError(f"train.{name} must be >= 0, got {t[name]}")
 
 
 def train_config(cfg, variant: str | None = None, n_users: int | None = None) -> TrainConfig:
@@ -817,7 +892,10 @@ def train_config(cfg, variant: str | None = None, n_users: int | None = None) ->
         scheduler_lr=float(t.scheduler_lr), policy_lr=float(t.policy_lr),
         scheduler_optimizer=str(t.scheduler_optimizer),
         policy_optimizer=str(t.policy_optimizer), estimator=str(t.estimator),
-        variant=str(t.variant if variant is None else variant))
+        variant=str(t.variant if variant is None else variant), scheduler=str(t.scheduler),
+        scheduler_hidden=int(t.scheduler_hidden), scheduler_layers=int(t.scheduler_layers),
+        scheduler_passes=int(t.scheduler_passes), advantage=str(t.advantage),
+        entropy=float(t.entropy), clip_norm=float(t.clip_norm))
 
 
 def load_config_allocator(cfg):

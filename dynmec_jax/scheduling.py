@@ -111,14 +111,112 @@ class Scheduler(nn.Module):
         return nn.Dense(self.n_users, name="out")(h)
 
 
+class SetScheduler(nn.Module):
+    """Per-user scheduler (beyond the paper; the default): one shared MLP per task.
+
+    Pass 1: task i's logit is ``MLP_1([z_i, mean_j z_j])``, its own
+    normalised features (:func:`dynmec_jax.moe.normalize_features`) next to
+    the mean over all N users of the same features (a Deep Sets summary of
+    the competition for the server).  Each later pass adds ``MLP_k([z_i,
+    mean_j z_j, sum_j q_j z_j / sum_j q_j, sum_j q_j / N])`` to the logit,
+    with q_j = sigmoid(logit_j) of the passes before: a summary of the tasks
+    the scheduler would offload, whose shares of the server and channel set
+    what offloading task i costs (the KKT allocation depends on the offloaded
+    set only through such sums).  Each MLP has ``n_layers`` hidden layers of
+    ``hidden`` LeakyReLU units and one output.
+
+    The parameters do not depend on N, so one network serves any number of
+    users, and the output is equivariant to the order of the users.  Every
+    output layer starts at zero, so every p_i = 0.5 at initialisation.
+
+    Why not the paper's ``5N -> 32 -> N``: its 32 hidden units are shared by
+    all N outputs, and N per-task decisions do not fit through them; why two
+    passes: one pass of mean features stays about 1.2% above the exhaustive
+    optimum at N = 10, two reach 0.3% (docs/reproduction.md, scheduler
+    ablation).
+
+    Size at the defaults (hidden 32, 2 layers, 2 passes): 3,074 parameters;
+    MACs per user :func:`dynmec_jax.accounting.set_scheduler_macs` (2,944;
+    88,320 at N = 30).
+
+    Attributes:
+      hidden: hidden units per layer (Section V: 32).
+      n_layers: hidden layers per pass.
+      negative_slope: LeakyReLU slope.
+      passes: 1 or more (above).
+    """
+
+    hidden: int = HIDDEN
+    n_layers: int = 2
+    negative_slope: float = NEGATIVE_SLOPE
+    passes: int = 2
+
+    def _mlp(self, h, tag):
+        for i in range(self.n_layers):
+            h = nn.leaky_relu(nn.Dense(self.hidden, name=f"{tag}hidden_{i}")(h),
+                              self.negative_slope)
+        out = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
+                       name=f"{tag}out")(h)
+        return out[..., 0]
+
+    @nn.compact
+    def __call__(self, z: Array) -> Array:
+        if z.shape[-1] != accounting.N_FEATURES:
+            raise ValueError(f"scheduler input must be (..., N, {accounting.N_FEATURES}), "
+                             f"got {z.shape}")
+        ctx = jnp.broadcast_to(jnp.mean(z, axis=-2, keepdims=True), z.shape)
+        logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
+        for k in range(1, self.passes):
+            q = jax.nn.sigmoid(logits)[..., None]
+            nq = jnp.sum(q, axis=-2, keepdims=True)
+            ctx_q = jnp.sum(q * z, axis=-2, keepdims=True) / jnp.maximum(nq, 1e-3)
+            frac = nq / z.shape[-2]
+            extra = jnp.broadcast_to(jnp.concatenate([ctx_q, frac], -1),
+                                     z.shape[:-1] + (z.shape[-1] + 1,))
+            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
+        return logits
+
+
+#: Scheduler networks: "set" (:class:`SetScheduler`, default) or "paper" (:class:`Scheduler`).
+SCHEDULERS = ("set", "paper")
+
+
+def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
+                    passes: int = 2):
+    """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
+
+    Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
+    (one hidden layer; ``n_layers`` must be 1).
+    """
+    if kind == "set":
+        return (SetScheduler(hidden, n_layers, passes=passes),
+                accounting.set_scheduler_macs(n_users, hidden, n_layers, passes))
+    if kind == "paper":
+        if n_layers != 1 or passes != 1:
+            raise ValueError("the paper's scheduler has one hidden layer and one pass, got "
+                             f"{n_layers} and {passes}")
+        return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
+    raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
+
+
+def module_macs(model: nn.Module, n_users: int) -> int:
+    """M_Sced [MACs] of a scheduler module applied to a scenario of ``n_users`` users."""
+    if isinstance(model, SetScheduler):
+        return accounting.set_scheduler_macs(n_users, model.hidden, model.n_layers,
+                                             model.passes)
+    return accounting.scheduler_macs(model.n_users, model.hidden)
+
+
 def scheduler_params_count(n_users: int, hidden: int = HIDDEN) -> int:
     """Trainable parameters of :class:`Scheduler` (weights + biases) [count]."""
     return accounting.mlp_params(accounting.scheduler_dims(n_users, hidden))
 
 
-def init_scheduler(key: Array, model: Scheduler) -> dict:
-    """Initial parameters of ``model`` (a pytree)."""
-    return model.init(key, jnp.zeros((model.n_users, accounting.N_FEATURES), jnp.float32))
+def init_scheduler(key: Array, model: nn.Module, n_users: int | None = None) -> dict:
+    """Initial parameters of ``model`` (a pytree); ``n_users`` only shapes the dummy input
+    of a :class:`SetScheduler` (its parameters do not depend on it)."""
+    n = getattr(model, "n_users", None) or n_users or 1
+    return model.init(key, jnp.zeros((n, accounting.N_FEATURES), jnp.float32))
 
 
 def offload_logits(model: Scheduler, params: dict, scn: Scenario,
@@ -218,6 +316,10 @@ class TaskCosts(NamedTuple):
         exact cost it would have had had it been offloaded (S u {i}).
       width, depth: the (width, depth) the policy chose on S u {i} (int32).
       n_served: |S u {i}| (int32).
+      scale: C_i^loc + C_i^edge, the task's own costs (Eq. 24-25 with S u
+        {i}), the denominator of the relative advantage
+        (:func:`advantages`); the same for :func:`marginal_costs`.  None
+        means ``local + edge``.
     """
 
     local: Array
@@ -225,6 +327,7 @@ class TaskCosts(NamedTuple):
     width: Array
     depth: Array
     n_served: Array
+    scale: Array | None = None
 
 
 def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
@@ -265,7 +368,7 @@ def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
     c_loc = system.cost_local(scn, sys_params, t_loc)
     c_edge = system.cost_edge(scn, bandwidth, f_alloc, sys_params, t_edge)
     return TaskCosts(local=c_loc, edge=c_edge, width=width.astype(jnp.int32),
-                     depth=depth.astype(jnp.int32), n_served=n_served)
+                     depth=depth.astype(jnp.int32), n_served=n_served, scale=c_loc + c_edge)
 
 
 def _set_costs(allocator, logits_all, scn, masks, decide_fn, sys_params, scheduler_macs,
@@ -302,33 +405,54 @@ def marginal_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
     """
     x = jnp.asarray(offload).astype(bool)
     eye = jnp.eye(x.shape[-1], dtype=bool)
-    m_in = x[..., None, :] | eye
     m_out = x[..., None, :] & ~eye
-    tot_in = _set_costs(allocator, logits_all, scn, m_in, decide_fn, sys_params,
-                        scheduler_macs, policy_macs)
+    own = task_costs(allocator, logits_all, scn, x, decide_fn, sys_params, scheduler_macs,
+                     policy_macs)
+    tot_in = _set_costs(allocator, logits_all, scn, x[..., None, :] | eye, decide_fn,
+                        sys_params, scheduler_macs, policy_macs)
     tot_out = _set_costs(allocator, logits_all, scn, m_out, decide_fn, sys_params,
                          scheduler_macs, policy_macs)
-    width, depth = decide_fn(m_in)
-    return TaskCosts(local=tot_out, edge=tot_in, width=width.astype(jnp.int32),
-                     depth=depth.astype(jnp.int32),
-                     n_served=jnp.sum(m_in, axis=-1).astype(jnp.int32))
+    return own._replace(local=tot_out, edge=tot_in)
 
 
 # ----------------------------------------------------------------------------
 # Reward and update (Eq. 23, 26-27)
 # ----------------------------------------------------------------------------
 
-def advantages(costs: TaskCosts, offload: Array) -> Array:
-    """C^other - C^taken per task (Eq. 23 without the probability factor), ``(B, N)``.
+#: Advantage scalings (:func:`advantages`).
+ADVANTAGES = ("relative", "raw")
 
-    Held fixed (``stop_gradient``).  Non-finite values (a counterfactual share
-    that underflows to 0 gives an infinite C^edge) are replaced by the
-    largest finite magnitude in the batch with their sign, so one such task
-    cannot turn the update into NaN; NaN becomes 0.
+
+def advantages(costs: TaskCosts, offload: Array, kind: str = "raw") -> Array:
+    """The per-task advantage of the action taken, ``(B, N)``, held fixed (``stop_gradient``).
+
+    ``kind="raw"``: C^other - C^taken (Eq. 23 without the probability
+    factor), in cost units.  Non-finite values (a counterfactual share that
+    underflows to 0 gives an infinite C^edge) are replaced by the largest
+    finite magnitude in the batch with their sign, so one such task cannot
+    turn the update into NaN; NaN becomes 0.
+
+    ``kind="relative"`` (beyond the paper; the default of training):
+    ``(C^other - C^taken) / (C_i^loc + C_i^edge)`` with the task's *own* costs
+    of :func:`task_costs` (``costs.scale``), clipped to [-1, 1]
+    (dimensionless).  C^loc - C^edge is heavy-tailed (w_i ~ 1/d_i): about
+    +100 on average for tasks better offloaded against -3 for tasks better
+    kept local at Table II values, so the raw signal lets the urgent tasks
+    drive every logit to "offload" within a few updates.  The relative one
+    keeps the sign (which action is better) and weighs every task alike.  An
+    infinite C^edge gives -1 or +1.
     """
+    if kind not in ADVANTAGES:
+        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {kind!r}")
     x = jnp.asarray(offload).astype(bool)
-    adv = jnp.where(x, costs.local - costs.edge, costs.edge - costs.local)
-    adv = jax.lax.stop_gradient(adv)
+    adv = jax.lax.stop_gradient(jnp.where(x, costs.local - costs.edge, costs.edge - costs.local))
+    if kind == "relative":
+        scale = costs.local + costs.edge if costs.scale is None else costs.scale
+        scale = jax.lax.stop_gradient(scale)
+        ok = jnp.isfinite(scale) & (scale > 0)
+        rel = jnp.where(ok, adv / jnp.where(ok, scale, 1.0), jnp.sign(adv))
+        rel = jnp.where(jnp.isnan(rel), 0.0, rel)
+        return jnp.clip(rel, -1.0, 1.0)
     finite = jnp.isfinite(adv)
     cap = jnp.max(jnp.where(finite, jnp.abs(adv), 0.0))
     adv = jnp.where(finite, adv, jnp.where(jnp.isnan(adv), 0.0, jnp.sign(adv) * cap))
@@ -340,30 +464,45 @@ def action_probabilities(probs: Array, offload: Array) -> Array:
     return jnp.where(jnp.asarray(offload).astype(bool), probs, 1.0 - probs)
 
 
-def rewards(probs: Array, costs: TaskCosts, offload: Array) -> Array:
+def rewards(probs: Array, costs: TaskCosts, offload: Array, advantage: str = "raw") -> Array:
     """Eq. 23: R_i = (C_i^other - C_i^taken) pi_i, ``(B, N)`` (cost units).
 
-    pi_i is the probability of the action taken (DESIGN section 2); the
+    pi_i is the probability of the action taken (docs/reproduction.md); the
     costs are held fixed.  R(A) of Section IV.C is the mean over tasks.
+    ``advantage="relative"`` scales the cost difference as in
+    :func:`advantages` (dimensionless).
     """
-    return advantages(costs, offload) * action_probabilities(probs, offload)
+    return advantages(costs, offload, advantage) * action_probabilities(probs, offload)
+
+
+def bernoulli_entropy(logits: Array) -> Array:
+    """Entropy of x ~ Bernoulli(sigmoid(logit)) [nats], from logits (stable), shape of logits."""
+    p = jax.nn.sigmoid(logits)
+    return p * jax.nn.softplus(-logits) + (1.0 - p) * jax.nn.softplus(logits)
 
 
 def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
-                   estimator: str = "eq23") -> Array:
+                   estimator: str = "eq23", advantage: str = "raw",
+                   entropy: Array = 0.0) -> Array:
     """Loss whose gradient *descent* is the Eq. 26-27 gradient *ascent* on R(A).
 
     ``estimator="eq23"``: ``-mean_{b,i} R_bi`` with R from :func:`rewards`;
-    its gradient is ``-(1/BN) sum (C^loc - C^edge) grad p`` (module doc).
+    its gradient is ``-(1/BN) sum A_bi grad p_bi`` with A the advantage of
+    :func:`advantages` (``advantage``: "raw" = C^loc - C^edge as in Eq. 23,
+    "relative" = the same over the task's own costs).
     ``estimator="reinforce"``: ``-mean((b - C^taken) log pi)``, b the batch
-    mean of C^taken (both held fixed).  ``estimator="marginal"``: the same
-    loss as "eq23", to be used with the costs of :func:`marginal_costs`
-    (the caller picks the costs; :func:`dynmec_jax.policy.make_episode`
-    does).  ``logits``: the scheduler's output ``(B, N)``.  Scalar, cost units.
+    mean of C^taken (both held fixed; ``advantage`` does not apply).
+    ``estimator="marginal"``: the same loss as "eq23", to be used with the
+    costs of :func:`marginal_costs` (the caller picks the costs;
+    :func:`dynmec_jax.policy.make_episode` does).  ``entropy``: weight of
+    an entropy bonus ``-entropy mean H(p)`` (0 = none).  ``logits``: the
+    scheduler's output ``(B, N)``.  Scalar (cost units for "raw", else
+    dimensionless).
     """
     x = jnp.asarray(offload).astype(bool)
+    bonus = entropy * jnp.mean(bernoulli_entropy(logits))
     if estimator in ("eq23", "marginal"):
-        return -jnp.mean(rewards(jax.nn.sigmoid(logits), costs, x))
+        return -jnp.mean(rewards(jax.nn.sigmoid(logits), costs, x, advantage)) - bonus
     if estimator == "reinforce":
         taken = jax.lax.stop_gradient(jnp.where(x, costs.edge, costs.local))
         finite = jnp.isfinite(taken)
@@ -371,11 +510,12 @@ def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
         taken = jnp.where(finite, taken, cap)
         adv = jnp.mean(taken) - taken
         log_pi = jnp.where(x, jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits))
-        return -jnp.mean(adv * log_pi)
+        return -jnp.mean(adv * log_pi) - bonus
     raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
-def make_optimizer(lr: float = LEARNING_RATE, kind: str = "adam") -> optax.GradientTransformation:
+def make_optimizer(lr: float = LEARNING_RATE, kind: str = "adam",
+                   clip_norm: float = 0.0) -> optax.GradientTransformation:
     """The scheduler's optimiser (Eq. 27): ``"adam"`` (default) or ``"sgd"`` at ``lr``.
 
     Eq. 27 is plain gradient ascent, ``theta' = theta + lr grad J``
@@ -383,10 +523,15 @@ def make_optimizer(lr: float = LEARNING_RATE, kind: str = "adam") -> optax.Gradi
     down to 1 ms), so the raw gradient's scale varies by 10^3 between
     batches; Adam is scale-free and at the paper's lr = 2e-3 learns several
     times faster in our measurements (docs/reproduction.md), so it is the
-    default.  The loss is minimised, i.e. the reward ascended.
+    default.  The loss is minimised, i.e. the reward ascended.  ``clip_norm``
+    > 0 clips the gradient's global norm first (``optax.clip_by_global_norm``).
     """
     if kind == "adam":
-        return optax.adam(lr)
-    if kind == "sgd":
-        return optax.sgd(lr)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}")
+        tx = optax.adam(lr)
+    elif kind == "sgd":
+        tx = optax.sgd(lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}")
+    if clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    return tx

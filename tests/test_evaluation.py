@@ -23,8 +23,15 @@ def world():
         cfg = policy.TrainConfig(n_users=N, batch=4, pretrain_steps=0, episodes=1,
                                  variant=variant)
         models = policy.build_models(cfg, alloc)
+        # Random weights everywhere (the scheduler's output layer starts at 0, p = 0.5):
+        # some tasks offloaded, some not.
+        s_params = policy.scheduling.init_scheduler(jax.random.key(1), models.scheduler, N)
+        leaves, tree = jax.tree.flatten(s_params)
+        keys = jax.random.split(jax.random.key(5), len(leaves))
+        s_params = jax.tree.unflatten(tree, [jax.random.normal(k, a.shape)
+                                             for k, a in zip(keys, leaves, strict=True)])
         state = policy.TrainState(
-            policy.scheduling.init_scheduler(jax.random.key(1), models.scheduler), None,
+            s_params, None,
             policy.init_policy(jax.random.key(2), models.policy), None, jnp.zeros((), jnp.int32))
         pipes[variant] = policy.make_pipeline(cfg, alloc, state)
     scn = system.sample_scenarios(jax.random.key(3), sp, 8)

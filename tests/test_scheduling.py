@@ -255,3 +255,108 @@ def test_inference_delays_eq34_35():
     t_l, t_e = scheduling.inference_delays(sp, 5760, 384, 1e6)
     np.testing.assert_allclose(t_l, sp.efficiency * 5760 / sp.f_server, rtol=1e-6)
     np.testing.assert_allclose(t_e, sp.efficiency * (5760 + 384 + 1e6) / sp.f_server, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# The per-user ("set") scheduler and the relative advantage (beyond the paper)
+# ----------------------------------------------------------------------------
+
+def test_set_scheduler_starts_at_half_for_any_n_and_is_equivariant():
+    model = scheduling.SetScheduler()
+    params = scheduling.init_scheduler(jax.random.PRNGKey(0), model, 30)
+    n_par = sum(x.size for x in jax.tree.leaves(params))
+    # Two passes of (input -> 32 -> 32 -> 1): inputs 10, then 16.
+    assert n_par == (10 * 32 + 32) + (16 * 32 + 32) + 2 * (32 * 32 + 32 + 32 + 1) == 3074
+    assert accounting.set_scheduler_macs(30) == 30 * (10 * 32 + 16 * 32 + 2 * (32 * 32 + 32))
+    assert accounting.set_scheduler_macs(30, passes=1, n_layers=1) == 30 * (10 * 32 + 32)
+    for n in (1, 5, 30, 60):
+        sp = system.SystemParams(n_users=n)
+        scn = system.sample_scenarios(jax.random.PRNGKey(n), sp, 4)
+        p = jax.nn.sigmoid(scheduling.offload_logits(model, params, scn,
+                                                     moe.FeatureScales.from_params(sp)))
+        assert p.shape == (4, n)
+        assert bool(jnp.all((p >= 0.3) & (p <= 0.7)))
+    # Equivariance: permuting the users permutes the logits (random, non-zero weights).
+    params = jax.tree.map(lambda a: jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
+    z = jax.random.normal(jax.random.PRNGKey(2), (3, 7, 5))
+    perm = jnp.array([3, 0, 6, 1, 5, 2, 4])
+    np.testing.assert_allclose(model.apply(params, z[:, perm]), model.apply(params, z)[:, perm],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_default_pipeline_scheduler_starts_at_half(setup):
+    sp, alloc, models, _ = setup
+    params = scheduling.init_scheduler(jax.random.PRNGKey(7), models.scheduler, N)
+    scn = system.sample_scenarios(jax.random.PRNGKey(8), sp, 16)
+    p = scheduling.offload_probabilities(models.scheduler, params, scn, alloc.scales)
+    assert bool(jnp.all((p >= 0.3) & (p <= 0.7)))
+
+
+def test_relative_advantage_keeps_sign_and_is_bounded():
+    local = jnp.array([[1.0, 200.0, 3.0, 1.0]])
+    edge = jnp.array([[3.0, 2.0, 1.0, jnp.inf]])
+    costs = scheduling.TaskCosts(local, edge, *(jnp.ones((1, 4), jnp.int32),) * 3)
+    x = jnp.array([[True, True, False, False]])
+    raw = scheduling.advantages(costs, x, "raw")
+    rel = scheduling.advantages(costs, x, "relative")
+    np.testing.assert_allclose(rel[0, :3], [(1 - 3) / 4, (200 - 2) / 202, (1 - 3) / 4],
+                               rtol=1e-6)
+    assert float(rel[0, 3]) == 1.0                      # infinite C^edge, kept local: +1
+    assert bool(jnp.all(jnp.sign(rel) == jnp.sign(raw)))
+    assert bool(jnp.all(jnp.abs(rel) <= 1.0))
+    with pytest.raises(ValueError, match="advantage"):
+        scheduling.advantages(costs, x, "scaled")
+
+
+def _synthetic_tasks(key, batch, n, sp):
+    """Half the tasks (at random) need 1,600 cycles/bit on a 0.01 GHz local CPU (local cost
+    ~10^2-10^3, offload them); the other half need 1 cycle/bit far from the server (local
+    cost ~10^-3, keep them local).  Returns the scenario and the known answer."""
+    k = jax.random.split(key, 3)
+    offload = jax.random.uniform(k[0], (batch, n)) < 0.5
+    jit = jax.random.uniform(k[1], (5, batch, n), minval=0.8, maxval=1.2)
+    size = 2000.0 * jit[0]
+    workload = jnp.where(offload, 1600.0, 1.0) * jit[1]
+    distance = jnp.where(offload, 50.0, 500.0) * jit[2] / 1.2
+    scn = system.Scenario(size=size, workload=workload, deadline=0.1 * jit[3],
+                          distance=distance, f_local=1e7 * jit[4])
+    return scn, offload
+
+
+def test_scheduler_learns_a_known_answer():
+    """On a synthetic instance with a known answer, the default scheduler and estimator agree
+    with the optimal decision on >= 95% of held-out tasks after training."""
+    n = 8
+    sp = system.SystemParams(n_users=n)
+    alloc = tiny_allocator(sp)
+    cfg = policy.TrainConfig(n_users=n, batch=32, episodes=120, pretrain_steps=0)
+    models = policy.build_models(cfg, alloc)
+    test_scn, answer = _synthetic_tasks(jax.random.PRNGKey(100), 64, n, sp)
+    # The answer is the true optimum of sum_i C_i (exhaustive, KKT allocation).
+    from dynmec_jax.baselines import exhaustive
+    opt = exhaustive.exhaustive_optimum(test_scn, sp, objective="cost")
+    assert float(jnp.mean(opt.offload == answer)) >= 0.99
+
+    update = policy.make_update(cfg, alloc)
+    tx = scheduling.make_optimizer(cfg.scheduler_lr)
+    s0 = scheduling.init_scheduler(jax.random.PRNGKey(1), models.scheduler, n)
+    p0 = policy.init_policy(jax.random.PRNGKey(2), models.policy)
+    state = policy.TrainState(s0, tx.init(s0), p0, optax_init(cfg, p0), jnp.zeros((), jnp.int32))
+
+    @jax.jit
+    def train(state, key):
+        def body(st, k):
+            k1, k2 = jax.random.split(k)
+            scn, _ = _synthetic_tasks(k1, cfg.batch, n, sp)
+            return update(st, scn, k2, sp)
+        return jax.lax.scan(body, state, jax.random.split(key, cfg.episodes))
+
+    state, _ = train(state, jax.random.PRNGKey(3))
+    p = scheduling.offload_probabilities(models.scheduler, state.scheduler, test_scn,
+                                         alloc.scales)
+    agree = float(jnp.mean(scheduling.greedy_actions(p) == answer))
+    assert agree >= 0.95, agree
+
+
+def optax_init(cfg, params):
+    return scheduling.make_optimizer(cfg.policy_lr).init(params)

@@ -49,8 +49,15 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         policy_lr=1e-4,               # Table II
         scheduler_optimizer="adam",
         policy_optimizer="adam",
-        estimator="eq23",             # "eq23" (paper), "reinforce" or "marginal" (beyond)
+        estimator="marginal",         # "marginal" (beyond; default), "eq23" (paper), "reinforce"
         variant="full",               # "full" (PMRL), "fixed" (RL), "fix_width", "fix_depth"
+        scheduler="set",              # "set" (per-user, any N; default) or "paper" (5N -> 32 -> N)
+        scheduler_hidden=32,          # hidden units of the scheduler (Section V: 32)
+        scheduler_layers=2,           # hidden layers per pass of the "set" scheduler
+        scheduler_passes=2,           # passes of the "set" scheduler
+        advantage="relative",         # "relative" (default) or "raw" (Eq. 23 as printed)
+        entropy=0.0,                  # entropy bonus at episode 0, decaying linearly to 0
+        clip_norm=0.0,                # global-norm gradient clip of the scheduler (0 = off)
     ))
     c.eval = ml_collections.ConfigDict(dict(
         batch=1024,        # held-out scenarios
