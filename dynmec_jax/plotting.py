@@ -76,6 +76,9 @@ METHOD_STYLES: dict[str, tuple[str, str, str]] = {
     "RL": ("#17becf", "h", "-"),
     "Rand": ("#bcbd22", "d", "-"),
     "Local execution": ("#393b79", "<", "-."),
+    "PMRL (paper)": ("#e377c2", "*", ":"),
+    "Greedy": ("#000000", "x", "--"),
+    "Eq. 28 label (oracle)": ("#7f7f7f", "P", ":"),
 }
 
 FALLBACK_STYLES: tuple[tuple[str, str, str], ...] = (

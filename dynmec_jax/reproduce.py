@@ -32,6 +32,7 @@ Units: SI inside; figures show ms, kbit, GHz, MMACs (labelled).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import pathlib
@@ -54,17 +55,32 @@ from dynmec_jax import (
     sweep,
     system,
 )
+from dynmec_jax.baselines import exhaustive
 from dynmec_jax.system import SystemParams
 
 Array = Any
 
 #: Metrics stored per method (see :func:`dynmec_jax.evaluation.scenario_metrics`).
 METRICS = ("delay", "miss_ratio", "energy", "allocator_macs", "inference_share",
-           "weighted_delay", "offload_fraction", "width", "depth", "cost")
+           "weighted_delay", "offload_fraction", "width", "depth", "cost", "cost_delay",
+           "cost_energy")
 #: The swept fields of the shared-shape sweep (Figs. 5/6/7/8/9 (a), (b), (d); 10; 11).
 AXES = ("size_avg", "workload_avg", "f_server")
-VA_METHODS = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model", "GA")
-VB_METHODS = ("PMRL", "RL", "Rand", "Local execution", "GA")
+#: PMRL trained with the paper's exact scheduler network and estimator (Eq. 21-27).
+PMRL_PAPER = "PMRL (paper)"
+PAPER_SCHEDULER = {"scheduler": "paper", "advantage": "raw", "estimator": "eq23", "entropy": 0.0,
+                   "clip_norm": 0.0, "scheduler_hidden": 32, "scheduler_layers": 1,
+                   "scheduler_passes": 1}
+VA_METHODS = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model", "GA",
+              "Oracle")
+VB_METHODS = ("PMRL", PMRL_PAPER, "RL", "Rand", "Local execution", "Greedy", "GA")
+#: V.B reference stored only where N <= exhaustive.MAX_USERS (not plotted).
+VB_OPTIMUM = "Optimum"
+#: Stored references left out of Figs. 5-9: the exhaustive optimum (one N only) and the
+#: Eq. 28 label used as the decision ("Oracle"; shown in Fig. 10 as the label's MACs).
+NOT_PLOTTED = (VB_OPTIMUM, "Oracle")
+#: Fig. 10's name of the Oracle's MACs: those of the per-scenario Eq. 28 label.
+LABEL_SERIES = "Eq. 28 label (oracle)"
 VARIANTS = {"PolicyMoE": "full", "Fix width MoE": "fix_width", "Fix depth MoE": "fix_depth"}
 
 
@@ -96,8 +112,16 @@ def validate_config(cfg) -> None:
         raise ValueError("va.ga_batch must not exceed va.eval_batch and vb.eval_batch")
     if not cfg.va.policy_lr > 0 or not cfg.vb.scheduler_lr > 0:
         raise ValueError("va.policy_lr and vb.scheduler_lr must be > 0")
-    if cfg.vb.estimator not in ("eq23", "reinforce"):
-        raise ValueError(f"vb.estimator must be 'eq23' or 'reinforce', got {cfg.vb.estimator!r}")
+    for name, allowed in (("estimator", scheduling.ESTIMATORS),
+                          ("scheduler", scheduling.SCHEDULERS),
+                          ("advantage", scheduling.ADVANTAGES)):
+        if cfg.vb[name] not in allowed:
+            raise ValueError(f"vb.{name} must be one of {allowed}, got {cfg.vb[name]!r}")
+    if not cfg.vb.entropy >= 0 or not cfg.vb.clip_norm >= 0:
+        raise ValueError("vb.entropy and vb.clip_norm must be >= 0")
+    for f in ("scheduler_hidden", "scheduler_layers", "scheduler_passes"):
+        if int(cfg.vb[f]) < 1:
+            raise ValueError(f"vb.{f} must be >= 1, got {cfg.vb[f]}")
     if int(cfg.static.steps) < 1:
         raise ValueError(f"static.steps must be >= 1, got {cfg.static.steps}")
     f12 = cfg.fig12
@@ -271,14 +295,26 @@ def fig12_data(cfg, records: list[dict]) -> dict:
 def _train_configs(cfg, n_users: int) -> dict:
     va, vb = cfg.va, cfg.vb
     common = dict(n_users=n_users, policy_lr=float(va.policy_lr),
-                  scheduler_lr=float(vb.scheduler_lr), estimator=str(vb.estimator))
+                  scheduler_lr=float(vb.scheduler_lr), estimator=str(vb.estimator),
+                  scheduler=str(vb.scheduler), scheduler_hidden=int(vb.scheduler_hidden),
+                  scheduler_layers=int(vb.scheduler_layers),
+                  scheduler_passes=int(vb.scheduler_passes), advantage=str(vb.advantage),
+                  entropy=float(vb.entropy), clip_norm=float(vb.clip_norm))
     out = {v: policy.TrainConfig(batch=int(va.batch), pretrain_steps=int(va.pretrain_steps),
                                  episodes=0, variant=v, **common)
            for v in VARIANTS.values()}
-    out["pmrl"] = policy.TrainConfig(batch=int(vb.batch), pretrain_steps=int(va.pretrain_steps),
+    # Scheduler updates see vb.batch x N_default tasks per episode whatever N (fewer users,
+    # more scenarios): at N = 10 a batch of 32 scenarios holds a third of the tasks and the
+    # scheduler stays undertrained in the quick budget (docs/reproduction.md).
+    n_default = base_params(cfg).n_users
+    vb_batch = max(int(vb.batch), math.ceil(int(vb.batch) * n_default / n_users))
+    out["pmrl"] = policy.TrainConfig(batch=vb_batch, pretrain_steps=int(va.pretrain_steps),
                                      episodes=int(vb.episodes), variant="full", **common)
-    out["rl"] = policy.TrainConfig(batch=int(vb.batch), pretrain_steps=0,
+    out["rl"] = policy.TrainConfig(batch=vb_batch, pretrain_steps=0,
                                    episodes=int(vb.episodes), variant="fixed", **common)
+    # The paper's own scheduler and estimator (5N -> 32 -> N, raw Eq. 23), from the same
+    # pre-trained policy: shown beside the default (PMRL (paper) in the figures and claims).
+    out["pmrl_paper"] = dataclasses.replace(out["pmrl"], **PAPER_SCHEDULER)
     return out
 
 
@@ -394,17 +430,36 @@ def make_item(cfg, n_users: int, moe_stack, static_stack, n_alloc: int):
         pmrl = policy.make_pipeline(tcs["pmrl"], alloc, state)
         rl_state, rl_m = policy.make_train(tcs["rl"], alloc)(k_rl, sp)
         rl = policy.make_pipeline(tcs["rl"], alloc, rl_state)
+        p_state, _ = _joint_from_policy(tcs["pmrl_paper"], alloc, k_pmrl, sp, *pols["full"])
+        pmrl_paper = policy.make_pipeline(tcs["pmrl_paper"], alloc, p_state)
         tail = max(1, int(vb.episodes) // 10)
         out["train/pmrl/reward"] = jnp.mean(joint["reward"][-tail:])
         out["train/pmrl/cost"] = jnp.mean(joint["cost"][-tail:])
         out["train/rl/cost"] = jnp.mean(rl_m["joint"]["cost"][-tail:])
         scn_b = system.sample_scenarios(jax.random.fold_in(k_eval, 1), sp, int(vb.eval_batch))
         res_b = evaluation.section_vb(k_vb, scn_b, sp, pmrl, rl, ga_iters=None)
+        res_b[PMRL_PAPER] = evaluation.scenario_metrics(
+            scn_b, evaluation.pipeline_method(pmrl_paper, scn_b, sp), sp)
         sub_b = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn_b)
         ga_b = evaluation.genetic(jax.random.fold_in(k_ga, 1), sub_b, sp, joint=True,
                                   n_iters=int(va.ga_iters), pop_factor=int(va.ga_pop_factor))
         res_b["GA"] = evaluation.scenario_metrics(sub_b, ga_b, sp)
-        _mean_metrics("vb", {k: res_b[k] for k in VB_METHODS}, out)
+        if n_users <= exhaustive.MAX_USERS:
+            res_b[VB_OPTIMUM] = evaluation.scenario_metrics(
+                scn_b, evaluation.exhaustive(scn_b, sp), sp)
+        _mean_metrics("vb", {k: res_b[k] for k in VB_METHODS + (VB_OPTIMUM,) if k in res_b},
+                      out)
+
+        # The policy against the per-scenario best sub-network (Eq. 28), on the offload
+        # sets it serves: all tasks (V.A, PolicyMoE) and PMRL's (V.B).
+        m_va = policy.build_models(tcs["full"], alloc)
+        reg_va = evaluation.policy_regret(m_va, pols["full"][0], alloc, scn,
+                                          jnp.ones(scn.shape, bool), sp)
+        x_b = policy.decide_body(pmrl, scn_b, sp).offload
+        reg_vb = evaluation.policy_regret(pmrl.models, state.policy, alloc, scn_b, x_b, sp)
+        for sec, reg in (("va", reg_va), ("vb", reg_vb)):
+            for k, v in reg.items():
+                out[f"policy/{sec}/{k}"] = jnp.mean(v)
         return out
 
     return item
@@ -475,41 +530,73 @@ AXIS_LABELS = {"size_avg": ("Average data amount s_avg [kbit]", 1e-3),
 PANEL_ORDER = ("size_avg", "workload_avg", "n_users", "f_server")
 
 
+def _axis_points(cfg, sweeps: dict, axis: str) -> list[tuple[float, dict]]:
+    """``[(x, record)]`` of one x-axis (x in SI), every seed's record."""
+    if axis == "n_users":
+        return [(float(n), r) for n in cfg.sweeps.n_users for r in sweeps[int(n)]]
+    sp = base_params(cfg)
+    default = {a: float(getattr(sp, a)) for a in AXES}
+    return [(r["point"][axis], r) for r in sweeps["main"]
+            if all(math.isclose(r["point"][a], default[a], rel_tol=1e-9)
+                   for a in AXES if a != axis)]
+
+
 def axis_records(cfg, sweeps: dict, section: str, axis: str) -> list[dict]:
     """Records of one x-axis in :func:`dynmec_jax.plotting.sweep_table` form.
 
     ``section``: "va" or "vb"; ``axis``: a field of :data:`AXES` or
     "n_users".  Returns ``[{"method", "x", "seed", "metrics"}]`` with x in SI.
+    Methods stored only at some points (the V.B exhaustive "Optimum", N <=
+    12) appear where they were stored.
     """
-    methods = VA_METHODS if section == "va" else VB_METHODS
-    if axis == "n_users":
-        recs = [(float(n), r) for n in cfg.sweeps.n_users for r in sweeps[int(n)]]
-    else:
-        sp = base_params(cfg)
-        default = {a: float(getattr(sp, a)) for a in AXES}
-        recs = [(r["point"][axis], r) for r in sweeps["main"]
-                if all(math.isclose(r["point"][a], default[a], rel_tol=1e-9)
-                       for a in AXES if a != axis)]
+    methods = VA_METHODS if section == "va" else VB_METHODS + (VB_OPTIMUM,)
     out = []
-    for x, r in recs:
+    for x, r in _axis_points(cfg, sweeps, axis):
         res = r["result"]
         for m in methods:
+            if f"{section}/{m}/{METRICS[0]}" not in res:
+                continue
             out.append({"method": m, "x": x, "seed": r["seed"],
                         "metrics": {k: res[f"{section}/{m}/{k}"] for k in METRICS}})
     return out
 
 
+def policy_table(cfg, sweeps: dict, axis: str) -> dict:
+    """The policy's Eq. 28 regret and labels along one axis, in ``sweep_table`` form.
+
+    Series ``va`` (PolicyMoE, all tasks offloaded) and ``vb`` (PMRL's
+    offload sets); metrics ``regret``, ``label_width``, ``label_depth``,
+    ``label_macs`` (:func:`dynmec_jax.evaluation.policy_regret`).
+    """
+    recs = []
+    for x, r in _axis_points(cfg, sweeps, axis):
+        for sec in ("va", "vb"):
+            recs.append({"method": sec, "x": x, "seed": r["seed"],
+                         "metrics": {k: r["result"][f"policy/{sec}/{k}"]
+                                     for k in ("regret", "label_width", "label_depth",
+                                               "label_macs")}})
+    return {k: plotting.sweep_table(recs, k)
+            for k in ("regret", "label_width", "label_depth", "label_macs")}
+
+
 def tables(cfg, sweeps: dict) -> dict:
-    """``{section: {axis: {metric: sweep_table}}}`` for sections "va", "vb"."""
-    return {sec: {ax: {k: plotting.sweep_table(axis_records(cfg, sweeps, sec, ax), k)
-                       for k in METRICS}
-                  for ax in PANEL_ORDER}
-            for sec in ("va", "vb")}
+    """``{section: {axis: {metric: sweep_table}}}`` for sections "va", "vb", and "policy"
+    (``{axis: policy_table}``)."""
+    out = {sec: {ax: {k: plotting.sweep_table(axis_records(cfg, sweeps, sec, ax), k)
+                      for k in METRICS}
+                 for ax in PANEL_ORDER}
+           for sec in ("va", "vb")}
+    out["policy"] = {ax: policy_table(cfg, sweeps, ax) for ax in PANEL_ORDER}
+    return out
 
 
 def _panels(tab: dict, metric: str, y_scale: float) -> list[dict]:
+    """Figure panels of Figs. 5-9; the references in :data:`NOT_PLOTTED` are left out."""
     return [{"xlabel": AXIS_LABELS[ax][0], "x_scale": AXIS_LABELS[ax][1], "y_scale": y_scale,
-             "letter": "abcd"[i], "table": tab[ax][metric]} for i, ax in enumerate(PANEL_ORDER)]
+             "letter": "abcd"[i],
+             "table": _select(tab[ax][metric], [m for m in tab[ax][metric]["series"]
+                                                if m not in NOT_PLOTTED])}
+            for i, ax in enumerate(PANEL_ORDER)]
 
 
 def _select(table: dict, methods) -> dict:
@@ -544,7 +631,8 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
                             out / f"{name}.json")
         names.append(name)
     nn_methods = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model")
-    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], nn_methods)
+    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], nn_methods + ("Oracle",))
+    t10["series"][LABEL_SERIES] = t10["series"].pop("Oracle")
     plotting.plot_bars(t10, out / "fig10_macs.png", "Allocation model MACs [M]",
                        AXIS_LABELS["size_avg"][0], y_scale=1e-6, x_scale=1e-3)
     plotting.write_json({"metric": "allocator_macs", "unit": "MACs", "table": t10},
@@ -570,11 +658,6 @@ WHY_GA = ("the GA's delay is modelled like the networks' (its operation count x 
           "f_ser, Eq. 9), about 10^4 times a network's MACs but only tens of ms; the "
           "paper's seconds match our measured wall time of an uncompiled GA (11-16 s per "
           "scenario), not a model of its operations (docs/reproduction.md, GA section)")
-WHY_ENERGY = ("with Table II's mu = 1e-20 a task run locally costs mu c s f_loc^2, about 60 J; "
-              "beta E_loc dominates the cost C_loc of Eq. 24 that the scheduler minimises, so "
-              "PMRL and RL learn to offload (nearly) every task, and 30 tasks sharing the server "
-              "and channel have a longer mean delay than local execution or Rand's half (the "
-              "next row checks the cost itself)")
 WHY_NN = ("the allocator and the Eq. 28 labels minimise the importance-weighted delay "
           "(w_i ~ 1/d_i); the sub-networks PolicyMoE picks are within a fraction of a percent "
           "of the wider ones on that objective (Fig. 4), but the unweighted mean delay and "
@@ -722,37 +805,119 @@ def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
         f"GA miss ratio {_fmt(100 * ga_miss)} %", why=WHY_GA)
 
     # Fig. 7 / 8 / 9.
-    others = ("RL", "Rand", "Local execution", "GA")
-    for fig, metric, what in (("Fig. 7", "delay", "delay"), ("Fig. 8", "miss_ratio",
-                                                             "deadline miss ratio")):
-        checks, nums = [], []
+    paper_vb = ("RL", "Rand", "Local execution", "GA")
+    for fig, metric, what, rivals in (
+            ("Fig. 7", "delay", "mean delay than Local execution, Rand and RL",
+             ("RL", "Rand", "Local execution")),
+            ("Fig. 8", "miss_ratio", "deadline miss ratio than the paper's other schemes "
+             "(ties count)", paper_vb)):
+        checks, nums, fails = [], [], []
+        sc = 1e3 if metric == "delay" else 100.0
         for ax in PANEL_ORDER:
-            t = vb[ax][metric]
-            best = np.min([_m(t, m) for m in others], axis=0)
-            checks += list(_m(t, "PMRL") <= best)
-            sc = 1e3 if metric == "delay" else 1.0
-            nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'), sc)} vs best other {_fmt(best, sc)}")
-        add(fig, f"PMRL has the lowest {what} of all schemes at every point", checks,
-            f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums), why=WHY_ENERGY)
-    checks, nums = [], []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["cost"]
-        best = np.min([_m(t, m) for m in others], axis=0)
-        checks += list(_m(t, "PMRL") <= best)
-        nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'))} vs best other {_fmt(best)}")
-    add("Fig. 7-8 (objective)", "PMRL has the lowest cost sum_i C_i (Eq. 24-25, what the "
-        "scheduler is trained for) of all schemes at every point", checks,
-        f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums))
+            t, tc = vb[ax][metric], vb[ax]["cost"]
+            rv = np.array([_m(t, m) for m in rivals])
+            ok = (_m(t, "PMRL") < rv.min(axis=0) if metric == "delay"
+                  else _m(t, "PMRL") <= rv.min(axis=0))
+            checks += list(ok)
+            nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'), sc)}, best of "
+                        f"{'/'.join(rivals)} {_fmt(rv.min(axis=0), sc)}, Greedy "
+                        f"{_fmt(_m(t, 'Greedy'), sc)}, {PMRL_PAPER} {_fmt(_m(t, PMRL_PAPER), sc)}")
+            for i in np.flatnonzero(~ok):
+                win = rivals[int(np.argmin(rv[:, i]))]
+                fails.append(f"{ax} = {t['x'][i]:.4g}: {win} {sc * rv.min(axis=0)[i]:.3g} vs PMRL "
+                             f"{sc * _m(t, 'PMRL')[i]:.3g}, while PMRL's cost sum_i C_i is "
+                             f"{_m(tc, 'PMRL')[i]:.4g} against {win}'s {_m(tc, win)[i]:.4g}")
+        unit = "ms" if metric == "delay" else "%"
+        add(fig, f"PMRL has a lower {what} at every point", checks,
+            f"{sum(checks)}/{len(checks)} points ({unit}); " + "; ".join(nums),
+            why=("PMRL minimises sum_i C_i (Eq. 24-25: importance-weighted delay, w_i ~ "
+                 "1/d_i, plus beta x energy), not the unweighted mean: " + "; ".join(fails))
+            if fails else "")
     checks = []
     for ax in PANEL_ORDER:
         t = vb[ax]["delay"]
         checks += list(_m(t, "RL") < _m(t, "Local execution"))
     t = vb["size_avg"]["delay"]
+    to = vb["size_avg"]["offload_fraction"]
     add("Fig. 7", "RL scheduling beats local execution; at low delay Rand is worse than local "
         "execution", checks + [bool(_m(t, "Rand")[0] > _m(t, "Local execution")[0])],
         f"RL < Local at {sum(checks)}/{len(checks)} points; smallest data amount: Rand "
         f"{1e3 * _m(t, 'Rand')[0]:.3g} ms vs Local {1e3 * _m(t, 'Local execution')[0]:.3g} ms",
-        why=WHY_ENERGY)
+        why=f"over the data-amount axis RL offloads {_fmt(100 * _m(to, 'RL'))} % of the "
+        f"tasks (PMRL {_fmt(100 * _m(to, 'PMRL'))} %) and minimises the importance-weighted "
+        "cost, not the mean delay; Rand's offloaded half shares the server among half the "
+        "tasks, which beats the slow local CPUs (f_loc ~ U[0.01, 0.15] GHz) at every point")
+    checks, nums = [], []
+    for ax in PANEL_ORDER:
+        t = vb[ax]["cost"]
+        best = np.min([_m(t, m) for m in paper_vb], axis=0)
+        checks += list(_m(t, "PMRL") <= best)
+        nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'))} vs best other {_fmt(best)}")
+    tsa = {k: vb["size_avg"][k] for k in ("cost_delay", "cost_energy")}
+    i_def = int(np.argmin(np.abs(np.asarray(vb["size_avg"]["cost"]["x"])
+                                 - float(base_params(cfg).size_avg))))
+    parts = ", ".join(f"{m} {_m(tsa['cost_delay'], m)[i_def]:.4g} + "
+                      f"{_m(tsa['cost_energy'], m)[i_def]:.4g}"
+                      for m in ("PMRL", "Greedy", "Local execution", "Rand"))
+    add("Fig. 7-8 (objective)", "PMRL has the lowest cost sum_i C_i (Eq. 24-25, what the "
+        "scheduler is trained for) of the paper's schemes at every point", checks,
+        f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums)
+        + f". At the Table II point sum_i C_i = delay term sum alpha w_i T_i + energy term "
+        f"sum beta E_i: {parts}")
+
+    # Beyond the paper: the greedy + KKT baseline and the paper's own scheduler.
+    checks, nums = [], []
+    for ax in PANEL_ORDER:
+        t = vb[ax]["cost"]
+        ratio = _m(t, "PMRL") / _m(t, "Greedy")
+        checks += list(ratio <= 1.0)
+        nums.append(f"{ax}: {_fmt(ratio, digits=4)}")
+    add("Beyond (V.B)", "PMRL (with its own inference delay and the learned allocator) has a "
+        "cost sum_i C_i no higher than greedy offloading with the optimal (KKT) allocation and "
+        "no inference delay", checks,
+        f"{sum(checks)}/{len(checks)} points; PMRL / Greedy cost: " + "; ".join(nums),
+        why="the greedy decides with the exact optimal allocation and pays no inference "
+        "delay; PMRL's own inference delay and the learned allocator's gap to the optimum "
+        "(Fig. 4) are charged to it")
+    checks, nums = [], []
+    for ax in PANEL_ORDER:
+        t, to = vb[ax]["cost"], vb[ax]["offload_fraction"]
+        best = np.min([_m(t, m) for m in paper_vb], axis=0)
+        checks += list(_m(t, PMRL_PAPER) <= best)
+        nums.append(f"{ax}: cost {_fmt(_m(t, PMRL_PAPER))} (default PMRL {_fmt(_m(t, 'PMRL'))}),"
+                    f" offloaded {_fmt(100 * _m(to, PMRL_PAPER))} %")
+    add("Beyond (V.B)", "With the paper's own scheduler (5N -> 32 -> N) and estimator (raw "
+        "Eq. 23), PMRL has the lowest cost sum_i C_i of the paper's schemes at every point",
+        checks, f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums),
+        why="the raw Eq. 23 signal is heavy-tailed (w_i ~ 1/d_i) and saturates the sigmoid "
+        "at 'offload' within the first updates, and one 32-unit hidden layer shared by the "
+        "N outputs cannot represent N per-task decisions (docs/reproduction.md, scheduler "
+        "ablation)")
+    checks, nums = [], []
+    for ax in PANEL_ORDER:
+        to = vb[ax]["offload_fraction"]
+        pm, gr = _m(to, "PMRL"), _m(to, "Greedy")
+        checks += [bool(np.sign(a) == np.sign(b) or (abs(a) < 0.005 and abs(b) < 0.005))
+                   for a, b in zip(np.diff(pm), np.diff(gr), strict=True)]
+        opt = ""
+        if VB_OPTIMUM in to["series"]:
+            om = _m(to, VB_OPTIMUM)
+            opt = ", optimum " + _fmt(100 * om) + " % (N <= 12 only)"
+        nums.append(f"{ax}: PMRL {_fmt(100 * pm)} %, Greedy {_fmt(100 * gr)} %{opt}")
+    add("Beyond (V.B)", "PMRL's offloaded share moves with the load as the greedy's does "
+        "(the same direction between neighbouring points)", checks,
+        f"{sum(checks)}/{len(checks)} steps; " + "; ".join(nums))
+    checks, nums = [], []
+    for ax in PANEL_ORDER:
+        pt = tabs["policy"][ax]["regret"]
+        for sec, who in (("va", "PolicyMoE"), ("vb", "PMRL")):
+            r = _m(pt, sec)
+            checks += list(r < 0.01)
+            nums.append(f"{ax} {who}: {_fmt(100 * r, digits=2)} %")
+    add("Sec. IV.C (policy)", "The policy's (width, depth) is within 1% of the per-scenario "
+        "best sub-network (Eq. 28 objective) at every point", checks,
+        f"{sum(checks)}/{len(checks)} (point, method) pairs; regret against the Eq. 28 label: "
+        + "; ".join(nums))
     loc_n = _m(vb["n_users"]["delay"], "Local execution")
     loc_f = _m(vb["f_server"]["delay"], "Local execution")
     spread = [np.ptp(loc_n) / np.mean(loc_n), np.ptp(loc_f) / np.mean(loc_f)]
@@ -785,13 +950,20 @@ def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
 
     # Fig. 10 / 11.
     t = va["size_avg"]["allocator_macs"]
-    pm, fx = _m(t, "PolicyMoE"), _m(t, "Fix MoE")
+    pm, fx, lab = _m(t, "PolicyMoE"), _m(t, "Fix MoE"), _m(t, "Oracle")
+    pt = tabs["policy"]["size_avg"]
+    lw, ld, rg = _m(pt["label_width"], "va"), _m(pt["label_depth"], "va"), _m(pt["regret"], "va")
+    follows = [bool(np.sign(a) == np.sign(b)) for a, b in zip(np.diff(pm), np.diff(lab),
+                                                              strict=True)]
     add("Fig. 10", "PolicyMoE's MACs grow with the data amount and stay well below Fix MoE's",
         [bool(pm[-1] > pm[0])] + list(pm < 0.8 * fx),
-        f"PolicyMoE {_fmt(pm, 1e-6)} M vs Fix MoE {_fmt(fx, 1e-6)} M MACs",
-        why="the policy settles on small sub-networks at every data amount (Fig. 4(b) is flat "
-        "in width at depth 1, so the Eq. 28 labels are near-ties and the regression picks "
-        "a middle width); its MACs do not grow with the data amount")
+        f"PolicyMoE {_fmt(pm, 1e-6)} M vs Fix MoE {_fmt(fx, 1e-6)} M MACs; the per-scenario "
+        f"Eq. 28 label's {_fmt(lab, 1e-6)} M (mean label width {_fmt(lw)}, depth {_fmt(ld)}); "
+        f"PolicyMoE moves with the label's MACs at {sum(follows)}/{len(follows)} steps",
+        why="the policy regresses the Eq. 28 labels (Eq. 29), which are near-ties: choosing "
+        f"its sub-network instead of each scenario's best costs {_fmt(100 * rg, digits=2)} % "
+        "of the Eq. 28 objective, so the MACs it settles on need not grow with the data "
+        "amount, and the labels' own mean MACs (above) do not grow monotonically either")
     t = va["size_avg"]["inference_share"]
     st, fx, pm = _m(t, "Static model"), _m(t, "Fix MoE"), _m(t, "PolicyMoE")
     add("Fig. 11", "The inference-delay share of the static model and Fix MoE falls with the "

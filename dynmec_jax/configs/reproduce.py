@@ -68,8 +68,13 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.va = ml_collections.ConfigDict(dict(
         pretrain_steps=400, batch=32, policy_lr=1e-3, eval_batch=256,
         ga_batch=16, ga_iters=100, ga_pop_factor=6))
+    # Scheduler training (Algorithm 1, lines 7-16): the per-user "set" scheduler with the
+    # relative marginal advantage (docs/reproduction.md, scheduler ablation); the paper's
+    # own ("paper", "raw", "eq23") is trained beside it as "PMRL (paper)".
     c.vb = ml_collections.ConfigDict(dict(
-        episodes=300, batch=32, scheduler_lr=2e-3, estimator="eq23", eval_batch=256))
+        episodes=300, batch=32, scheduler_lr=2e-3, estimator="marginal", scheduler="set",
+        scheduler_hidden=32, scheduler_layers=2, scheduler_passes=2, advantage="relative",
+        entropy=0.0, clip_norm=0.0, eval_batch=256))
     c.chunk_size = 5  # sweep items per compiled call
 
     if preset == "smoke":

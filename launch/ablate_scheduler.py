@@ -1,0 +1,229 @@
+r"""Scheduler ablation (Section V.B): what makes Eq. 23-27 learn, one change per row.
+
+    python launch/ablate_scheduler.py [--config=dynmec_jax/configs/joint.py:default] \
+        [--json=results/scheduler_ablation.json] [--markdown=results/scheduler_ablation.md] \
+        [--rows=paper,set_relative_marginal]
+
+Each row trains ``config.n_seeds`` seeds of PMRL (Algorithm 1, variant "full")
+with the config's budget and one set of scheduler options (:data:`ROWS`, from
+the paper's exact scheduler and estimator to the default), all seeds at once
+(``jit(vmap(train))``).  Every row is scored on the same ``eval.batch``
+held-out scenarios (``eval.seed``, N = ``config.system.n_users``) against
+greedy offloading with the optimal (KKT) allocation and no inference delay
+(``baselines/greedy.py``): sum_i C_i (Eq. 24-25, PMRL with its own inference
+delay), its ratio to the greedy's, the offloaded share, the mean service
+delay, the deadline-miss ratio and the agreement of the offloading decisions
+with the greedy's.  Mean and 95% Student-t interval over the seeds.  Writes
+a Markdown table (``--markdown``) and the numbers (``--json``); prints the
+table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import flags
+from ml_collections import config_flags
+
+from dynmec_jax import cli as common
+from dynmec_jax import evaluation, plotting, policy, sweep, system
+from dynmec_jax.baselines import exhaustive, greedy
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "dynmec_jax/configs/joint.py:default", "joint training config (budget, seeds)")
+_JSON = flags.DEFINE_string("json", "results/scheduler_ablation.json", "numbers (JSON)")
+_MARKDOWN = flags.DEFINE_string("markdown", "results/scheduler_ablation.md", "table (Markdown)")
+_ROWS = flags.DEFINE_list("rows", None, "rows to run (default: all of ROWS)")
+_SMALL_N = flags.DEFINE_integer("small_n", 10, "also train each row at this N and compare with "
+                                "the exhaustive optimum (0 skips; at most 12)")
+
+_ONE = dict(scheduler="set", scheduler_layers=1, scheduler_passes=1)
+_DEFAULT = dict(scheduler="set", scheduler_layers=2, scheduler_passes=2, advantage="relative",
+                estimator="marginal")
+_PAPER = dict(scheduler="paper", scheduler_layers=1, scheduler_passes=1)
+
+#: (name, description, TrainConfig overrides), from the paper's scheduler to the default.
+ROWS = (
+    ("paper", "paper's 5N -> 32 -> N, raw Eq. 23 (the paper)",
+     dict(_PAPER, advantage="raw", estimator="eq23")),
+    ("paper_relative", "paper's network, relative per-task advantage",
+     dict(_PAPER, advantage="relative", estimator="eq23")),
+    ("set_raw", "per-user (set) network, 1 layer, raw Eq. 23",
+     dict(_ONE, advantage="raw", estimator="eq23")),
+    ("set_relative", "per-user network, relative per-task advantage",
+     dict(_ONE, advantage="relative", estimator="eq23")),
+    ("set_raw_marginal", "per-user network, raw marginal (system-level) costs",
+     dict(_ONE, advantage="raw", estimator="marginal")),
+    ("set_relative_marginal", "per-user network, relative marginal costs",
+     dict(_ONE, advantage="relative", estimator="marginal")),
+    ("paper_relative_marginal", "paper's network, relative marginal costs",
+     dict(_PAPER, advantage="relative", estimator="marginal")),
+    ("two_layers", "per-user network, 2 hidden layers, relative marginal costs",
+     dict(_DEFAULT, scheduler_passes=1)),
+    ("default", "+ a second pass over the tasks the first would offload (the default)",
+     dict(_DEFAULT)),
+    ("default_entropy", "default + entropy bonus 0.05 decaying to 0",
+     dict(_DEFAULT, entropy=0.05)),
+    ("default_clip", "default + gradient clipping at global norm 1",
+     dict(_DEFAULT, clip_norm=1.0)),
+)
+
+
+def _metrics(pipe, scn, sp, g_offload):
+    res = evaluation.pipeline_method(pipe, scn, sp)
+    m = evaluation.scenario_metrics(scn, res, sp)
+    d = res.decision
+    no_inf = res._replace(decision=d._replace(
+        inference_delay_local=jnp.zeros_like(d.inference_delay_local),
+        inference_delay_edge=jnp.zeros_like(d.inference_delay_edge)))
+    return {"cost": jnp.mean(m["cost"]),
+            "cost_no_infer": jnp.mean(evaluation.task_cost(scn, no_inf, sp)),
+            "offload_fraction": jnp.mean(m["offload_fraction"]),
+            "delay_ms": 1e3 * jnp.mean(m["delay"]), "miss_ratio": jnp.mean(m["miss_ratio"]),
+            "agreement": jnp.mean(d.offload == g_offload)}
+
+
+def _train_and_score(tc, alloc, sp, keys, scn, g_offload, score) -> tuple[list, float]:
+    t0 = time.time()
+    states, _ = policy.train_seeds(tc, alloc, sp, keys)
+    jax.block_until_ready(states)
+    wall = time.time() - t0
+    per_seed = [{k: float(v) for k, v in score(
+        policy.make_pipeline(tc, alloc, policy.unstack(states, i)), scn, sp,
+        g_offload).items()} for i in range(keys.shape[0])]
+    return per_seed, wall
+
+
+def run_rows(cfg, rows, alloc, sp, small_n: int = 0) -> dict:
+    """Trains and scores each row; returns ``{"greedy": {...}, "rows": [...]}``.
+
+    With ``small_n`` > 0 each row is also trained at N = ``small_n`` and its
+    sum_i C_i compared with the exhaustive optimum (``eval.small_batch``
+    scenarios, exact energy-aware allocation, no inference delay): ``gap``
+    with PMRL's own inference delay, ``gap_no_infer`` without.
+    """
+    scn = system.sample_scenarios(jax.random.key(int(cfg.eval.seed)), sp, int(cfg.eval.batch))
+    g = jax.jit(lambda s: greedy.greedy_offloading(s, sp))(scn)
+    g_m = evaluation.scenario_metrics(scn, evaluation.greedy(scn, sp), sp)
+    base = {"cost": float(jnp.mean(g.cost)),
+            "offload_fraction": float(jnp.mean(g.offload)),
+            "delay_ms": 1e3 * float(jnp.mean(g_m["delay"])),
+            "miss_ratio": float(jnp.mean(g_m["miss_ratio"]))}
+    small = None
+    if small_n > 0:
+        sp_s = sp.replace(n_users=small_n)
+        scn_s = system.sample_scenarios(jax.random.key(int(cfg.eval.seed) + 2), sp_s,
+                                        int(cfg.eval.small_batch))
+        opt = float(jnp.mean(exhaustive.exhaustive_optimum(
+            scn_s, sp_s, objective="cost", allocation="energy_aware").value))
+        g_s = greedy.greedy_offloading(scn_s, sp_s)
+        small = (sp_s, scn_s, opt, g_s.offload)
+        base["small_n"] = small_n
+        base["small_optimum"] = opt
+        base["small_gap"] = float(jnp.mean(g_s.cost)) / opt - 1
+    keys = policy.seed_keys(int(cfg.seed), int(cfg.n_seeds))
+    score = jax.jit(_metrics)
+    out = []
+    for name, desc, over in rows:
+        tc = dataclasses.replace(policy.train_config(cfg), **over)
+        per_seed, wall = _train_and_score(tc, alloc, sp, keys, scn, g.offload, score)
+        agg = {k: plotting.aggregate([r[k] for r in per_seed]) for k in per_seed[0]}
+        row = {"name": name, "description": desc, "options": over,
+               "train_wall_time_s": wall, "per_seed": per_seed,
+               "mean": {k: a["mean"] for k, a in agg.items()},
+               "ci": {k: a["ci"] for k, a in agg.items()},
+               "cost_ratio": plotting.aggregate([r["cost"] / base["cost"] for r in per_seed])}
+        msg = ""
+        if small is not None:
+            sp_s, scn_s, opt, g_off = small
+            tc_s = dataclasses.replace(tc, n_users=small_n)
+            per_s, wall_s = _train_and_score(tc_s, alloc, sp_s, keys, scn_s, g_off, score)
+            row["small"] = {"per_seed": per_s, "train_wall_time_s": wall_s,
+                            "gap": plotting.aggregate([r["cost"] / opt - 1 for r in per_s]),
+                            "gap_no_infer": plotting.aggregate(
+                                [r["cost_no_infer"] / opt - 1 for r in per_s]),
+                            "offload_fraction": plotting.aggregate(
+                                [r["offload_fraction"] for r in per_s])}
+            msg = (f"  N={small_n}: {100 * row['small']['gap']['mean']:.2f}% above the optimum "
+                   f"({100 * row['small']['gap_no_infer']['mean']:.2f}% without inference delay)")
+        out.append(row)
+        print(f"{name:<24} cost/greedy {row['cost_ratio']['mean']:.4f} +- "
+              f"{row['cost_ratio']['ci']:.4f}  offloaded {agg['offload_fraction']['mean']:.3f}"
+              f"  delay {agg['delay_ms']['mean']:.2f} ms{msg}  [{wall:.0f} s]", flush=True)
+    return {"greedy": base, "rows": out}
+
+
+def markdown(result: dict, cfg, sp) -> str:
+    """The ablation table (Markdown)."""
+    t = cfg.train
+    g = result["greedy"]
+    small = "small_n" in g
+    lines = [
+        f"Scheduler ablation: N = {sp.n_users}, {int(cfg.eval.batch)} held-out scenarios, "
+        f"{int(cfg.n_seeds)} seeds (mean +- 95% CI), {int(t.pretrain_steps)} policy "
+        f"pre-training steps + {int(t.episodes)} episodes at batch {int(t.batch)}, the shipped "
+        "allocator; PMRL's cost includes its own inference delay (Eq. 34-35)."
+        + (f" Last columns: the same row trained at N = {g['small_n']}, sum_i C_i above the "
+           f"exhaustive optimum on {int(cfg.eval.small_batch)} scenarios (with / without "
+           "PMRL's inference delay)." if small else "")
+        + " Made by `python launch/ablate_scheduler.py`.",
+        "",
+        "| row | scheduler | sum_i C_i | / greedy | offloaded | delay [ms] | miss [%] | "
+        "agrees with greedy |" + (f" N = {g['small_n']}: above optimum | offloaded |"
+                                  if small else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if small else ""),
+    ]
+    for r in result["rows"]:
+        m, c = r["mean"], r["ci"]
+        line = (f"| {r['name']} | {r['description']} | {m['cost']:.1f} +- {c['cost']:.1f} | "
+                f"{r['cost_ratio']['mean']:.4f} +- {r['cost_ratio']['ci']:.4f} | "
+                f"{100 * m['offload_fraction']:.1f}% | {m['delay_ms']:.2f} | "
+                f"{100 * m['miss_ratio']:.2f} | {100 * m['agreement']:.1f}% |")
+        if small:
+            sm = r["small"]
+            line += (f" {100 * sm['gap']['mean']:.2f}% / {100 * sm['gap_no_infer']['mean']:.2f}%"
+                     f" | {100 * sm['offload_fraction']['mean']:.1f}% |")
+        lines.append(line)
+    line = (f"| greedy + KKT | removal-only greedy, optimal allocation, no inference delay "
+            f"| {g['cost']:.1f} | 1 | {100 * g['offload_fraction']:.1f}% | "
+            f"{g['delay_ms']:.2f} | {100 * g['miss_ratio']:.2f} | - |")
+    if small:
+        line += f" {100 * g['small_gap']:.2f}% | - |"
+    lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    common.check_no_args(argv)
+    common.quiet_libraries()
+    cfg = _CONFIG.value
+    common.guard(policy.validate_config, cfg)
+    names = [r[0] for r in ROWS]
+    wanted = _ROWS.value or names
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        common.fail(f"unknown --rows {unknown}; choose among {names}")
+    try:
+        alloc = policy.load_config_allocator(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        common.fail(str(e))
+    sp = common.guard(system.params_from_overrides, cfg.system.to_dict(), alloc.sys_params)
+    if not 0 <= _SMALL_N.value <= exhaustive.MAX_USERS:
+        common.fail(f"--small_n must be in [0, {exhaustive.MAX_USERS}], got {_SMALL_N.value}")
+    result = run_rows(cfg, [r for r in ROWS if r[0] in wanted], alloc, sp, _SMALL_N.value)
+    result["config"] = json.loads(cfg.to_json())
+    md = markdown(result, cfg, sp)
+    print("\n" + md)
+    if _JSON.value:
+        plotting.write_json(result, _JSON.value)
+    if _MARKDOWN.value:
+        sweep.atomic_write_text(_MARKDOWN.value, md)
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main)
