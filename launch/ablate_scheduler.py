@@ -111,6 +111,7 @@ def run_rows(cfg, rows, alloc, sp, small_n: int = 0) -> dict:
     g_m = evaluation.scenario_metrics(scn, evaluation.greedy(scn, sp), sp)
     base = {"cost": float(jnp.mean(g.cost)),
             "offload_fraction": float(jnp.mean(g.offload)),
+            "rounds": float(jnp.mean(g.rounds)),
             "delay_ms": 1e3 * float(jnp.mean(g_m["delay"])),
             "miss_ratio": float(jnp.mean(g_m["miss_ratio"]))}
     small = None
@@ -189,6 +190,7 @@ def markdown(result: dict, cfg, sp) -> str:
                      f" | {100 * sm['offload_fraction']['mean']:.1f}% |")
         lines.append(line)
     line = (f"| greedy + KKT | removal-only greedy, optimal allocation, no inference delay "
+            f"({g['rounds']:.2f} removal rounds on average) "
             f"| {g['cost']:.1f} | 1 | {100 * g['offload_fraction']:.1f}% | "
             f"{g['delay_ms']:.2f} | {100 * g['miss_ratio']:.2f} | - |")
     if small:
