@@ -17,8 +17,8 @@ default N) and is a pure ``lax.fori_loop`` program: ``jit``/``vmap``-able,
 one compilation per N.  At its fixed point no offloaded task would lower
 its own cost by moving to local execution.
 
-Variants measured and not kept (Table II, N = 30, 1,024 scenarios; sum_i
-C_i, lower is better): this rule 472.3; removing only the worst task per
+Variants measured in exploratory runs and not kept (Table II, N = 30, 1,024
+scenarios; sum_i C_i, lower is better): this rule 472.3; removing only the worst task per
 round 486.0; adding back, one per round, every local task that would lower
 its own cost by returning (best-response dynamics to a Nash point of the
 tasks' own costs) 485.9.  Returning tasks take shares from the others, so
