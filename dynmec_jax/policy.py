@@ -286,7 +286,8 @@ class TrainConfig:
       scheduler: the scheduler network, "set" (per-user
         :class:`~dynmec_jax.scheduling.SetScheduler`, parameters independent
         of N; the default) or "paper" (Eq. 21-22's ``5N -> 32 -> N``).
-      scheduler_layers: hidden layers of the "set" scheduler.
+      scheduler_layers: hidden layers per pass of the "set" scheduler (the
+        paper's has one).
       scheduler_passes: passes of the "set" scheduler (2: a second pass that
         also sees the tasks the first pass would offload).
       advantage: "relative" (default) or "raw" (Eq. 23 as printed); see
@@ -876,8 +877,6 @@ def validate_config(cfg) -> None:
     for name in ("scheduler_hidden", "scheduler_layers", "scheduler_passes"):
         if int(t[name]) < 1:
             raise ValueError(f"train.{name} must be >= 1, got {t[name]}")
-        if name != "scheduler_hidden" and t.scheduler == "paper" and int(t[name]) != 1:
-            raise ValueError(f"train.{name} must be 1 for the paper's scheduler, got {t[name]}")
     for name in ("entropy", "clip_norm"):
         if not float(t[name]) >= 0:
             raise ValueError(f"train.{name} must be >= 0, got {t[name]}")

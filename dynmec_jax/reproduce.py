@@ -430,16 +430,18 @@ def make_item(cfg, n_users: int, moe_stack, static_stack, n_alloc: int):
         pmrl = policy.make_pipeline(tcs["pmrl"], alloc, state)
         rl_state, rl_m = policy.make_train(tcs["rl"], alloc)(k_rl, sp)
         rl = policy.make_pipeline(tcs["rl"], alloc, rl_state)
-        p_state, _ = _joint_from_policy(tcs["pmrl_paper"], alloc, k_pmrl, sp, *pols["full"])
-        pmrl_paper = policy.make_pipeline(tcs["pmrl_paper"], alloc, p_state)
         tail = max(1, int(vb.episodes) // 10)
         out["train/pmrl/reward"] = jnp.mean(joint["reward"][-tail:])
         out["train/pmrl/cost"] = jnp.mean(joint["cost"][-tail:])
         out["train/rl/cost"] = jnp.mean(rl_m["joint"]["cost"][-tail:])
         scn_b = system.sample_scenarios(jax.random.fold_in(k_eval, 1), sp, int(vb.eval_batch))
         res_b = evaluation.section_vb(k_vb, scn_b, sp, pmrl, rl, ga_iters=None)
-        res_b[PMRL_PAPER] = evaluation.scenario_metrics(
-            scn_b, evaluation.pipeline_method(pmrl_paper, scn_b, sp), sp)
+        if bool(vb.paper_scheduler):
+            p_state, _ = _joint_from_policy(tcs["pmrl_paper"], alloc, k_pmrl, sp,
+                                            *pols["full"])
+            pmrl_paper = policy.make_pipeline(tcs["pmrl_paper"], alloc, p_state)
+            res_b[PMRL_PAPER] = evaluation.scenario_metrics(
+                scn_b, evaluation.pipeline_method(pmrl_paper, scn_b, sp), sp)
         sub_b = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn_b)
         ga_b = evaluation.genetic(jax.random.fold_in(k_ga, 1), sub_b, sp, joint=True,
                                   n_iters=int(va.ga_iters), pop_factor=int(va.ga_pop_factor))
@@ -806,6 +808,7 @@ def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
 
     # Fig. 7 / 8 / 9.
     paper_vb = ("RL", "Rand", "Local execution", "GA")
+    has_paper = PMRL_PAPER in vb["size_avg"]["cost"]["series"]
     for fig, metric, what, rivals in (
             ("Fig. 7", "delay", "mean delay than Local execution, Rand and RL",
              ("RL", "Rand", "Local execution")),
@@ -821,7 +824,8 @@ def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
             checks += list(ok)
             nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'), sc)}, best of "
                         f"{'/'.join(rivals)} {_fmt(rv.min(axis=0), sc)}, Greedy "
-                        f"{_fmt(_m(t, 'Greedy'), sc)}, {PMRL_PAPER} {_fmt(_m(t, PMRL_PAPER), sc)}")
+                        f"{_fmt(_m(t, 'Greedy'), sc)}"
+                        + (f", {PMRL_PAPER} {_fmt(_m(t, PMRL_PAPER), sc)}" if has_paper else ""))
             for i in np.flatnonzero(~ok):
                 win = rivals[int(np.argmin(rv[:, i]))]
                 fails.append(f"{ax} = {t['x'][i]:.4g}: {win} {sc * rv.min(axis=0)[i]:.3g} vs PMRL "
@@ -880,19 +884,20 @@ def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
         "delay; PMRL's own inference delay and the learned allocator's gap to the optimum "
         "(Fig. 4) are charged to it")
     checks, nums = [], []
-    for ax in PANEL_ORDER:
+    for ax in PANEL_ORDER if has_paper else ():
         t, to = vb[ax]["cost"], vb[ax]["offload_fraction"]
         best = np.min([_m(t, m) for m in paper_vb], axis=0)
         checks += list(_m(t, PMRL_PAPER) <= best)
         nums.append(f"{ax}: cost {_fmt(_m(t, PMRL_PAPER))} (default PMRL {_fmt(_m(t, 'PMRL'))}),"
                     f" offloaded {_fmt(100 * _m(to, PMRL_PAPER))} %")
-    add("Beyond (V.B)", "With the paper's own scheduler (5N -> 32 -> N) and estimator (raw "
-        "Eq. 23), PMRL has the lowest cost sum_i C_i of the paper's schemes at every point",
-        checks, f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums),
-        why="the raw Eq. 23 signal is heavy-tailed (w_i ~ 1/d_i) and saturates the sigmoid "
-        "at 'offload' within the first updates, and one 32-unit hidden layer shared by the "
-        "N outputs cannot represent N per-task decisions (docs/reproduction.md, scheduler "
-        "ablation)")
+    if has_paper:  # vb.paper_scheduler
+        add("Beyond (V.B)", "With the paper's own scheduler (5N -> 32 -> N) and estimator (raw "
+            "Eq. 23), PMRL has the lowest cost sum_i C_i of the paper's schemes at every point",
+            checks, f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums),
+            why="the raw Eq. 23 signal is heavy-tailed (w_i ~ 1/d_i) and saturates the sigmoid "
+            "at 'offload' within the first updates, and one 32-unit hidden layer shared by "
+            "the N outputs cannot represent N per-task decisions (docs/reproduction.md, "
+            "scheduler ablation)")
     checks, nums = [], []
     for ax in PANEL_ORDER:
         to = vb[ax]["offload_fraction"]

@@ -1,18 +1,23 @@
 """The scheduling model of Section IV.C: offloading probabilities, costs and rewards (Eq. 21-27).
 
-* :class:`Scheduler`: a Flax MLP from the normalised features of all N users,
-  flattened to ``(..., 5N)`` (the state s of Eq. 21), through one hidden layer
-  of 32 LeakyReLU units, to N sigmoid offloading probabilities p_i (the action
-  of Eq. 22).  The input size fixes N: a sweep over N trains one scheduler per
-  N, and each N is a new shape, so a new compilation.
+* :class:`SetScheduler` (the default, beyond the paper): one shared per-user
+  MLP of each task's normalised features and pooled summaries of all users
+  (two passes), N sigmoid offloading probabilities p_i (the action of
+  Eq. 22); its parameters do not depend on N.
+* :class:`Scheduler` (the paper's): a Flax MLP from the normalised features
+  of all N users, flattened to ``(..., 5N)`` (the state s of Eq. 21), through
+  one hidden layer of 32 LeakyReLU units, to N logits.  The input size fixes
+  N.  :func:`build_scheduler` picks one by name.
 * :func:`inference_delays`: T_l^infer and T_e^infer of Eq. 34-35 [s].
 * :func:`task_costs`: C_i^loc (Eq. 24) and C_i^edge (Eq. 25) of every task,
   where C_i^edge of a task kept local is the cost it *would* have had if it
   alone had been offloaded in addition (the exact counterfactual, below).
-* :func:`rewards` and :func:`scheduler_loss`: Eq. 23 and the update of
-  Eq. 26-27.
+* :func:`marginal_costs` (beyond the paper; the default estimator): the
+  whole scenario's cost with S minus {i} and with S u {i}, for every task i.
+* :func:`advantages`, :func:`rewards` and :func:`scheduler_loss`: Eq. 23
+  (raw or relative advantage) and the update of Eq. 26-27.
 
-Eq. 23 (DESIGN section 2).  As printed both branches are multiplied by p_i,
+Eq. 23 (docs/reproduction.md).  As printed both branches are multiplied by p_i,
 the offloading probability; then a good *local* decision would raise the
 offloading probability, against the text.  We read p_i as the probability of
 the action taken, pi_i = p_i if offloaded and 1 - p_i if kept local::
@@ -186,15 +191,12 @@ def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers`` must be 1).
+    (one hidden layer; ``n_layers`` and ``passes`` apply to "set" only).
     """
     if kind == "set":
         return (SetScheduler(hidden, n_layers, passes=passes),
                 accounting.set_scheduler_macs(n_users, hidden, n_layers, passes))
     if kind == "paper":
-        if n_layers != 1 or passes != 1:
-            raise ValueError("the paper's scheduler has one hidden layer and one pass, got "
-                             f"{n_layers} and {passes}")
         return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
 
@@ -435,10 +437,10 @@ def advantages(costs: TaskCosts, offload: Array, kind: str = "raw") -> Array:
     ``kind="relative"`` (beyond the paper; the default of training):
     ``(C^other - C^taken) / (C_i^loc + C_i^edge)`` with the task's *own* costs
     of :func:`task_costs` (``costs.scale``), clipped to [-1, 1]
-    (dimensionless).  C^loc - C^edge is heavy-tailed (w_i ~ 1/d_i): about
-    +100 on average for tasks better offloaded against -3 for tasks better
-    kept local at Table II values, so the raw signal lets the urgent tasks
-    drive every logit to "offload" within a few updates.  The relative one
+    (dimensionless).  C^loc - C^edge is heavy-tailed (w_i ~ 1/d_i): for
+    urgent tasks better offloaded it is orders of magnitude larger than for
+    tasks better kept local, so the raw signal lets the urgent tasks drive
+    every logit to "offload" within a few updates.  The relative one
     keeps the sign (which action is better) and weighs every task alike.  An
     infinite C^edge gives -1 or +1.
     """
@@ -460,7 +462,7 @@ def advantages(costs: TaskCosts, offload: Array, kind: str = "raw") -> Array:
 
 
 def action_probabilities(probs: Array, offload: Array) -> Array:
-    """pi_i: p_i if task i was offloaded, 1 - p_i if kept local (Eq. 23 per DESIGN)."""
+    """pi_i: p_i if task i was offloaded, 1 - p_i if kept local (Eq. 23, docs/reproduction.md)."""
     return jnp.where(jnp.asarray(offload).astype(bool), probs, 1.0 - probs)
 
 

@@ -45,12 +45,12 @@ def test_fixed_point_no_offloaded_task_gains_by_leaving():
 def test_greedy_beats_all_offloaded_and_delay_variant_runs():
     sp = system.SystemParams(n_users=10)
     scn = system.sample_scenarios(jax.random.key(1), sp, 64)
-    g = greedy.greedy_offloading(scn, sp)
+    g = jax.jit(lambda s: greedy.greedy_offloading(s, sp))(scn)
     ones = jnp.ones(scn.shape, bool)
     b, f = optimal_allocation(scn, ones, sp)
     all_off = exhaustive.subset_value(scn, ones, b, f, sp)
     assert bool(jnp.all(g.cost <= all_off * (1 + 1e-6)))
-    gd = greedy.greedy_offloading(scn, sp, objective="delay")
+    gd = jax.jit(lambda s: greedy.greedy_offloading(s, sp, objective="delay"))(scn)
     out = system.task_outcomes(scn, gd.offload, gd.bandwidth, gd.f_alloc, sp)
     t_loc = system.local_delay(scn.workload, scn.size, scn.f_local)
     assert bool(jnp.all(jnp.where(gd.offload, out.delay < t_loc, True)))
@@ -61,14 +61,15 @@ def test_greedy_beats_all_offloaded_and_delay_variant_runs():
 def test_greedy_method_metrics_and_vmap_over_system():
     sp = system.SystemParams(n_users=6)
     scn = system.sample_scenarios(jax.random.key(2), sp, 16)
-    res = evaluation.greedy(scn, sp)
-    m = evaluation.scenario_metrics(scn, res, sp)
-    np.testing.assert_allclose(m["cost"], greedy.greedy_offloading(scn, sp).cost, rtol=1e-5)
+    res, m, cost = jax.jit(lambda s: (lambda r: (r, evaluation.scenario_metrics(s, r, sp),
+                                                   greedy.greedy_offloading(s, sp).cost))(
+        evaluation.greedy(s, sp)))(scn)
+    np.testing.assert_allclose(m["cost"], cost, rtol=1e-5)
     np.testing.assert_allclose(m["cost"], m["cost_delay"] + m["cost_energy"], rtol=1e-6)
     assert float(jnp.max(res.decision.inference_delay_edge)) == 0.0
     # A vmap over a stacked system (the energy weight beta): more weight on energy
     # makes local execution (about 60 J a task) dearer, so the greedy offloads more.
     betas = jnp.array([0.0, 0.1, 10.0])
-    share = jax.vmap(lambda b: jnp.mean(greedy.greedy_offloading(
-        scn, sp.replace(beta=b)).offload))(betas)
+    share = jax.jit(jax.vmap(lambda b: jnp.mean(greedy.greedy_offloading(
+        scn, sp.replace(beta=b)).offload)))(betas)
     assert float(share[0]) <= float(share[1]) <= float(share[2])

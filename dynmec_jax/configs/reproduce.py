@@ -27,7 +27,9 @@ Fields:
     ``workload_avg`` [cycles/bit], ``f_server`` [cycles/s], ``n_users``.
     Each axis varies one field with the others at Table II defaults.
   va / vb: policy pre-training, joint training (Algorithm 1) and evaluation
-    budgets of Sections V.A and V.B.
+    budgets of Sections V.A and V.B; ``vb`` also holds the scheduler options
+    (``policy.TrainConfig``) and ``paper_scheduler`` (also train PMRL with
+    the paper's scheduler network and Eq. 23, "PMRL (paper)").
 """
 
 import ml_collections
@@ -74,7 +76,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.vb = ml_collections.ConfigDict(dict(
         episodes=300, batch=32, scheduler_lr=2e-3, estimator="marginal", scheduler="set",
         scheduler_hidden=32, scheduler_layers=2, scheduler_passes=2, advantage="relative",
-        entropy=0.0, clip_norm=0.0, eval_batch=256))
+        entropy=0.0, clip_norm=0.0, eval_batch=256,
+        paper_scheduler=True))  # also train "PMRL (paper)" (the paper's scheduler, Eq. 23)
     c.chunk_size = 5  # sweep items per compiled call
 
     if preset == "smoke":
@@ -90,7 +93,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
         c.sweeps.update(size_avg=(500.0, 1000.0), workload_avg=(797.5, 1200.0),
                         f_server=(2.5e9, 3.5e9), n_users=(4,))
         c.va.update(pretrain_steps=20, batch=8, eval_batch=16, ga_batch=4, ga_iters=5)
-        c.vb.update(episodes=20, batch=8, eval_batch=16)
+        # No "PMRL (paper)" here: it adds a second Algorithm 1 (about a quarter of the
+        # compile time of a sweep item, which the tests run several times); its claims row
+        # is tested on synthetic tables, and the quick preset runs it.
+        c.vb.update(episodes=20, batch=8, eval_batch=16, paper_scheduler=False)
         c.chunk_size = 2
     elif preset == "paper":
         paper = allocator_configs.get_config("paper")
