@@ -23,8 +23,8 @@
    pre-trained policy) and RL (the scheduler with the largest fixed
    allocator) and evaluates the V.B methods on scenarios where users have
    computing power.  All methods of an item see the same held-out scenarios.
-5. **Figures** (``results/fig*.png`` + ``.json``), ``results/claims.md`` and
-   ``results/summary.json``.
+5. **Figures** (``results/fig*.png`` + ``.json``), ``results/claims.md`` (the
+   claims of :mod:`dynmec_jax.experiments.claims`) and ``results/summary.json``.
 
 Units: SI inside; figures show ms, kbit, GHz, MMACs (labelled).
 """
@@ -46,7 +46,6 @@ import optax
 from absl import logging
 
 from dynmec_jax import (
-    accounting,
     allocation,
     evaluation,
     plotting,
@@ -56,31 +55,27 @@ from dynmec_jax import (
     system,
 )
 from dynmec_jax.baselines import exhaustive
+from dynmec_jax.experiments import claims
+from dynmec_jax.experiments.names import (
+    AXES,
+    LABEL_SERIES,
+    METRICS,
+    NN_METHODS,
+    NOT_PLOTTED,
+    PANEL_ORDER,
+    PMRL_PAPER,
+    VA_METHODS,
+    VB_METHODS,
+    VB_OPTIMUM,
+)
 from dynmec_jax.system import SystemParams
 
 Array = Any
 
-#: Metrics stored per method (see :func:`dynmec_jax.evaluation.scenario_metrics`).
-METRICS = ("delay", "miss_ratio", "energy", "allocator_macs", "inference_share",
-           "weighted_delay", "offload_fraction", "width", "depth", "cost", "cost_delay",
-           "cost_energy")
-#: The swept fields of the shared-shape sweep (Figs. 5/6/7/8/9 (a), (b), (d); 10; 11).
-AXES = ("size_avg", "workload_avg", "f_server")
-#: PMRL trained with the paper's exact scheduler network and estimator (Eq. 21-27).
-PMRL_PAPER = "PMRL (paper)"
+#: The paper's scheduler network and estimator (Eq. 21-27), trained as PMRL_PAPER.
 PAPER_SCHEDULER = {"scheduler": "paper", "advantage": "raw", "estimator": "eq23", "entropy": 0.0,
                    "clip_norm": 0.0, "scheduler_hidden": 32, "scheduler_layers": 1,
                    "scheduler_passes": 1}
-VA_METHODS = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model", "GA",
-              "Oracle")
-VB_METHODS = ("PMRL", PMRL_PAPER, "RL", "Rand", "Local execution", "Greedy", "GA")
-#: V.B reference stored only where N <= exhaustive.MAX_USERS (not plotted).
-VB_OPTIMUM = "Optimum"
-#: Stored references left out of Figs. 5-9: the exhaustive optimum (one N only) and the
-#: Eq. 28 label used as the decision ("Oracle"; shown in Fig. 10 as the label's MACs).
-NOT_PLOTTED = (VB_OPTIMUM, "Oracle")
-#: Fig. 10's name of the Oracle's MACs: those of the per-scenario Eq. 28 label.
-LABEL_SERIES = "Eq. 28 label (oracle)"
 VARIANTS = {"PolicyMoE": "full", "Fix width MoE": "fix_width", "Fix depth MoE": "fix_depth"}
 
 
@@ -529,7 +524,6 @@ AXIS_LABELS = {"size_avg": ("Average data amount s_avg [kbit]", 1e-3),
                "workload_avg": ("Average task complexity c_avg [cycles/bit]", 1.0),
                "n_users": ("Number of tasks N", 1.0),
                "f_server": ("Server computing power f_ser [GHz]", 1e-9)}
-PANEL_ORDER = ("size_avg", "workload_avg", "n_users", "f_server")
 
 
 def _axis_points(cfg, sweeps: dict, axis: str) -> list[tuple[float, dict]]:
@@ -632,14 +626,13 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
                              "panels": [{k: v for k, v in p.items()} for p in panels]},
                             out / f"{name}.json")
         names.append(name)
-    nn_methods = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model")
-    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], nn_methods + ("Oracle",))
+    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], NN_METHODS + ("Oracle",))
     t10["series"][LABEL_SERIES] = t10["series"].pop("Oracle")
     plotting.plot_bars(t10, out / "fig10_macs.png", "Allocation model MACs [M]",
                        AXIS_LABELS["size_avg"][0], y_scale=1e-6, x_scale=1e-3)
     plotting.write_json({"metric": "allocator_macs", "unit": "MACs", "table": t10},
                         out / "fig10_macs.json")
-    t11 = _select(tabs["va"]["size_avg"]["inference_share"], nn_methods)
+    t11 = _select(tabs["va"]["size_avg"]["inference_share"], NN_METHODS)
     plotting.plot_bars(t11, out / "fig11_inference_share.png", "Inference delay share [%]",
                        AXIS_LABELS["size_avg"][0], y_scale=100.0, x_scale=1e-3)
     plotting.write_json({"metric": "inference_share", "unit": "fraction", "table": t11},
@@ -649,356 +642,6 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
     plotting.write_json(fig12, out / "fig12_training_cost.json")
     names.append("fig12_training_cost")
     return names
-
-
-# ----------------------------------------------------------------------------
-# Claims of Section V
-# ----------------------------------------------------------------------------
-
-#: Reasons printed beside claims that do not reproduce (see docs/reproduction.md).
-WHY_GA = ("the GA's delay is modelled like the networks' (its operation count x lambda / "
-          "f_ser, Eq. 9), about 10^4 times a network's MACs but only tens of ms; the "
-          "paper's seconds match our measured wall time of an uncompiled GA (11-16 s per "
-          "scenario), not a model of its operations (docs/reproduction.md, GA section)")
-WHY_NN = ("the allocator and the Eq. 28 labels minimise the importance-weighted delay "
-          "(w_i ~ 1/d_i); the sub-networks PolicyMoE picks are within a fraction of a percent "
-          "of the wider ones on that objective (Fig. 4), but the unweighted mean delay and "
-          "miss ratio are dominated by low-importance tasks, whose shares the narrow "
-          "sub-networks set worse than Fix width MoE (all K experts, depth chosen by its "
-          "policy), which wins here")
-
-
-def _m(table: dict, method: str) -> np.ndarray:
-    return np.asarray(table["series"][method]["mean"], float)
-
-
-def _status(checks: list[bool]) -> str:
-    frac = float(np.mean(checks)) if checks else 0.0
-    return "reproduced" if frac == 1.0 else ("partly" if frac >= 0.5 else "not reproduced")
-
-
-def _fmt(a, scale=1.0, digits=3) -> str:
-    return "[" + ", ".join(f"{scale * v:.{digits}g}" for v in np.atleast_1d(a)) + "]"
-
-
-def _increasing(a) -> bool:
-    return bool(np.all(np.diff(a) > 0))
-
-
-def _decreasing(a) -> bool:
-    return bool(np.all(np.diff(a) < 0))
-
-
-def claims(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
-    """Every claim of Section V checked against our numbers.
-
-    Returns rows ``{"claim", "figure", "status", "numbers"}``; status is
-    "reproduced" (every check holds), "partly" (at least half) or "not
-    reproduced".  Checks compare means over seeds.
-    """
-    rows = []
-
-    def add(figure, claim, checks, numbers, why=""):
-        status = _status(checks)
-        rows.append({"figure": figure, "claim": claim, "status": status,
-                     "numbers": numbers + (f". Why: {why}" if why and status != "reproduced"
-                                           else "")})
-
-    va, vb = tabs["va"], tabs["vb"]
-    nn = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model")
-    moes = nn[:4]
-
-    # Table I (an accounting check at Table I's architecture, whatever the preset's sizes).
-    p_dyn = accounting.allocation_model_params(10, 3)["dynamic"]
-    m_dyn = accounting.allocation_model_macs(10, 3, 30)["dynamic"]
-    m_dyn2 = accounting.allocation_model_macs(10, 3, 30, zeta=2)["dynamic"]
-    add("Table I", "Dynamic part of the allocation model: 87.04K parameters, 5.126M MACs "
-        "(30 users)", [int(p_dyn) == 87040, abs(float(m_dyn) / 5.126e6 - 1) < 0.01],
-        f"ours: {int(p_dyn):,} parameters (exact); {float(m_dyn):,.0f} MACs counting one MAC "
-        f"per multiply-accumulate (half the paper's figure); {float(m_dyn2):,.0f} at two "
-        "operations per MAC, within 0.4% of the paper's (docs/reproduction.md)")
-
-    # Fig. 4.
-    wd = np.asarray(fig04["wd"]["mean"])
-    wdi = np.asarray(fig04["wd_infer"]["mean"])
-    dec = [wd[k + 1, d] < wd[k, d] for k in range(wd.shape[0] - 1) for d in range(wd.shape[1])]
-    dec += [wd[k, d + 1] < wd[k, d] for k in range(wd.shape[0]) for d in range(wd.shape[1] - 1)]
-    add("Fig. 4(a)", "The weighted delay (without inference) decreases as width and depth grow",
-        dec, f"{sum(dec)}/{len(dec)} unit steps in width or depth lower it; width 1..K at depth "
-        f"L: {_fmt(wd[:, -1])}; smallest {wd.min():.4g}, largest net {wd[-1, -1]:.4g}, "
-        f"optimum {fig04['optimal_wd']:.4g}")
-    k_best, d_best = np.unravel_index(np.argmin(wdi), wdi.shape)
-    add("Fig. 4(b)", "With the inference delay, the largest model is not the best",
-        [(k_best, d_best) != (wdi.shape[0] - 1, wdi.shape[1] - 1)],
-        f"best (width, depth) = ({k_best + 1}, {d_best + 1}) with {wdi.min():.4g}; largest "
-        f"({wdi.shape[0]}, {wdi.shape[1]}): {wdi[-1, -1]:.4g}")
-
-    # Fig. 5 / 6.
-    for fig, metric, what in (("Fig. 5", "delay", "delay"), ("Fig. 6", "miss_ratio",
-                                                             "deadline miss ratio")):
-        checks, nums = [], []
-        for ax in PANEL_ORDER:
-            t = va[ax][metric]
-            best = np.min([_m(t, m) for m in nn if m != "PolicyMoE"], axis=0)
-            c = _m(t, "PolicyMoE") <= best
-            checks += list(c)
-            sc = 1e3 if metric == "delay" else 1.0
-            nums.append(f"{ax}: PolicyMoE {_fmt(_m(t, 'PolicyMoE'), sc)}"
-                        f" vs best other NN {_fmt(best, sc)}")
-        unit = " (ms)" if metric == "delay" else ""
-        add(fig, f"PolicyMoE has the lowest {what} of the NN schemes at every point", checks,
-            f"{sum(checks)}/{len(checks)} points{unit}; " + "; ".join(nums),
-            why=WHY_NN)
-    checks = []
-    for ax in PANEL_ORDER:
-        t = va[ax]["delay"]
-        checks += [bool(v) for m in moes for v in _m(t, m) < _m(t, "Static model")]
-    add("Fig. 5", "Every MoE scheme beats the static model", checks,
-        f"{sum(checks)}/{len(checks)} (method, point) pairs; at the default point static "
-        f"{1e3 * _m(va['size_avg']['delay'], 'Static model')[1]:.3g} ms vs Fix MoE "
-        f"{1e3 * _m(va['size_avg']['delay'], 'Fix MoE')[1]:.3g} ms")
-    checks = []
-    for ax in PANEL_ORDER:
-        t = va[ax]["delay"]
-        checks += list(_m(t, "Fix MoE") >= np.max([_m(t, m) for m in moes[:3]], axis=0))
-    add("Fig. 5", "Fix MoE is the worst of the MoE schemes (no on-demand computation)", checks,
-        f"{sum(checks)}/{len(checks)} points")
-    checks, ratios = [], []
-    for ax in PANEL_ORDER:
-        t = va[ax]["delay"]
-        ga, pm = _m(t, "GA"), _m(t, "PolicyMoE")
-        checks += [bool(g >= 1.0 and g >= 10 * p) for g, p in zip(ga, pm, strict=False)]
-        ratios += list(ga / pm)
-    add("Fig. 5", "GA's delay reaches the second level, dozens to hundreds of times the others "
-        "(modelled GA delay: lambda x operations / f_ser)", checks,
-        f"GA / PolicyMoE delay ratio {min(ratios):.3g}..{max(ratios):.3g}; GA delay "
-        f"{_fmt(_m(va['size_avg']['delay'], 'GA'))} s over the data-amount axis",
-        why=WHY_GA)
-    checks, nums = [], []
-    for ax in ("size_avg", "workload_avg"):
-        for m in nn:
-            checks.append(_increasing(_m(va[ax]["delay"], m)))
-        nums.append(f"{ax}: PolicyMoE {_fmt(_m(va[ax]['delay'], 'PolicyMoE'), 1e3)} ms")
-    add("Fig. 5(a, b)", "Delay increases with the data amount and the task complexity", checks,
-        f"{sum(checks)}/{len(checks)} NN methods monotone; " + "; ".join(nums))
-
-    def adv(t, a="PolicyMoE", b="Fix MoE"):
-        return (_m(t, b) - _m(t, a)) / _m(t, b)
-
-    a_s, a_c = adv(va["size_avg"]["delay"]), adv(va["workload_avg"]["delay"])
-    add("Fig. 5(a, b)", "PolicyMoE's advantage over Fix MoE shrinks as data amount and "
-        "complexity grow", [a_s[-1] < a_s[0], a_c[-1] < a_c[0]],
-        f"relative advantage vs data amount {_fmt(100 * a_s)} %, vs complexity "
-        f"{_fmt(100 * a_c)} %")
-    t = va["n_users"]["delay"]
-    a_n = adv(t)
-    add("Fig. 5(c)", "Delay increases with the number of tasks, and PolicyMoE's advantage "
-        "grows", [_increasing(_m(t, "PolicyMoE")), a_n[-1] > a_n[0]],
-        f"PolicyMoE {_fmt(_m(t, 'PolicyMoE'), 1e3)} ms; advantage over Fix MoE "
-        f"{_fmt(100 * a_n)} %")
-    t = va["f_server"]["delay"]
-    a_f = adv(t)
-    add("Fig. 5(d)", "Delay decreases with server power, and PolicyMoE's advantage shrinks",
-        [_decreasing(_m(t, "PolicyMoE")), a_f[-1] < a_f[0]],
-        f"PolicyMoE {_fmt(_m(t, 'PolicyMoE'), 1e3)} ms; advantage over Fix MoE "
-        f"{_fmt(100 * a_f)} %")
-    ga_miss = np.concatenate([_m(va[ax]["miss_ratio"], "GA") for ax in PANEL_ORDER])
-    add("Fig. 6", "GA misses every deadline (miss ratio 100%)", list(ga_miss >= 0.999),
-        f"GA miss ratio {_fmt(100 * ga_miss)} %", why=WHY_GA)
-
-    # Fig. 7 / 8 / 9.
-    paper_vb = ("RL", "Rand", "Local execution", "GA")
-    has_paper = PMRL_PAPER in vb["size_avg"]["cost"]["series"]
-    for fig, metric, what, rivals in (
-            ("Fig. 7", "delay", "mean delay than Local execution, Rand and RL",
-             ("RL", "Rand", "Local execution")),
-            ("Fig. 8", "miss_ratio", "deadline miss ratio than the paper's other schemes "
-             "(ties count)", paper_vb)):
-        checks, nums, fails = [], [], []
-        sc = 1e3 if metric == "delay" else 100.0
-        for ax in PANEL_ORDER:
-            t, tc = vb[ax][metric], vb[ax]["cost"]
-            rv = np.array([_m(t, m) for m in rivals])
-            ok = (_m(t, "PMRL") < rv.min(axis=0) if metric == "delay"
-                  else _m(t, "PMRL") <= rv.min(axis=0))
-            checks += list(ok)
-            nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'), sc)}, best of "
-                        f"{'/'.join(rivals)} {_fmt(rv.min(axis=0), sc)}, Greedy "
-                        f"{_fmt(_m(t, 'Greedy'), sc)}"
-                        + (f", {PMRL_PAPER} {_fmt(_m(t, PMRL_PAPER), sc)}" if has_paper else ""))
-            for i in np.flatnonzero(~ok):
-                win = rivals[int(np.argmin(rv[:, i]))]
-                fails.append(f"{ax} = {t['x'][i]:.4g}: {win} {sc * rv.min(axis=0)[i]:.3g} vs PMRL "
-                             f"{sc * _m(t, 'PMRL')[i]:.3g}, while PMRL's cost sum_i C_i is "
-                             f"{_m(tc, 'PMRL')[i]:.4g} against {win}'s {_m(tc, win)[i]:.4g}")
-        unit = "ms" if metric == "delay" else "%"
-        add(fig, f"PMRL has a lower {what} at every point", checks,
-            f"{sum(checks)}/{len(checks)} points ({unit}); " + "; ".join(nums),
-            why=("PMRL minimises sum_i C_i (Eq. 24-25: importance-weighted delay, w_i ~ "
-                 "1/d_i, plus beta x energy), not the unweighted mean: " + "; ".join(fails))
-            if fails else "")
-    checks = []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["delay"]
-        checks += list(_m(t, "RL") < _m(t, "Local execution"))
-    t = vb["size_avg"]["delay"]
-    to = vb["size_avg"]["offload_fraction"]
-    add("Fig. 7", "RL scheduling beats local execution; at low delay Rand is worse than local "
-        "execution", checks + [bool(_m(t, "Rand")[0] > _m(t, "Local execution")[0])],
-        f"RL < Local at {sum(checks)}/{len(checks)} points; smallest data amount: Rand "
-        f"{1e3 * _m(t, 'Rand')[0]:.3g} ms vs Local {1e3 * _m(t, 'Local execution')[0]:.3g} ms",
-        why=f"over the data-amount axis RL offloads {_fmt(100 * _m(to, 'RL'))} % of the "
-        f"tasks (PMRL {_fmt(100 * _m(to, 'PMRL'))} %) and minimises the importance-weighted "
-        "cost, not the mean delay; Rand's offloaded half shares the server among half the "
-        "tasks, which beats the slow local CPUs (f_loc ~ U[0.01, 0.15] GHz) at every point")
-    checks, nums = [], []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["cost"]
-        best = np.min([_m(t, m) for m in paper_vb], axis=0)
-        checks += list(_m(t, "PMRL") <= best)
-        nums.append(f"{ax}: PMRL {_fmt(_m(t, 'PMRL'))} vs best other {_fmt(best)}")
-    tsa = {k: vb["size_avg"][k] for k in ("cost_delay", "cost_energy")}
-    i_def = int(np.argmin(np.abs(np.asarray(vb["size_avg"]["cost"]["x"])
-                                 - float(base_params(cfg).size_avg))))
-    parts = ", ".join(f"{m} {_m(tsa['cost_delay'], m)[i_def]:.4g} + "
-                      f"{_m(tsa['cost_energy'], m)[i_def]:.4g}"
-                      for m in ("PMRL", "Greedy", "Local execution", "Rand"))
-    add("Fig. 7-8 (objective)", "PMRL has the lowest cost sum_i C_i (Eq. 24-25, what the "
-        "scheduler is trained for) of the paper's schemes at every point", checks,
-        f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums)
-        + f". At the Table II point sum_i C_i = delay term sum alpha w_i T_i + energy term "
-        f"sum beta E_i: {parts}")
-
-    # Beyond the paper: the greedy + KKT baseline and the paper's own scheduler.
-    checks, nums = [], []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["cost"]
-        ratio = _m(t, "PMRL") / _m(t, "Greedy")
-        checks += list(ratio <= 1.0)
-        nums.append(f"{ax}: {_fmt(ratio, digits=4)}")
-    add("Beyond (V.B)", "PMRL (with its own inference delay and the learned allocator) has a "
-        "cost sum_i C_i no higher than greedy offloading with the optimal (KKT) allocation and "
-        "no inference delay", checks,
-        f"{sum(checks)}/{len(checks)} points; PMRL / Greedy cost: " + "; ".join(nums),
-        why="the greedy decides with the exact optimal allocation and pays no inference "
-        "delay; PMRL's own inference delay and the learned allocator's gap to the optimum "
-        "(Fig. 4) are charged to it")
-    checks, nums = [], []
-    for ax in PANEL_ORDER if has_paper else ():
-        t, to = vb[ax]["cost"], vb[ax]["offload_fraction"]
-        best = np.min([_m(t, m) for m in paper_vb], axis=0)
-        checks += list(_m(t, PMRL_PAPER) <= best)
-        nums.append(f"{ax}: cost {_fmt(_m(t, PMRL_PAPER))} (default PMRL {_fmt(_m(t, 'PMRL'))}),"
-                    f" offloaded {_fmt(100 * _m(to, PMRL_PAPER))} %")
-    if has_paper:  # vb.paper_scheduler
-        add("Beyond (V.B)", "With the paper's own scheduler (5N -> 32 -> N) and estimator (raw "
-            "Eq. 23), PMRL has the lowest cost sum_i C_i of the paper's schemes at every point",
-            checks, f"{sum(checks)}/{len(checks)} points; " + "; ".join(nums),
-            why="the raw Eq. 23 signal is heavy-tailed (w_i ~ 1/d_i) and saturates the sigmoid "
-            "at 'offload' within the first updates, and one 32-unit hidden layer shared by "
-            "the N outputs cannot represent N per-task decisions (docs/reproduction.md, "
-            "scheduler ablation)")
-    checks, nums = [], []
-    for ax in PANEL_ORDER:
-        to = vb[ax]["offload_fraction"]
-        pm, gr = _m(to, "PMRL"), _m(to, "Greedy")
-        checks += [bool(np.sign(a) == np.sign(b) or (abs(a) < 0.005 and abs(b) < 0.005))
-                   for a, b in zip(np.diff(pm), np.diff(gr), strict=True)]
-        opt = ""
-        if VB_OPTIMUM in to["series"]:
-            om = _m(to, VB_OPTIMUM)
-            opt = ", optimum " + _fmt(100 * om) + " % (N <= 12 only)"
-        nums.append(f"{ax}: PMRL {_fmt(100 * pm)} %, Greedy {_fmt(100 * gr)} %{opt}")
-    add("Beyond (V.B)", "PMRL's offloaded share moves with the load as the greedy's does "
-        "(the same direction between neighbouring points)", checks,
-        f"{sum(checks)}/{len(checks)} steps; " + "; ".join(nums))
-    checks, nums = [], []
-    for ax in PANEL_ORDER:
-        pt = tabs["policy"][ax]["regret"]
-        for sec, who in (("va", "PolicyMoE"), ("vb", "PMRL")):
-            r = _m(pt, sec)
-            checks += list(r < 0.01)
-            nums.append(f"{ax} {who}: {_fmt(100 * r, digits=2)} %")
-    add("Sec. IV.C (policy)", "The policy's (width, depth) is within 1% of the per-scenario "
-        "best sub-network (Eq. 28 objective) at every point", checks,
-        f"{sum(checks)}/{len(checks)} (point, method) pairs; regret against the Eq. 28 label: "
-        + "; ".join(nums))
-    loc_n = _m(vb["n_users"]["delay"], "Local execution")
-    loc_f = _m(vb["f_server"]["delay"], "Local execution")
-    spread = [np.ptp(loc_n) / np.mean(loc_n), np.ptp(loc_f) / np.mean(loc_f)]
-    add("Fig. 7(c, d)", "Local execution's delay does not depend on the number of tasks or "
-        "the server power", [s < 0.1 for s in spread],
-        f"relative spread {_fmt(100 * np.asarray(spread))} % (vs N, vs f_ser; different "
-        "scenarios per point)")
-    checks = []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["miss_ratio"]
-        checks += list(_m(t, "Local execution") < _m(t, "Rand"))
-    add("Fig. 8", "Local execution has a lower miss ratio than Rand in most cases",
-        [np.mean(checks) > 0.5], f"{sum(checks)}/{len(checks)} points",
-        why="in our runs a task's local delay c s / f_loc (f_loc ~ U[0.01, 0.15] GHz) is often "
-        "longer than its deadline, while Rand's offloaded half shares the server among half "
-        "as many tasks; the paper's sampling may give faster local CPUs")
-    ga_miss = np.concatenate([_m(vb[ax]["miss_ratio"], "GA") for ax in PANEL_ORDER])
-    add("Fig. 8", "GA (joint) misses every deadline", list(ga_miss >= 0.999),
-        f"GA miss ratio {_fmt(100 * ga_miss)} %", why=WHY_GA)
-    checks = []
-    for ax in PANEL_ORDER:
-        t = vb[ax]["energy"]
-        checks += list(_m(t, "Local execution") >= np.max(
-            [_m(t, m) for m in ("PMRL", "RL", "Rand")], axis=0))
-    e_n = {m: _m(vb["n_users"]["energy"], m) for m in ("PMRL", "Local execution")}
-    add("Fig. 9", "Local execution costs the most user energy; energy grows with the number "
-        "of users", checks + [_increasing(e_n["PMRL"]), _increasing(e_n["Local execution"])],
-        f"Local largest at {sum(checks)}/{len(checks)} points; vs N: PMRL "
-        f"{_fmt(e_n['PMRL'])} J, Local {_fmt(e_n['Local execution'])} J")
-
-    # Fig. 10 / 11.
-    t = va["size_avg"]["allocator_macs"]
-    pm, fx, lab = _m(t, "PolicyMoE"), _m(t, "Fix MoE"), _m(t, "Oracle")
-    pt = tabs["policy"]["size_avg"]
-    lw, ld, rg = _m(pt["label_width"], "va"), _m(pt["label_depth"], "va"), _m(pt["regret"], "va")
-    follows = [bool(np.sign(a) == np.sign(b)) for a, b in zip(np.diff(pm), np.diff(lab),
-                                                              strict=True)]
-    add("Fig. 10", "PolicyMoE's MACs grow with the data amount and stay well below Fix MoE's",
-        [bool(pm[-1] > pm[0])] + list(pm < 0.8 * fx),
-        f"PolicyMoE {_fmt(pm, 1e-6)} M vs Fix MoE {_fmt(fx, 1e-6)} M MACs; the per-scenario "
-        f"Eq. 28 label's {_fmt(lab, 1e-6)} M (mean label width {_fmt(lw)}, depth {_fmt(ld)}); "
-        f"PolicyMoE moves with the label's MACs at {sum(follows)}/{len(follows)} steps",
-        why="the policy regresses the Eq. 28 labels (Eq. 29), which are near-ties: choosing "
-        f"its sub-network instead of each scenario's best costs {_fmt(100 * rg, digits=2)} % "
-        "of the Eq. 28 objective, so the MACs it settles on need not grow with the data "
-        "amount, and the labels' own mean MACs (above) do not grow monotonically either")
-    t = va["size_avg"]["inference_share"]
-    st, fx, pm = _m(t, "Static model"), _m(t, "Fix MoE"), _m(t, "PolicyMoE")
-    add("Fig. 11", "The inference-delay share of the static model and Fix MoE falls with the "
-        "data amount; PolicyMoE's is lower and more stable",
-        [_decreasing(st), _decreasing(fx), bool(np.all(pm < fx)), np.ptp(pm) < np.ptp(fx)],
-        f"static {_fmt(100 * st)} %, Fix MoE {_fmt(100 * fx)} %, PolicyMoE {_fmt(100 * pm)} %")
-
-    # Fig. 12.
-    pro, tra = fig12["progressive"]["steps"]["mean"], fig12["traditional"]["steps"]["mean"]
-    ratio = {c: t / p for c, p, t in zip(fig12["cases"], pro, tra, strict=False)}
-    checks = [ratio.get("full", 10) >= 2, ratio.get("width", 10) >= 2,
-              ratio.get("depth", 1) < 2]
-    add("Fig. 12", "Progressive shrinking cuts the training cost of fully and width-dynamic "
-        "models a lot; little difference for depth-dynamic", checks,
-        "traditional / progressive steps: " + ", ".join(f"{c} {r:.3g}x" for c, r in ratio.items())
-        + f" (target gap {100 * fig12['target']:.3g}%)")
-    return rows
-
-
-def claims_markdown(rows: list[dict], header: str) -> str:
-    """``results/claims.md``: one table row per claim."""
-    lines = [header, "", "| # | Figure | Claim (Section V) | Status | Our numbers |",
-             "|---|---|---|---|---|"]
-    for i, r in enumerate(rows, 1):
-        lines.append(f"| {i} | {r['figure']} | {r['claim']} | **{r['status']}** | "
-                     f"{r['numbers']} |")
-    counts = {s: sum(r["status"] == s for r in rows)
-              for s in ("reproduced", "partly", "not reproduced")}
-    lines += ["", "Totals: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + "."]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------
@@ -1104,7 +747,7 @@ def run(cfg, workdir, results_dir, progress: bool = True, mesh=None) -> dict:
     t0 = time.perf_counter()
     tabs = tables(cfg, sweeps)
     names = write_figures(cfg, tabs, fig04, fig12, results_dir)
-    rows = claims(cfg, tabs, fig04, fig12)
+    rows = claims.evaluate(cfg, tabs, fig04, fig12)
     times["figures"] = time.perf_counter() - t0
     wall = time.perf_counter() - t_start
     # Times summed over every invocation that built this workdir (a rerun after a kill,
@@ -1126,16 +769,15 @@ def run(cfg, workdir, results_dir, progress: bool = True, mesh=None) -> dict:
         "allocator": {k: allocs["moe"][k] for k in ("max_gap_all", "max_gap_random",
                                                     "full_gap_all", "steps")},
         "static_allocator": {k: allocs["static"][k] for k in ("full_gap_all", "steps")},
-        "claims": {s: sum(r["status"] == s for r in rows)
-                   for s in ("reproduced", "partly", "not reproduced")},
+        "claims": {s: sum(r["status"] == s for r in rows) for s in claims.STATUSES},
     }
     header = (f"# Claims of Section V, checked against the `{cfg.preset}` run\n\n"
               "Each row is a statement of the paper's Section V (or Table I); status "
               "**reproduced** when every check holds at every swept point (means over seeds), "
               "**partly** when at least half do, else **not reproduced**.  Numbers in the "
               "figures' units (delays in ms unless marked).  Generated by "
-              "`dynmec_jax/reproduce.py:claims` from the stored records.")
-    sweep.atomic_write_text(results_dir / "claims.md", claims_markdown(rows, header))
+              "`dynmec_jax/experiments/claims.py` from the stored records.")
+    sweep.atomic_write_text(results_dir / "claims.md", claims.markdown(rows, header))
     plotting.write_json({"rows": rows}, results_dir / "claims.json")
     plotting.write_json(summary, results_dir / "summary.json")
     sweep.atomic_write_text(results_dir / "config.json",

@@ -23,6 +23,7 @@ import pytest
 
 from dynmec_jax import reproduce
 from dynmec_jax.configs import reproduce as reproduce_configs
+from dynmec_jax.experiments import names
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "launch" / "sweep.py"
@@ -242,55 +243,6 @@ def test_sweep_points_union_without_duplicates():
     pts = reproduce.sweep_points(cfg)
     keys = [tuple(sorted(p.items())) for p in pts]
     assert len(keys) == len(set(keys))
-    n_axes = sum(len(cfg.sweeps[a]) for a in reproduce.AXES)
+    n_axes = sum(len(cfg.sweeps[a]) for a in names.AXES)
     assert len(pts) == n_axes - 2  # the default point is shared by the three axes
 
-
-def _fake_tables(pmrl_cost_ratio: float, share_step: float) -> dict:
-    """Tables in :func:`reproduce.tables` form, all means 1 except what the V.B rows read."""
-    def series(vals):
-        return {"mean": list(vals), "ci": [0.0, 0.0], "n": [2, 2], "std": [0.0, 0.0]}
-
-    xs = [1.0, 2.0]
-    tabs = {}
-    for sec, methods in (("va", reproduce.VA_METHODS),
-                         ("vb", reproduce.VB_METHODS + (reproduce.VB_OPTIMUM,))):
-        tabs[sec] = {ax: {k: {"x": xs, "series": {m: series([1.0, 1.0]) for m in methods}}
-                          for k in reproduce.METRICS} for ax in reproduce.PANEL_ORDER}
-    for ax in reproduce.PANEL_ORDER:
-        vb = tabs["vb"][ax]
-        vb["cost"]["series"]["Greedy"] = series([100.0, 120.0])
-        vb["cost"]["series"]["PMRL"] = series([100.0 * pmrl_cost_ratio, 120.0 * pmrl_cost_ratio])
-        vb["offload_fraction"]["series"]["Greedy"] = series([0.5, 0.6])
-        vb["offload_fraction"]["series"]["PMRL"] = series([0.4, 0.4 + share_step])
-    tabs["policy"] = {ax: {k: {"x": xs, "series": {"va": series([0.001, 0.002]),
-                                                   "vb": series([0.004, 0.03])}}
-                           for k in ("regret", "label_width", "label_depth", "label_macs")}
-                      for ax in reproduce.PANEL_ORDER}
-    return tabs
-
-
-@pytest.mark.parametrize("ratio, step, expect", [
-    (0.98, 0.1, ("reproduced", "reproduced")),
-    (1.02, -0.1, ("not reproduced", "not reproduced")),
-])
-def test_claims_rows_for_greedy_share_and_policy_regret(ratio, step, expect):
-    cfg = reproduce_configs.get_config("smoke")
-    fig04 = {"wd": {"mean": np.ones((3, 2)).tolist()}, "wd_infer": {"mean": np.ones((3, 2))
-                                                                    .tolist()},
-             "optimal_wd": 1.0}
-    fig12 = {"cases": ["full"], "target": 0.1, "progressive": {"steps": {"mean": [1.0]}},
-             "traditional": {"steps": {"mean": [3.0]}}}
-    rows = reproduce.claims(cfg, _fake_tables(ratio, step), fig04, fig12)
-    by = {r["claim"]: r for r in rows}
-    greedy = next(r for c, r in by.items() if "greedy offloading with the optimal" in c)
-    share = next(r for c, r in by.items() if "offloaded share moves with the load" in c)
-    regret = next(r for c, r in by.items() if "within 1% of the per-scenario best" in c)
-    assert (greedy["status"], share["status"]) == expect
-    assert f"{ratio:.4g}" in greedy["numbers"]
-    assert "optimum" in share["numbers"]
-    # PMRL's regret is 3% at the second point of every axis: 12 of 16 pairs hold.
-    assert regret["status"] == "partly" and "3] %" in regret["numbers"]
-    assert regret["numbers"].startswith("12/16")
-    paper = next(r for c, r in by.items() if "paper's own scheduler" in c)
-    assert reproduce.PMRL_PAPER not in paper["claim"] and "offloaded" in paper["numbers"]
