@@ -7,9 +7,9 @@ is: sample the scenarios, offload masks and one (width, depth) per scenario
 update (forward, backward, Adam) and the CPU update (forward at the updated
 parameters, backward, its own Adam), with the noisy top-k gate of Eq. 16.
 
-* ``jax``: :func:`dynmec_jax.allocation.make_train_step`, jitted, one call
+* ``jax``: :func:`dynmec_jax.train_allocator.make_train_step`, jitted, one call
   per step (Python dispatch included), parameters and optimiser states donated.
-* ``jax_scan``: the same step inside :func:`dynmec_jax.allocation.train_chunk`
+* ``jax_scan``: the same step inside :func:`dynmec_jax.train_allocator.train_chunk`
   (``lax.scan`` over ``--chunk`` steps, the path the training driver runs),
   time per step.
 * ``jax_scan_mb``: as ``jax_scan`` with ``make_train_step(...,
@@ -59,6 +59,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+from dynmec_jax import system
+from dynmec_jax.nets import features, moe
+from dynmec_jax.train import allocator as train_allocator
 
 
 def tune_malloc() -> None:
@@ -91,13 +96,13 @@ def step_flops(B: int, N: int, K: int, L: int, H: int, F: int = 5) -> tuple[int,
 
 def make_torch_step(jax_variables, B, sp, lr=1e-3, loss_scale=1e-3, slope=0.01,
                     offload_all_fraction=0.5):
-    """Eager PyTorch version of :func:`dynmec_jax.allocation.make_train_step`.
+    """Eager PyTorch version of :func:`dynmec_jax.train_allocator.make_train_step`.
 
     Same parameters (copied from the JAX initialisation), same gate (Eq. 16,
     rank-based top-k with masks), same masked depth, same losses, two Adam
     optimisers.  Returns ``step() -> (tra, com)``.
     """
-    import torch
+    import torch  # deferred: an optional, heavy dependency of this benchmark only
 
     p = {k: torch.tensor(np.asarray(v), requires_grad=True)
          for k, v in jax_variables["params"].items()}
@@ -216,31 +221,30 @@ def main() -> None:
     if not args.plain_malloc:
         tune_malloc()
 
-    import torch
-
-    from dynmec_jax import allocation, moe, system
+    import torch  # deferred: an optional, heavy dependency of this benchmark only
 
     sp = system.SystemParams(n_users=args.users)
-    scales = moe.FeatureScales.from_params(sp)
+    scales = features.FeatureScales.from_params(sp)
     model = moe.MoEAllocator()
     K, L, H = model.n_experts, model.n_layers, model.hidden
-    tx = allocation.make_optimizer(1e-3)
-    step = allocation.make_train_step(model, tx, args.batch)
+    tx = optax.adam(1e-3)
+    step = train_allocator.make_train_step(model, tx, args.batch)
     allowed = jnp.ones((K, L), bool)
 
     # JAX, one dispatch per step (state donated).
     step_jit = jax.jit(lambda st, k: step(st, k, sp, scales, allowed)[0], donate_argnums=0)
-    state = allocation.init_state(jax.random.PRNGKey(0), model, tx)
-    torch_step = make_torch_step(jax.device_get(state.variables), args.batch, sp)
+    state = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
+    torch_step = make_torch_step(jax.device_get(state.params), args.batch, sp)
     # JAX, a lax.scan chunk of steps (the training driver's path).
     table = jnp.ones((args.chunk, K, L), bool)
-    chunk_jit = jax.jit(lambda st, k: allocation.train_chunk(step, st, k, sp, scales, table)[0],
+    chunk_jit = jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales,
+                                                                  table)[0],
                         donate_argnums=0)
-    state_c = allocation.init_state(jax.random.PRNGKey(0), model, tx)
-    step_mb = allocation.make_train_step(model, tx, args.batch, micro_batch=args.micro_batch)
-    chunk_mb = jax.jit(lambda st, k: allocation.train_chunk(step_mb, st, k, sp, scales,
-                                                            table)[0], donate_argnums=0)
-    state_m = allocation.init_state(jax.random.PRNGKey(0), model, tx)
+    state_c = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
+    step_mb = train_allocator.make_train_step(model, tx, args.batch, micro_batch=args.micro_batch)
+    chunk_mb = jax.jit(lambda st, k: train_allocator.train_chunk(step_mb, st, k, sp, scales,
+                                                                 table)[0], donate_argnums=0)
+    state_m = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
     n = args.matmul
     a = jax.random.normal(jax.random.PRNGKey(3), (n, n), jnp.float32)
     mm_jax = jax.jit(lambda x: x @ x)

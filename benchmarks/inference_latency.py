@@ -2,8 +2,8 @@
 
 Issue 6, target 6.  One scenario of N = 30 users, all offloaded (so the
 allocator serves 30 users), the pretrained allocator
-(:func:`dynmec_jax.allocation.load_allocator`, K = 10, L = 3, hidden 64) and
-the policy MLP of Section IV.C (:class:`dynmec_jax.policy.Policy`,
+(:func:`dynmec_jax.allocator.load_allocator`, K = 10, L = 3, hidden 64) and
+the policy MLP of Section IV.C (:class:`dynmec_jax.nets.policy.Policy`,
 10 -> 32 -> 2, freshly initialised: its cost does not depend on its weights).
 Each timed call is: policy features + policy MLP forward, then the
 allocator at (width, depth) and the two share softmaxes (Eq. 12-20).  Two
@@ -11,9 +11,9 @@ implementations, labelled in the output:
 
 * ``masked``: ONE compiled function for all (width, depth) (traced ints),
   as the library runs it: every expert and layer is computed and masked
-  (DESIGN section 4), so its latency should be flat across (width, depth).
+  (the masks of :mod:`dynmec_jax.nets.moe`), so its latency should be flat across (width, depth).
 * ``sliced``: one compiled function PER (width, depth), a physically smaller
-  network: :class:`~dynmec_jax.moe.MoEAllocator` with ``n_experts=width``,
+  network: :class:`~dynmec_jax.nets.moe.MoEAllocator` with ``n_experts=width``,
   ``n_layers=depth`` and the stacked weights sliced to the first ``width``
   experts and ``depth`` layers.  A cost proxy: its MACs are those of Eq.
   30-33 for (width, depth) (the gate is ``5 x width`` instead of ``5 x K``:
@@ -24,7 +24,7 @@ Times are wall clock per jitted call from Python (dispatch included),
 (width, depth) and both implementations in turn.  Next to them: the Eq. 9
 delay ``lambda M / f_ser`` with Table II's lambda = 1 and f_ser = 2.5 GHz, M =
 :func:`dynmec_jax.accounting.allocation_model_macs` (dynamic + fixed, 30
-served users) + :func:`dynmec_jax.policy.policy_macs`.  Then a least-squares
+served users) + :func:`dynmec_jax.nets.policy.policy_macs`.  Then a least-squares
 fit ``t = t0 + lambda_fit * M / f_ser`` over the 30 sub-networks for each
 implementation: ``lambda_fit`` is this CPU's effective cycles-per-MAC at
 f_ser (what Eq. 9 needs to match the measured slope), ``t0`` the fixed
@@ -45,7 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynmec_jax import accounting, allocation, moe, system
+from dynmec_jax import accounting, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax.nets import features, moe
+from dynmec_jax.nets import policy as policy_net
 
 
 def main() -> None:
@@ -57,7 +60,7 @@ def main() -> None:
     if args.quick:
         args.rounds = 20
 
-    alloc = allocation.load_allocator()
+    alloc = allocator_lib.load_allocator()
     if not alloc.is_moe:
         raise SystemExit("the pretrained allocator is not the MoE model")
     K, L, H = alloc.n_experts, alloc.n_layers, alloc.model.hidden
@@ -66,27 +69,26 @@ def main() -> None:
     offload = jnp.ones((args.users,), bool)
 
     try:   # the policy MLP of Section IV.C (module may be in flux)
-        from dynmec_jax import policy
-        pol = policy.Policy(n_experts=K, n_layers=L)
-        pol_params = policy.init_policy(jax.random.PRNGKey(1), pol)
-        pol_macs = int(policy.policy_macs())
+        pol = policy_net.Policy(n_experts=K, n_layers=L)
+        pol_params = policy_net.init_policy(jax.random.PRNGKey(1), pol)
+        pol_macs = int(policy_net.policy_macs())
 
         def policy_out(scn, x):
-            f = policy.policy_features(scn, x, alloc.scales, alloc.sys_params, alloc.sys_params)
+            f = policy_net.policy_features(scn, x, alloc.scales, alloc.sys_params, alloc.sys_params)
             return pol.apply(pol_params, f)
-        policy_label = f"policy MLP {policy.N_POLICY_INPUTS} -> {pol.hidden} -> 2"
+        policy_label = f"policy MLP {policy_net.N_POLICY_INPUTS} -> {pol.hidden} -> 2"
     except Exception as e:   # noqa: BLE001
         pol_macs = 0
         policy_out = lambda scn, x: jnp.zeros((2,))
         policy_label = f"policy MLP not measured ({type(e).__name__}: {e})"
 
     def shares(logits, x):
-        return moe._shares(logits, x, alloc.sys_params)
+        return allocator_lib.shares(logits, x, alloc.sys_params)
 
     @jax.jit
     def masked(variables, scn, x, width, depth):
         out = policy_out(scn, x)
-        a = allocation.Allocator(variables, alloc.scales, alloc.sys_params, alloc.model)
+        a = allocator_lib.Allocator(variables, alloc.scales, alloc.sys_params, alloc.model)
         logits, _ = a.logits(scn, width, depth)
         return out, shares(logits, x)
 
@@ -94,7 +96,7 @@ def main() -> None:
         small = moe.MoEAllocator(n_experts=w, n_layers=d, hidden=H,
                                  negative_slope=alloc.model.negative_slope)
 
-        p = alloc.variables["params"]   # sliced once, outside (as a deployment stores them)
+        p = alloc.params["params"]   # sliced once, outside (as a deployment stores them)
         q = {"params": {"w_gate": p["w_gate"][:, :w], "w_noise": p["w_noise"][:, :w],
                         "w_in": p["w_in"][:w], "b_in": p["b_in"][:w],
                         "w_hidden": p["w_hidden"][:d - 1, :w],
@@ -105,14 +107,14 @@ def main() -> None:
         @jax.jit
         def sliced(q, scn, x):
             out = policy_out(scn, x)
-            z = moe.normalize_features(scn, alloc.scales)
+            z = features.normalize_features(scn, alloc.scales)
             logits, _ = small.apply(q, z, w, d)
             return out, shares(logits, x)
         return functools.partial(sliced, q)
 
     subnets = [(w, d) for w in range(1, K + 1) for d in range(1, L + 1)]
     sliced = {s: make_sliced(*s) for s in subnets}
-    v = alloc.variables
+    v = alloc.params
     args_wd = {s: (jnp.int32(s[0]), jnp.int32(s[1])) for s in subnets}
     for s in subnets:   # compile and warm up
         for _ in range(3):

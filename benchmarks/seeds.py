@@ -1,6 +1,6 @@
 """Training several seeds as one vmapped program versus one seed (issue 6, target 4).
 
-Runs the program :func:`dynmec_jax.allocation.train_and_evaluate` runs per
+Runs the program :func:`dynmec_jax.train.allocator.train_and_evaluate` runs per
 chunk, ``jit(vmap(train_chunk))`` over stacked train states and seed keys
 (the allowed-sub-network table shared), at paper size (batch 256, N = 30,
 K = 10, L = 3, both updates, all sub-networks allowed), for 1 seed and for
@@ -26,6 +26,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+import optax
+
+from dynmec_jax import files, system
+from dynmec_jax.nets import features, moe
+from dynmec_jax.train import allocator as train_allocator
+from dynmec_jax.train import config as train_config
 
 
 def main() -> None:
@@ -46,16 +52,14 @@ def main() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30), libc.mallopt(-1, 1 << 31), libc.mallopt(-2, 1 << 28)
 
-    from dynmec_jax import allocation, moe, system
-
     sp = system.SystemParams(n_users=args.users)
-    scales = moe.FeatureScales.from_params(sp)
+    scales = features.FeatureScales.from_params(sp)
     model = moe.MoEAllocator()
     K, L = model.n_experts, model.n_layers
-    tx = allocation.make_optimizer(1e-3)
-    step = allocation.make_train_step(model, tx, args.batch, micro_batch=args.micro_batch)
-    phases = allocation.progressive_phases("full", K, L)
-    table = allocation.schedule_table(phases, [args.chunk * (args.rounds + 1)] * len(phases))
+    tx = optax.adam(1e-3)
+    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=args.micro_batch)
+    phases = train_config.progressive_phases("full", K, L)
+    table = train_config.schedule_table(phases, [args.chunk * (args.rounds + 1)] * len(phases))
 
     traces = {}
 
@@ -64,12 +68,12 @@ def main() -> None:
 
         def chunk(st, k, allowed):
             traces[n] += 1   # runs only when jax traces (compiles) the program
-            return allocation.train_chunk(step, st, k, sp, scales, allowed)
+            return train_allocator.train_chunk(step, st, k, sp, scales, allowed)
 
         fn = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=0)
-        keys = allocation.seed_keys(0, n)
-        init = jax.jit(jax.vmap(lambda k: allocation.init_state(jax.random.fold_in(k, 10 ** 6),
-                                                                model, tx)))
+        keys = files.seed_keys(0, n)
+        init = jax.jit(jax.vmap(lambda k: train_allocator.init_state(jax.random.fold_in(k, 10 ** 6),
+                                                                     model, tx)))
         return fn, keys, init(keys)
 
     runs = {n: make(n) for n in (1, args.seeds)}

@@ -1,10 +1,10 @@
-"""Cost of evaluating all K x L sub-networks of the MoE allocator (DESIGN section 4).
+"""Cost of evaluating all K x L sub-networks of the MoE allocator (Eq. 12-20, 32).
 
 At paper sizes (B = 256 scenarios, N = 30 users, K = 10 experts, L = 3 layers,
 hidden 64) times, jitted and warmed up:
 
-* ``largest``: :func:`dynmec_jax.moe.allocate` at (width, depth) = (K, L);
-* ``all``: :func:`dynmec_jax.moe.allocate_all`, every (width, depth) in one pass;
+* ``largest``: :func:`dynmec_jax.allocator.allocate` at (width, depth) = (K, L);
+* ``all``: :func:`dynmec_jax.allocator.allocate_all`, every (width, depth) in one pass;
 * ``vmap``: a plain ``jax.vmap`` of ``allocate`` over all K x L (width, depth).
 
 The three are timed round-robin (one call of each per round) so that a change
@@ -27,6 +27,7 @@ Usage: ``python benchmarks/subnets.py [--rounds 20] [--batch 256] [--users 30]
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import time
 
@@ -34,14 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynmec_jax import moe, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import system
+from dynmec_jax.nets import features, moe
 
 
 def _tune_malloc() -> None:
     """Raises glibc's mmap and trim thresholds (mallopt), so that large buffers
     are reused from the heap instead of mmap-ed (and page-faulted) per call."""
-    import ctypes
-
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
     ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 31)
@@ -73,17 +74,18 @@ def main() -> None:
                              zero_gate_init=False)
     K, L = model.n_experts, model.n_layers
     k_params, k_scn, k_mask = jax.random.split(jax.random.key(0), 3)
-    params = moe.init_params(k_params, model)
+    params = allocator_lib.init_params(k_params, model)
     scn = system.sample_scenarios(k_scn, sys_params, args.batch)
     mask = jax.random.bernoulli(k_mask, 0.8, scn.shape)
-    scales = moe.FeatureScales.from_params(sys_params)
+    scales = features.FeatureScales.from_params(sys_params)
 
-    allocate = functools.partial(moe.allocate, model)
+    allocate = functools.partial(allocator_lib.allocate, model)
     widths = jnp.repeat(jnp.arange(1, K + 1), L)
     depths = jnp.tile(jnp.arange(1, L + 1), K)
 
     largest = jax.jit(lambda p, s, m: allocate(p, s, m, K, L, sys_params, scales))
-    all_at_once = jax.jit(lambda p, s, m: moe.allocate_all(model, p, s, m, sys_params, scales))
+    all_at_once = jax.jit(lambda p, s, m: allocator_lib.allocate_all(
+        allocator_lib.Allocator(p, scales, sys_params, model), s, m, sys_params))
     vmapped = jax.jit(lambda p, s, m: jax.vmap(
         lambda w, d: allocate(p, s, m, w, d, sys_params, scales))(widths, depths))
 

@@ -18,8 +18,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from dynmec_jax import allocation, moe, system
+from dynmec_jax import system
+from dynmec_jax.nets import features, moe
+from dynmec_jax.train import allocator as train_allocator
 
 
 def main():
@@ -30,11 +33,11 @@ def main():
     args = ap.parse_args()
 
     sp = system.SystemParams(n_users=args.n_users)
-    scales = moe.FeatureScales.from_params(sp)
+    scales = features.FeatureScales.from_params(sp)
     model = moe.MoEAllocator()
-    tx = allocation.make_optimizer(1e-3)
-    step = allocation.make_train_step(model, tx, args.batch)
-    state = allocation.init_state(jax.random.PRNGKey(0), model, tx)
+    tx = optax.adam(1e-3)
+    step = train_allocator.make_train_step(model, tx, args.batch)
+    state = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
     allowed = jnp.ones((model.n_experts, model.n_layers), bool)
     step_jit = jax.jit(step)
     key = jax.random.PRNGKey(1)
@@ -50,7 +53,7 @@ def main():
         times.append(time.perf_counter() - t0)
     med = 1e3 * statistics.median(times)
 
-    chunk = jax.jit(lambda st, k, tab: allocation.train_chunk(step, st, k, sp, scales, tab))
+    chunk = jax.jit(lambda st, k, tab: train_allocator.train_chunk(step, st, k, sp, scales, tab))
     table = jnp.asarray(np.broadcast_to(np.asarray(allowed), (20,) + allowed.shape))
     jax.block_until_ready(chunk(state, key, table))
     ctimes = []

@@ -188,10 +188,11 @@ def policy_macs(n_inputs: int, hidden: int = 32, zeta: float = 1, iota: float = 
     return mlp_macs(policy_dims(n_inputs, hidden), zeta, iota)
 
 
-def inference_delay(macs, params: SystemParams):
+def inference_delay(macs, sys_params: SystemParams):
     """Eq. 9: T = lambda M / f [s], with f = f_ser (the models run on the server).
 
     ``macs`` may be a Python number or an array (e.g. per scenario); traced
-    ``params`` are fine.
+    ``sys_params`` are fine.
     """
-    return params.efficiency * jnp.asarray(macs, dtype=jnp.result_type(float)) / params.f_server
+    macs = jnp.asarray(macs, dtype=jnp.result_type(float))
+    return sys_params.efficiency * macs / sys_params.f_server

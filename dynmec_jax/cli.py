@@ -6,11 +6,14 @@ before any compute.
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 import pathlib
 import sys
 import tempfile
 from collections.abc import Callable
+
+from absl import app, flags, logging
 
 USAGE_ERROR = 2
 
@@ -28,8 +31,6 @@ def parse_flags(argv):
     wrong type (ml_collections raises plain ``AttributeError``/``KeyError``
     for those).
     """
-    from absl import flags
-
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -40,8 +41,6 @@ def parse_flags(argv):
 
 def run(main: Callable) -> None:
     """``absl.app.run(main)`` with :func:`parse_flags`; exits with main's return code."""
-    from absl import app
-
     sys.exit(app.run(main, flags_parser=parse_flags))
 
 
@@ -82,10 +81,6 @@ _NOISY = ("orbax", "xla_bridge.py", "checkpoint_manager", "async_checkpointer")
 def quiet_libraries() -> None:
     """Drops the INFO chatter of orbax and JAX's backend probing from absl logging,
     keeping this package's own progress lines and every warning."""
-    import logging as pylogging
-
-    from absl import logging
-
     def keep(record) -> bool:
         return record.levelno >= pylogging.WARNING or not any(s in record.pathname for s in _NOISY)
 

@@ -1,7 +1,7 @@
 """The methods of Section V and their metrics, as jit/vmap-able functions.
 
 Every method maps a batch of scenarios (fields ``(B, N)``) to a
-:class:`MethodResult`: a :class:`~dynmec_jax.policy.Decision` (offloading,
+:class:`MethodResult`: a :class:`~dynmec_jax.pipeline.Decision` (offloading,
 sub-network, allocation, inference delays per scenario) plus the operation
 count of its allocation algorithm.  :func:`scenario_metrics` turns a result
 into per-scenario metrics; :func:`summarize` averages them.
@@ -61,11 +61,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dynmec_jax import accounting, baselines, policy, scheduling, system
+from dynmec_jax import accounting, baselines, costs, pipeline, system
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.baselines import exhaustive as exhaustive_lib
 from dynmec_jax.baselines import ga as ga_lib
 from dynmec_jax.baselines import greedy as greedy_lib
-from dynmec_jax.policy import Decision, Pipeline
+from dynmec_jax.nets import policy as policy_net
+from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.pipeline import Decision, Pipeline
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -213,7 +216,7 @@ def fixed_subnet(allocator, scn: Scenario, sys_params: SystemParams, width=None,
     (one compiled function serves all).  ``offload`` defaults to all tasks.
     Inference delay: edge = lambda (``scheduler_macs`` + M_Alloc(width,
     depth, n)) / f_ser; local = lambda ``scheduler_macs`` / f_ser if
-    ``scheduler_local`` else 0.  Any :class:`~dynmec_jax.allocation.Allocator`
+    ``scheduler_local`` else 0.  Any :class:`~dynmec_jax.allocator.Allocator`
     (e.g. the static model) is accepted.
     """
     scn = system.as_scenario(scn)
@@ -223,9 +226,9 @@ def fixed_subnet(allocator, scn: Scenario, sys_params: SystemParams, width=None,
                                          jnp.int32), shape)
     depth = jnp.broadcast_to(jnp.asarray(allocator.n_layers if depth is None else depth,
                                          jnp.int32), shape)
-    b, f = policy.allocate_subnet(allocator, scn, x, width, depth, sys_params)
-    macs = scheduling.allocator_macs(allocator, width, depth, jnp.sum(x, -1))
-    t_loc, t_edge = scheduling.inference_delays(sys_params, scheduler_macs, 0, macs)
+    b, f = allocator_lib.allocate(allocator, scn, x, width, depth, sys_params)
+    macs = allocator.macs(width, depth, jnp.sum(x, -1))
+    t_loc, t_edge = costs.inference_delays(sys_params, scheduler_macs, 0, macs)
     if not scheduler_local:
         t_loc = jnp.zeros_like(t_edge)
     return MethodResult(_decision(x, width, depth, b, f, t_loc, t_edge), macs)
@@ -242,7 +245,7 @@ def static_model(allocator, scn: Scenario, sys_params: SystemParams) -> MethodRe
 
 def policy_moe(allocator, policy_params, scn: Scenario, sys_params: SystemParams,
                variant: str = "full", offload: Array | None = None,
-               policy_model: policy.Policy | None = None) -> MethodResult:
+               policy_model: policy_net.Policy | None = None) -> MethodResult:
     """PolicyMoE / Fix width MoE / Fix depth MoE (Section V.A; ``variant``).
 
     The policy picks (width, depth) from the offloaded set (all tasks by
@@ -253,13 +256,12 @@ def policy_moe(allocator, policy_params, scn: Scenario, sys_params: SystemParams
     scn = system.as_scenario(scn)
     x = _all(scn) if offload is None else jnp.asarray(offload).astype(bool)
     K, L = allocator.n_experts, allocator.n_layers
-    model = policy.Policy(K, L) if policy_model is None else policy_model
-    feats = policy.policy_features(scn, x, allocator.scales, sys_params, allocator.sys_params)
-    width, depth = policy.choose(model.apply(policy_params, feats), K, L, variant)
-    b, f = policy.allocate_subnet(allocator, scn, x, width, depth, sys_params)
-    macs = scheduling.allocator_macs(allocator, width, depth, jnp.sum(x, -1))
-    _, t_edge = scheduling.inference_delays(sys_params, 0,
-                                            policy.policy_macs(model.hidden), macs)
+    model = policy_net.Policy(K, L) if policy_model is None else policy_model
+    feats = policy_net.policy_features(scn, x, allocator.scales, sys_params, allocator.sys_params)
+    width, depth = policy_net.choose(model.apply(policy_params, feats), K, L, variant)
+    b, f = allocator_lib.allocate(allocator, scn, x, width, depth, sys_params)
+    macs = allocator.macs(width, depth, jnp.sum(x, -1))
+    _, t_edge = costs.inference_delays(sys_params, 0, policy_net.policy_macs(model.hidden), macs)
     return MethodResult(_decision(x, width, depth, b, f, jnp.zeros_like(t_edge), t_edge), macs)
 
 
@@ -275,7 +277,7 @@ def oracle(allocator, scn: Scenario, sys_params: SystemParams, variant: str = "f
     scn = system.as_scenario(scn)
     x = _all(scn) if offload is None else jnp.asarray(offload).astype(bool)
     la = allocator.logits_all(scn)
-    width, depth, _ = policy.labels(allocator, la, scn, x, sys_params, variant=variant)
+    width, depth, _ = costs.labels(allocator, la, scn, x, sys_params, variant=variant)
     return fixed_subnet(allocator, scn, sys_params, width, depth, offload=x)
 
 
@@ -337,8 +339,8 @@ def pipeline_method(pipe: Pipeline, scn: Scenario, sys_params: SystemParams) -> 
     + M_Alloc(k, l, n).
     """
     scn = system.as_scenario(scn)
-    d = policy.decide_body(pipe, scn, sys_params)
-    macs = scheduling.allocator_macs(pipe.allocator, d.width, d.depth, jnp.sum(d.offload, -1))
+    d = pipeline.decide_body(pipe, scn, sys_params)
+    macs = pipe.allocator.macs(d.width, d.depth, jnp.sum(d.offload, -1))
     return MethodResult(d, macs)
 
 
@@ -352,9 +354,9 @@ def random_offload(key: Array, pipe: Pipeline, scn: Scenario, sys_params: System
     """
     scn = system.as_scenario(scn)
     x = jax.random.uniform(key, jnp.shape(scn.size)) < prob
-    d = policy.decide_body(pipe, scn, sys_params, offload=x)
-    macs = scheduling.allocator_macs(pipe.allocator, d.width, d.depth, jnp.sum(x, -1))
-    _, t_edge = scheduling.inference_delays(sys_params, 0, pipe.models.policy_macs, macs)
+    d = pipeline.decide_body(pipe, scn, sys_params, offload=x)
+    macs = pipe.allocator.macs(d.width, d.depth, jnp.sum(x, -1))
+    _, t_edge = costs.inference_delays(sys_params, 0, pipe.models.policy_macs, macs)
     return MethodResult(d._replace(inference_delay_local=jnp.zeros_like(t_edge),
                                    inference_delay_edge=t_edge), macs)
 
@@ -369,9 +371,9 @@ def fixed_with_scheduler(pipe: Pipeline, scn: Scenario, sys_params: SystemParams
     edge lambda (M_Sced + M_Alloc(width, depth, n)) / f_ser (no policy runs).
     """
     scn = system.as_scenario(scn)
-    probs = scheduling.offload_probabilities(pipe.models.scheduler, pipe.scheduler_params, scn,
-                                             pipe.allocator.scales)
-    x = scheduling.greedy_actions(probs)
+    probs = scheduler_net.offload_probabilities(pipe.models.scheduler, pipe.scheduler_params, scn,
+                                                pipe.allocator.scales)
+    x = scheduler_net.greedy_actions(probs)
     return fixed_subnet(pipe.allocator, scn, sys_params, width, depth, offload=x,
                         scheduler_macs=pipe.models.scheduler_macs, scheduler_local=True)
 
@@ -429,16 +431,16 @@ def policy_regret(models, policy_params, allocator, scn: Scenario, offload: Arra
     scn = system.as_scenario(scn)
     x = jnp.asarray(offload).astype(bool)
     la = allocator.logits_all(scn)
-    lw, ld, table = policy.labels(allocator, la, scn, x, sys_params, models.scheduler_macs,
-                                  models.policy_macs, models.variant, models.fixed)
-    w, d = policy.decide_subnet(models, policy_params, allocator, scn, x, sys_params)
-    chosen = scheduling.gather_subnet(table, w, d)
-    best = scheduling.gather_subnet(table, lw, ld)
+    lw, ld, table = costs.labels(allocator, la, scn, x, sys_params, models.scheduler_macs,
+                                 models.policy_macs, models.variant, models.fixed)
+    w, d = pipeline.decide_subnet(models, policy_params, allocator, scn, x, sys_params)
+    chosen = allocator_lib.gather_subnet(table, w, d)
+    best = allocator_lib.gather_subnet(table, lw, ld)
     valid = jnp.any(x, -1) & (best > 0)
     regret = jnp.where(valid, chosen / jnp.where(valid, best, 1.0) - 1.0, 0.0)
     return {"regret": regret, "label_width": lw.astype(regret.dtype),
             "label_depth": ld.astype(regret.dtype),
-            "label_macs": scheduling.allocator_macs(allocator, lw, ld, jnp.sum(x, -1))
+            "label_macs": allocator.macs(lw, ld, jnp.sum(x, -1))
             .astype(regret.dtype)}
 
 

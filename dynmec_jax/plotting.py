@@ -20,17 +20,16 @@ Conventions
 * Method styles: :data:`METHOD_STYLES` fixes colour, marker and line style of
   the paper's methods; unknown names get a style from :data:`FALLBACK_STYLES`
   chosen by a CRC32 hash of the name, so they are stable across figures and runs.
-* Output files are written atomically (temporary file in the same folder, then
-  :func:`os.replace`), parent folders are created.
+* Output files are written atomically (:func:`dynmec_jax.files.atomic_write`);
+  parent folders are created.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
 import pathlib
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -39,6 +38,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
+
+from dynmec_jax import files
 
 __all__ = [
     "METHOD_STYLES",
@@ -55,9 +56,6 @@ __all__ = [
     "build_fig12_figure",
     "plot_fig12",
     "save_figure",
-    "to_jsonable",
-    "write_json",
-    "read_json",
 ]
 
 DPI = 120
@@ -166,24 +164,19 @@ def sweep_table(records: Sequence[Mapping[str, Any]], metric: str,
 def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     """Writes ``fig`` atomically at ``dpi=120`` (format from the suffix, default PNG).
 
+    Rendered in memory, then written by :func:`dynmec_jax.files.atomic_write`.
     Clears the figure afterwards (releases its artists); returns ``str(path)``.
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").lower() or "png"
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=DPI, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        fig.savefig(buf, dpi=DPI, format=fmt)
     finally:
         fig.clear()
+    files.atomic_write(path, buf.getvalue())
     return str(path)
 
 
@@ -485,59 +478,3 @@ def plot_fig12(data: Mapping[str, Any], path: str | os.PathLike) -> str:
     hatched.  Other keys are ignored.  Returns ``str(path)``.
     """
     return save_figure(build_fig12_figure(data), path)
-
-
-# ----------------------------------------------------------------------------
-# JSON
-# ----------------------------------------------------------------------------
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain-JSON copy of ``obj``: NumPy arrays/scalars to lists/numbers, tuples
-    and sets to lists, paths to str, mapping keys to str, and non-finite floats
-    (NaN, +-inf) to ``None``."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    if hasattr(obj, "tolist"):          # JAX arrays and other array-likes
-        return to_jsonable(np.asarray(obj).tolist())
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
-
-
-def write_json(data: Any, path: str | os.PathLike) -> str:
-    """Writes ``data`` as indented JSON, atomically; NaN/inf are written as ``null``.
-
-    Accepts NumPy arrays and scalars (see :func:`to_jsonable`).  Returns ``str(path)``.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return str(path)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Reads a JSON file written by :func:`write_json` (``null`` comes back as ``None``)."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

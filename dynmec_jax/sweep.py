@@ -44,11 +44,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import errno as errno_mod
-import importlib.metadata
+import hashlib
 import json
 import math
 import os
-import platform
 import re
 import tempfile
 import time
@@ -62,6 +61,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from dynmec_jax import files
 
 BATCH_AXIS = "batch"
 SCHEMA_VERSION = 1
@@ -69,10 +71,8 @@ SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEED_FILE_RE = re.compile(r"^seed_(\d+)\.json$")
-_TMP_MARK = ".tmp."
 _MAX_KEY_LEN = 200
 _REQUIRED_FIELDS = ("figure", "point", "point_key", "seed", "result")
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "dynmec_jax")
 
 
 class CorruptRecordError(ValueError):
@@ -82,21 +82,6 @@ class CorruptRecordError(ValueError):
 # ----------------------------------------------------------------------------
 # Small helpers: names, versions, JSON, atomic writes.
 # ----------------------------------------------------------------------------
-
-
-def versions() -> dict[str, str]:
-    """Returns the versions of Python and of the packages a result depends on.
-
-    Keys: ``python``, ``jax``, ``jaxlib``, ``flax``, ``optax``, ``numpy``,
-    ``dynmec_jax``; a package that is not installed reads ``"not installed"``.
-    """
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def _format_value(value: Any) -> str:
@@ -130,8 +115,6 @@ def point_key(point: Mapping[str, Any]) -> str:
         return "base"
     key = ",".join(f"{name}={_format_value(point[name])}" for name in sorted(point))
     if len(key) > _MAX_KEY_LEN:
-        import hashlib
-
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         key = f"{key[:_MAX_KEY_LEN - 17]}-{digest}"
     return key
@@ -156,75 +139,6 @@ def _check_name(kind: str, name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
             f"{kind} must match {_NAME_RE.pattern} (a safe directory name), got {name!r}")
-
-
-def to_jsonable(obj: Any, _path: str = "config") -> Any:
-    """Converts a config-like object to plain JSON types (dict, list, str, numbers).
-
-    Handles dicts, lists/tuples, NumPy and JAX arrays and scalars, dataclasses
-    (e.g. ``SystemParams``), and objects with a ``to_dict()`` method (e.g.
-    ``ml_collections.ConfigDict``).
-
-    Raises:
-      TypeError: naming the path of a value that has no JSON form.
-    """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, (int, float)):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return np.asarray(obj).tolist()
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v, f"{_path}.{k}") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, f"{_path}[{i}]") for i, v in enumerate(obj)]
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name), f"{_path}.{f.name}")
-                for f in dataclasses.fields(obj)}
-    if callable(getattr(obj, "to_dict", None)):
-        return to_jsonable(obj.to_dict(), _path)
-    raise TypeError(f"{_path} has no JSON form: {type(obj).__name__} {obj!r}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flushes a directory entry to disk (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically: the file is whole or absent.
-
-    Writes a temporary file in the same directory (so ``os.replace`` is a
-    rename within one file system), flushes and fsyncs it, renames it over
-    ``path`` and fsyncs the directory.  A crash at any point leaves either the
-    old file or the new one, plus at worst a stray ``.<name>.tmp.*`` file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TMP_MARK}")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def record_arrays(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -289,7 +203,7 @@ class ResultStore:
             _check_name("figure", figure)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=directory, prefix=f".probe{_TMP_MARK}")
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=f".probe{files.TMP_MARK}")
             try:
                 os.write(fd, b"ok")
                 os.fsync(fd)
@@ -298,8 +212,8 @@ class ResultStore:
                 os.unlink(probe)
         except OSError as e:
             raise type(e)(e.errno or errno_mod.EIO,
-                      f"result store directory {str(directory)!r} is not writable "
-                      f"({e.strerror or e})", str(directory)) from e
+                          f"result store directory {str(directory)!r} is not writable "
+                          f"({e.strerror or e})", str(directory)) from e
 
     def _load(self, path: Path, figure: str, key: str, seed: int) -> dict:
         """Reads and validates one record file; raises CorruptRecordError."""
@@ -364,21 +278,21 @@ class ResultStore:
         record = {
             "schema": SCHEMA_VERSION,
             "figure": figure,
-            "point": to_jsonable(dict(point), "point"),
+            "point": files.to_jsonable(dict(point), _path="point"),
             "point_key": point_key(point),
             "seed": seed,
             "result": {str(k): _host_scalar_list(v) for k, v in result.items()},
             "result_dtypes": {str(k): str(np.asarray(v).dtype)
                               if np.asarray(v).dtype.kind in "biuf" else "float64"
                               for k, v in result.items()},
-            "config": to_jsonable(config),
+            "config": files.to_jsonable(config),
             "versions": dict(package_versions if package_versions is not None
-                             else versions()),
+                             else files.versions()),
             "wall_time_s": float(wall_time_s),
             "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         }
         if extra:
-            record.update(to_jsonable(dict(extra), "extra"))
+            record.update(files.to_jsonable(dict(extra), _path="extra"))
         # Round trip so the in-memory record equals what a later read returns.
         return json.loads(json.dumps(record))
 
@@ -386,7 +300,7 @@ class ResultStore:
         """Writes a record built by :meth:`make_record` atomically; returns its path."""
         path = self.path(record["figure"], record["point"], record["seed"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        files.atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
         return path
 
     def write(self, figure: str, point: Mapping[str, Any], seed: int,
@@ -413,12 +327,12 @@ class ResultStore:
         if not base.is_dir():
             return out
         for point_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            files = []
+            seed_files = []
             for f in point_dir.iterdir():
                 m = _SEED_FILE_RE.match(f.name)
                 if m:
-                    files.append((int(m.group(1)), f))
-            for seed, f in sorted(files):
+                    seed_files.append((int(m.group(1)), f))
+            for seed, f in sorted(seed_files):
                 try:
                     out.append(self._load(f, figure, point_dir.name, seed))
                 except CorruptRecordError as e:
@@ -437,7 +351,7 @@ class ResultStore:
             return 0
         now = time.time()
         removed = 0
-        for f in base.glob(f"*/.*{_TMP_MARK}*"):
+        for f in base.glob(f"*/.*{files.TMP_MARK}*"):
             try:
                 if now - f.stat().st_mtime >= older_than_s:
                     f.unlink()
@@ -645,6 +559,9 @@ def run_sweep(store: ResultStore, figure: str, points: Sequence[Mapping[str, Any
               callback: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Computes the missing (point, seed) items of a sweep and stores them.
 
+    Three steps: :func:`plan_sweep` (what is missing), :func:`run_plan` (compute
+    and store it), :func:`collect` (every record, stored or new).
+
     Args:
       store: where records live.
       figure: the sweep's name (a directory under the store root).
@@ -677,6 +594,41 @@ def run_sweep(store: ResultStore, figure: str, points: Sequence[Mapping[str, Any
       OSError: the store is not writable (before any compute).
       ValueError: bad points/seeds/figure, or a config change with "error".
     """
+    plan = plan_sweep(store, figure, points, seeds, config, on_config_change)
+    new_records = run_plan(plan, store, compute, mesh=mesh, chunk_size=chunk_size,
+                           progress=progress, callback=callback)
+    return collect(plan, store, new_records)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep must compute: its items and which of them are missing.
+
+    Attributes:
+      figure: the sweep's name.
+      points, seeds: the validated points and seeds.
+      items: ``(point index, seed)`` of every pair, in point then seed order.
+      missing: the items to compute (the same on every process).
+      config: the run's configuration as JSON types (stored in every record).
+    """
+
+    figure: str
+    points: list
+    seeds: list
+    items: list
+    missing: list
+    config: Any
+
+
+def plan_sweep(store: ResultStore, figure: str, points: Sequence[Mapping[str, Any]],
+               seeds: Sequence[int], config: Any,
+               on_config_change: str = "error") -> SweepPlan:
+    """Validates a sweep and finds its missing items (step 1 of :func:`run_sweep`).
+
+    Process 0 checks that the store is writable, removes stale temporary
+    files and reads the stored records; the list of missing items is
+    broadcast to every process.  Raises as :func:`run_sweep` does.
+    """
     if on_config_change not in ("error", "recompute", "keep"):
         raise ValueError(f"on_config_change must be error/recompute/keep, got {on_config_change!r}")
     _check_name("figure", figure)
@@ -691,11 +643,11 @@ def run_sweep(store: ResultStore, figure: str, points: Sequence[Mapping[str, Any
         raise ValueError("duplicate points in the sweep")
     if len(set(seeds)) != len(seeds):
         raise ValueError("duplicate seeds in the sweep")
-    config_json = to_jsonable(config)
+    config_json = files.to_jsonable(config)
     config_text = _canonical(config_json)
     items = [(i, s) for i in range(len(points)) for s in seeds]
     if not items:
-        return []
+        return SweepPlan(figure, points, seeds, items, [], config_json)
 
     is_writer = jax.process_index() == 0
     # Process 0 checks the store and decides what is missing; status codes:
@@ -729,68 +681,84 @@ def run_sweep(store: ResultStore, figure: str, points: Sequence[Mapping[str, Any
             raise ValueError(message)
         raise RuntimeError(f"process 0 could not run sweep {figure!r} (status {status}); "
                            "see its log")
-
     missing = [items[j] for j in np.flatnonzero(missing_mask)]
+    return SweepPlan(figure, points, seeds, items, missing, config_json)
+
+
+def run_plan(plan: SweepPlan, store: ResultStore, compute: Callable[[dict, Any], dict], *,
+             mesh: Mesh | None = None, chunk_size: int | None = None, progress: bool = True,
+             callback: Callable[[list[dict]], None] | None = None) -> dict:
+    """Computes the plan's missing items in padded, sharded chunks (step 2 of :func:`run_sweep`).
+
+    Process 0 writes each chunk's records as soon as it finishes.  Returns
+    ``{(point index, seed): record}`` of the new records (every process).
+    """
+    missing, figure, points = plan.missing, plan.figure, plan.points
     new_records: dict[tuple[int, int], dict] = {}
-    if missing:
-        mesh = mesh if mesh is not None else default_mesh()
-        if BATCH_AXIS not in mesh.axis_names:
-            raise ValueError(f"the mesh needs an axis named {BATCH_AXIS!r}, has {mesh.axis_names}")
-        n_shards = mesh.shape[BATCH_AXIS]
-        size = chunk_size if chunk_size is not None else len(seeds)
-        if size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {size}")
-        size = min(size, len(missing))
-        size = math.ceil(size / n_shards) * n_shards
-        chunks = [missing[k:k + size] for k in range(0, len(missing), size)]
-        run = sharded_vmap(compute, mesh, batched=True, axis_name=BATCH_AXIS)
-        vers = versions()
-        stacked = _stack_points(points)
-        bar = None
-        if progress and is_writer:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(chunks), desc=f"sweep {figure}", unit="chunk")
-        try:
-            for chunk in chunks:
-                padded = chunk + [chunk[-1]] * (size - len(chunk))
-                index = np.asarray([i for i, _ in padded])
-                point_batch = {name: v[index] for name, v in stacked.items()}
-                seed_batch = np.asarray([s for _, s in padded], np.int32)
-                start = time.perf_counter()
-                out = run(point_batch, seed_batch)
-                wall = time.perf_counter() - start
-                if not isinstance(out, Mapping):
-                    raise TypeError("compute must return a dict of arrays, "
-                                    f"got {type(out).__name__}")
-                extra = {"chunk_wall_time_s": wall, "chunk_items": len(chunk),
-                         "n_devices": int(mesh.devices.size),
-                         "n_processes": jax.process_count()}
-                fresh = []
-                for j, (i, s) in enumerate(chunk):
-                    record = store.make_record(
-                        figure, points[i], s, {k: v[j] for k, v in out.items()},
-                        config=config_json, wall_time_s=wall / len(chunk), extra=extra,
-                        package_versions=vers)
-                    if is_writer:
-                        store.write_record(record)
-                    new_records[(i, s)] = record
-                    fresh.append(record)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(items=f"{len(new_records)}/{len(missing)}")
-                if callback is not None:
-                    callback(fresh)
-        finally:
+    if not missing:
+        return new_records
+    is_writer = jax.process_index() == 0
+    mesh = mesh if mesh is not None else default_mesh()
+    if BATCH_AXIS not in mesh.axis_names:
+        raise ValueError(f"the mesh needs an axis named {BATCH_AXIS!r}, has {mesh.axis_names}")
+    n_shards = mesh.shape[BATCH_AXIS]
+    size = chunk_size if chunk_size is not None else len(plan.seeds)
+    if size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {size}")
+    size = min(size, len(missing))
+    size = math.ceil(size / n_shards) * n_shards
+    chunks = [missing[k:k + size] for k in range(0, len(missing), size)]
+    run = sharded_vmap(compute, mesh, batched=True, axis_name=BATCH_AXIS)
+    vers = files.versions()
+    stacked = _stack_points(points)
+    bar = None
+    if progress and is_writer:
+        bar = tqdm(total=len(chunks), desc=f"sweep {figure}", unit="chunk")
+    try:
+        for chunk in chunks:
+            padded = chunk + [chunk[-1]] * (size - len(chunk))
+            index = np.asarray([i for i, _ in padded])
+            point_batch = {name: v[index] for name, v in stacked.items()}
+            seed_batch = np.asarray([s for _, s in padded], np.int32)
+            start = time.perf_counter()
+            out = run(point_batch, seed_batch)
+            wall = time.perf_counter() - start
+            if not isinstance(out, Mapping):
+                raise TypeError("compute must return a dict of arrays, "
+                                f"got {type(out).__name__}")
+            extra = {"chunk_wall_time_s": wall, "chunk_items": len(chunk),
+                     "n_devices": int(mesh.devices.size),
+                     "n_processes": jax.process_count()}
+            fresh = []
+            for j, (i, s) in enumerate(chunk):
+                record = store.make_record(
+                    figure, points[i], s, {k: v[j] for k, v in out.items()},
+                    config=plan.config, wall_time_s=wall / len(chunk), extra=extra,
+                    package_versions=vers)
+                if is_writer:
+                    store.write_record(record)
+                new_records[(i, s)] = record
+                fresh.append(record)
             if bar is not None:
-                bar.close()
+                bar.update(1)
+                bar.set_postfix(items=f"{len(new_records)}/{len(missing)}")
+            if callback is not None:
+                callback(fresh)
+    finally:
+        if bar is not None:
+            bar.close()
+    return new_records
 
+
+def collect(plan: SweepPlan, store: ResultStore, new_records: Mapping) -> list[dict]:
+    """Every record of the plan, new or stored, in point then seed order (step 3 of
+    :func:`run_sweep`); read by process 0 and broadcast, so the same on every process."""
     result = None
-    if is_writer:
+    if jax.process_index() == 0:
         result = []
-        for i, s in items:
+        for i, s in plan.items:
             record = new_records.get((i, s))
             if record is None:
-                record = store.read(figure, points[i], s)
+                record = store.read(plan.figure, plan.points[i], s)
             result.append(record)
     return _broadcast_json(result)

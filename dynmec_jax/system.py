@@ -5,7 +5,7 @@ pytree, so it can be ``jit``-ed, ``vmap``-ed over scenarios and ``vmap``-ed over
 parameter values (a stacked ``SystemParams`` is a sweep).  Units are SI
 throughout: bits, cycles/bit, seconds, metres, Hz, W, J, W/Hz.
 
-Numerics (DESIGN section 5).  Eq. 1 divides by ``b log2(1 + K/b)`` which is 0
+Numerics.  Eq. 1 divides by ``b log2(1 + K/b)`` which is 0
 at ``b = 0``; a task that is not offloaded gets ``b = 0`` and must contribute
 exactly 0 with finite gradients.  Every division therefore uses the
 double-``jnp.where`` pattern (a safe denominator inside, the masked value
@@ -107,39 +107,41 @@ _ORDERED = (
 )
 
 
-def validate(params: SystemParams) -> SystemParams:
-    """Checks that every field of ``params`` is physical; returns ``params``.
+def validate(sys_params: SystemParams) -> SystemParams:
+    """Checks that every field of ``sys_params`` is physical; returns ``sys_params``.
 
     Raises ``ValueError`` naming the first bad field.  Works on a stacked
     (swept) ``SystemParams`` too: every entry must be valid.  Host-side only:
     never call it inside ``jit``.
     """
-    if not isinstance(params, SystemParams):
-        raise TypeError(f"expected SystemParams, got {type(params).__name__}")
-    n = params.n_users
+    if not isinstance(sys_params, SystemParams):
+        raise TypeError(f"expected SystemParams, got {type(sys_params).__name__}")
+    n = sys_params.n_users
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n_users must be an integer >= 1, got {n!r}")
 
     def values(name):
         try:
-            v = np.asarray(getattr(params, name), dtype=np.float64)
+            v = np.asarray(getattr(sys_params, name), dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} must be a real number, got {getattr(params, name)!r}") from e
+            raise ValueError(f"{name} must be a real number, "
+                             f"got {getattr(sys_params, name)!r}") from e
         if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} must be finite, got {getattr(params, name)!r}")
+            raise ValueError(f"{name} must be finite, got {getattr(sys_params, name)!r}")
         return v
 
     for name in _POSITIVE:
         if np.any(values(name) <= 0):
-            raise ValueError(f"{name} must be > 0, got {getattr(params, name)!r}")
+            raise ValueError(f"{name} must be > 0, got {getattr(sys_params, name)!r}")
     for name in _NON_NEGATIVE:
         if np.any(values(name) < 0):
-            raise ValueError(f"{name} must be >= 0, got {getattr(params, name)!r}")
+            raise ValueError(f"{name} must be >= 0, got {getattr(sys_params, name)!r}")
     for lo, hi in _ORDERED:
         if np.any(values(lo) > values(hi)):
             raise ValueError(
-                f"{lo} ({getattr(params, lo)!r}) must not exceed {hi} ({getattr(params, hi)!r})")
-    return params
+                f"{lo} ({getattr(sys_params, lo)!r}) must not exceed "
+                f"{hi} ({getattr(sys_params, hi)!r})")
+    return sys_params
 
 
 def params_from_overrides(overrides=None, base: SystemParams | None = None) -> SystemParams:
@@ -194,27 +196,27 @@ def as_scenario(scn: Scenario) -> Scenario:
     return jax.tree.map(jnp.asarray, scn)
 
 
-def sample_scenarios(key: Array, params: SystemParams, batch: int) -> Scenario:
-    """Samples ``batch`` scenarios of ``params.n_users`` tasks (Section V).
+def sample_scenarios(key: Array, sys_params: SystemParams, batch: int) -> Scenario:
+    """Samples ``batch`` scenarios of ``sys_params.n_users`` tasks (Section V).
 
     s ~ U[0, 2 s_avg] bits, c ~ U[0, 2 c_avg] cycles/bit,
     d ~ U[0, d_max] s floored at d_min, l ~ U[l_min, l_max] m,
     f_loc ~ U[f_min, f_max] cycles/s.  Each field has shape ``(batch, N)``.
-    Every float field of ``params`` may be traced (vmap over a sweep).
+    Every float field of ``sys_params`` may be traced (vmap over a sweep).
     """
-    shape = (batch, params.n_users)
+    shape = (batch, sys_params.n_users)
     ks = jax.random.split(key, 5)
 
     def u(k, lo, hi):
         return jax.random.uniform(k, shape, minval=lo, maxval=hi)
 
-    deadline = jnp.maximum(u(ks[2], 0.0, params.deadline_max), params.deadline_min)
+    deadline = jnp.maximum(u(ks[2], 0.0, sys_params.deadline_max), sys_params.deadline_min)
     return Scenario(
-        size=u(ks[0], 0.0, 2.0 * params.size_avg),
-        workload=u(ks[1], 0.0, 2.0 * params.workload_avg),
+        size=u(ks[0], 0.0, 2.0 * sys_params.size_avg),
+        workload=u(ks[1], 0.0, 2.0 * sys_params.workload_avg),
         deadline=deadline,
-        distance=u(ks[3], params.distance_min, params.distance_max),
-        f_local=u(ks[4], params.f_local_min, params.f_local_max),
+        distance=u(ks[3], sys_params.distance_min, sys_params.distance_max),
+        f_local=u(ks[4], sys_params.f_local_min, sys_params.f_local_max),
     )
 
 
@@ -229,18 +231,18 @@ def _safe_ratio(num: Array, den: Array) -> Array:
     return jnp.where(ok, safe, jnp.where(num > 0, jnp.inf, 0.0))
 
 
-def log_snr_coeff(distance: Array, params: SystemParams) -> Array:
+def log_snr_coeff(distance: Array, sys_params: SystemParams) -> Array:
     """log K_i with K_i = g_0 (l_0/l_i)^h p / sigma_0 [Hz], the Eq. 1 numerator.
 
     The received SNR with bandwidth b is K_i / b.  Computed in log space so
     that float32 never sees sigma_0 ~ 4e-21 next to products of order 1e13.
     """
-    return (jnp.log(params.path_loss_const) + params.path_loss_exp
-            * (jnp.log(params.ref_distance) - jnp.log(distance))
-            + jnp.log(params.tx_power) - jnp.log(params.noise_psd))
+    return (jnp.log(sys_params.path_loss_const) + sys_params.path_loss_exp
+            * (jnp.log(sys_params.ref_distance) - jnp.log(distance))
+            + jnp.log(sys_params.tx_power) - jnp.log(sys_params.noise_psd))
 
 
-def uplink_rate(bandwidth: Array, distance: Array, params: SystemParams) -> Array:
+def uplink_rate(bandwidth: Array, distance: Array, sys_params: SystemParams) -> Array:
     """Shannon rate b log2(1 + K/b) of Eq. 1 [bit/s]; exactly 0 at b = 0.
 
     ``log2(1 + K/b)`` is evaluated as ``softplus(log K - log b) / ln 2``, which
@@ -248,19 +250,19 @@ def uplink_rate(bandwidth: Array, distance: Array, params: SystemParams) -> Arra
     """
     ok = bandwidth > 0
     b = jnp.where(ok, bandwidth, 1.0)
-    rate = b * jax.nn.softplus(log_snr_coeff(distance, params) - jnp.log(b)) / LN2
+    rate = b * jax.nn.softplus(log_snr_coeff(distance, sys_params) - jnp.log(b)) / LN2
     return jnp.where(ok, rate, 0.0)
 
 
 def transmission_delay(size: Array, bandwidth: Array, distance: Array,
-                       params: SystemParams) -> Array:
+                       sys_params: SystemParams) -> Array:
     """Eq. 1: T_tra = s / (b log2(1 + g_0 (l_0/l)^h p / (b sigma_0))) [s].
 
     Args:
       size: s [bits]; bandwidth: b [Hz]; distance: l [m].
     Size 0 gives exactly 0; bandwidth 0 with size > 0 gives ``inf``.
     """
-    return _safe_ratio(size, uplink_rate(bandwidth, distance, params))
+    return _safe_ratio(size, uplink_rate(bandwidth, distance, sys_params))
 
 
 def edge_compute_delay(workload: Array, size: Array, f_alloc: Array) -> Array:
@@ -274,9 +276,9 @@ def edge_compute_delay(workload: Array, size: Array, f_alloc: Array) -> Array:
 
 
 def edge_delay(size: Array, workload: Array, distance: Array, bandwidth: Array,
-               f_alloc: Array, params: SystemParams) -> Array:
+               f_alloc: Array, sys_params: SystemParams) -> Array:
     """Eq. 3: T_edge = T_tra + T_com [s] for an offloaded task."""
-    return (transmission_delay(size, bandwidth, distance, params)
+    return (transmission_delay(size, bandwidth, distance, sys_params)
             + edge_compute_delay(workload, size, f_alloc))
 
 
@@ -285,29 +287,29 @@ def local_delay(workload: Array, size: Array, f_local: Array) -> Array:
     return _safe_ratio(workload * size, f_local)
 
 
-def edge_energy(t_tra: Array, params: SystemParams) -> Array:
+def edge_energy(t_tra: Array, sys_params: SystemParams) -> Array:
     """Eq. 5: E_edge = p T_tra [J] (user-side transmission energy)."""
-    return params.tx_power * t_tra
+    return sys_params.tx_power * t_tra
 
 
 def local_energy(workload: Array, size: Array, f_local: Array,
-                 params: SystemParams) -> Array:
+                 sys_params: SystemParams) -> Array:
     """Eq. 6: E_loc = mu c s f_loc^2 [J]."""
-    return params.energy_coeff * workload * size * jnp.square(f_local)
+    return sys_params.energy_coeff * workload * size * jnp.square(f_local)
 
 
 def importance_weights(size: Array, workload: Array, deadline: Array,
-                       params: SystemParams) -> Array:
+                       sys_params: SystemParams) -> Array:
     """Eq. 19: w_i = gamma c_i^nu s_i^nu / d_i [1/s].
 
     Normalised workload and size are c/c_avg and s/s_avg (dimensionless); the
-    deadline is floored at ``params.deadline_min``.  Units: 1/s, so w T is
+    deadline is floored at ``sys_params.deadline_min``.  Units: 1/s, so w T is
     dimensionless.
     """
     # where, not maximum: at an exact tie maximum splits the gradient in two.
-    d = jnp.where(deadline > params.deadline_min, deadline, params.deadline_min)
-    return (params.importance_scale * (workload / params.workload_avg)
-            * (size / params.size_avg) / d)
+    d = jnp.where(deadline > sys_params.deadline_min, deadline, sys_params.deadline_min)
+    return (sys_params.importance_scale * (workload / sys_params.workload_avg)
+            * (size / sys_params.size_avg) / d)
 
 
 def _where_offload(offload: Array, edge: Array, local: Array) -> Array:
@@ -336,7 +338,7 @@ class Outcome:
 
 
 def task_outcomes(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
-                  params: SystemParams, infer_edge: Array = 0.0,
+                  sys_params: SystemParams, infer_edge: Array = 0.0,
                   infer_local: Array = 0.0) -> Outcome:
     """Per-task service delay, energy and deadline miss of Eq. 11a.
 
@@ -352,31 +354,31 @@ def task_outcomes(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Arra
     """
     x = jnp.asarray(offload).astype(bool)
     t_tra = jnp.where(x, transmission_delay(scn.size, jnp.where(x, bandwidth, 1.0),
-                                            scn.distance, params), 0.0)
+                                            scn.distance, sys_params), 0.0)
     t_com = jnp.where(x, edge_compute_delay(scn.workload, scn.size,
                                             jnp.where(x, f_alloc, 1.0)), 0.0)
     t_loc = jnp.where(x, 0.0, local_delay(scn.workload, scn.size, scn.f_local))
     delay = _where_offload(x, infer_edge + t_tra + t_com, infer_local + t_loc)
-    energy = _where_offload(x, edge_energy(t_tra, params),
-                            local_energy(scn.workload, scn.size, scn.f_local, params))
+    energy = _where_offload(x, edge_energy(t_tra, sys_params),
+                            local_energy(scn.workload, scn.size, scn.f_local, sys_params))
     miss = (delay > scn.deadline).astype(delay.dtype)
     return Outcome(delay=delay, energy=energy, miss=miss, t_tra=t_tra, t_com=t_com,
                    t_loc=t_loc)
 
 
-def objective(outcome: Outcome, params: SystemParams) -> Array:
+def objective(outcome: Outcome, sys_params: SystemParams) -> Array:
     """Eq. 11a summed over tasks: sum_i alpha delay_i + beta E_i + delta miss_i.
 
     Returns shape ``(...)`` (the task axis summed).  Units mix s, J and counts
     as the paper does; alpha, beta, delta convert them.
     """
-    per_task = (params.alpha * outcome.delay + params.beta * outcome.energy
-                + params.delta * outcome.miss)
+    per_task = (sys_params.alpha * outcome.delay + sys_params.beta * outcome.energy
+                + sys_params.delta * outcome.miss)
     return jnp.sum(per_task, axis=-1)
 
 
 def weighted_delay(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
-                   params: SystemParams, infer_edge: Array = 0.0) -> Array:
+                   sys_params: SystemParams, infer_edge: Array = 0.0) -> Array:
     """sum_i w_i (T_infer + T_tra + T_com) over offloaded tasks (Eq. 18-20 losses).
 
     The allocation objective of Section IV.A (``infer_edge = 0``) and of
@@ -385,25 +387,25 @@ def weighted_delay(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Arr
     infinite.
     """
     x = jnp.asarray(offload).astype(bool)
-    w = importance_weights(scn.size, scn.workload, scn.deadline, params)
-    out = task_outcomes(scn, x, bandwidth, f_alloc, params, infer_edge=infer_edge)
+    w = importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    out = task_outcomes(scn, x, bandwidth, f_alloc, sys_params, infer_edge=infer_edge)
     active = x & (w > 0)
     term = jnp.where(active, w * jnp.where(active, out.delay, 0.0), 0.0)
     return jnp.sum(term, axis=-1)
 
 
-def cost_local(scn: Scenario, params: SystemParams, infer_local: Array = 0.0) -> Array:
+def cost_local(scn: Scenario, sys_params: SystemParams, infer_local: Array = 0.0) -> Array:
     """Eq. 24: C_loc = alpha w_i (T_l^infer + T_loc) + beta E_loc, per task.
 
     ``infer_local`` is the scheduler's inference delay [s] (Eq. 34).
     """
-    w = importance_weights(scn.size, scn.workload, scn.deadline, params)
+    w = importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
     t = infer_local + local_delay(scn.workload, scn.size, scn.f_local)
-    return (params.alpha * w * t
-            + params.beta * local_energy(scn.workload, scn.size, scn.f_local, params))
+    return (sys_params.alpha * w * t
+            + sys_params.beta * local_energy(scn.workload, scn.size, scn.f_local, sys_params))
 
 
-def cost_edge(scn: Scenario, bandwidth: Array, f_alloc: Array, params: SystemParams,
+def cost_edge(scn: Scenario, bandwidth: Array, f_alloc: Array, sys_params: SystemParams,
               infer_edge: Array = 0.0) -> Array:
     """Eq. 25: C_edge = alpha w_i (T_e^infer + T_edge) + beta E_edge, per task.
 
@@ -411,8 +413,8 @@ def cost_edge(scn: Scenario, bandwidth: Array, f_alloc: Array, params: SystemPar
     (Eq. 35).  Tasks with w_i = 0 have a 0 delay term; a task with no
     bandwidth and size > 0 has infinite energy (and hence cost), as it should.
     """
-    w = importance_weights(scn.size, scn.workload, scn.deadline, params)
-    t_tra = transmission_delay(scn.size, bandwidth, scn.distance, params)
+    w = importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    t_tra = transmission_delay(scn.size, bandwidth, scn.distance, sys_params)
     t = infer_edge + t_tra + edge_compute_delay(scn.workload, scn.size, f_alloc)
     delay_term = jnp.where(w > 0, w * jnp.where(w > 0, t, 0.0), 0.0)
-    return params.alpha * delay_term + params.beta * edge_energy(t_tra, params)
+    return sys_params.alpha * delay_term + sys_params.beta * edge_energy(t_tra, sys_params)

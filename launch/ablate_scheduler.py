@@ -29,9 +29,12 @@ import jax.numpy as jnp
 from absl import flags
 from ml_collections import config_flags
 
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import cli as common
-from dynmec_jax import evaluation, plotting, policy, sweep, system
+from dynmec_jax import evaluation, files, pipeline, plotting, system
 from dynmec_jax.baselines import exhaustive, greedy
+from dynmec_jax.train import config as train_config
+from dynmec_jax.train import joint as train_joint
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/joint.py:default", "joint training config (budget, seeds)")
@@ -89,11 +92,11 @@ def _metrics(pipe, scn, sp, g_offload):
 
 def _train_and_score(tc, alloc, sp, keys, scn, g_offload, score) -> tuple[list, float]:
     t0 = time.time()
-    states, _ = policy.train_seeds(tc, alloc, sp, keys)
+    states, _ = train_joint.train_seeds(tc, alloc, sp, keys)
     jax.block_until_ready(states)
     wall = time.time() - t0
     per_seed = [{k: float(v) for k, v in score(
-        policy.make_pipeline(tc, alloc, policy.unstack(states, i)), scn, sp,
+        pipeline.make_pipeline(tc, alloc, train_joint.unstack(states, i)), scn, sp,
         g_offload).items()} for i in range(keys.shape[0])]
     return per_seed, wall
 
@@ -126,11 +129,11 @@ def run_rows(cfg, rows, alloc, sp, small_n: int = 0) -> dict:
         base["small_n"] = small_n
         base["small_optimum"] = opt
         base["small_gap"] = float(jnp.mean(g_s.cost)) / opt - 1
-    keys = policy.seed_keys(int(cfg.seed), int(cfg.n_seeds))
+    keys = files.seed_keys(int(cfg.seed), int(cfg.n_seeds))
     score = jax.jit(_metrics)
     out = []
     for name, desc, over in rows:
-        tc = dataclasses.replace(policy.train_config(cfg), **over)
+        tc = dataclasses.replace(train_config.joint_config(cfg), **over)
         per_seed, wall = _train_and_score(tc, alloc, sp, keys, scn, g.offload, score)
         agg = {k: plotting.aggregate([r[k] for r in per_seed]) for k in per_seed[0]}
         row = {"name": name, "description": desc, "options": over,
@@ -203,14 +206,14 @@ def main(argv):
     common.check_no_args(argv)
     common.quiet_libraries()
     cfg = _CONFIG.value
-    common.guard(policy.validate_config, cfg)
+    common.guard(train_config.joint_config, cfg)
     names = [r[0] for r in ROWS]
     wanted = _ROWS.value or names
     unknown = [w for w in wanted if w not in names]
     if unknown:
         common.fail(f"unknown --rows {unknown}; choose among {names}")
     try:
-        alloc = policy.load_config_allocator(cfg)
+        alloc = allocator_lib.load_allocator(cfg.get("allocator", "") or None)
     except (FileNotFoundError, ValueError) as e:
         common.fail(str(e))
     sp = common.guard(system.params_from_overrides, cfg.system.to_dict(), alloc.sys_params)
@@ -221,9 +224,9 @@ def main(argv):
     md = markdown(result, cfg, sp)
     print("\n" + md)
     if _JSON.value:
-        plotting.write_json(result, _JSON.value)
+        files.write_json(result, _JSON.value)
     if _MARKDOWN.value:
-        sweep.atomic_write_text(_MARKDOWN.value, md)
+        files.atomic_write(_MARKDOWN.value, md)
     return 0
 
 

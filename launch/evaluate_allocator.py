@@ -19,8 +19,10 @@ import jax
 import numpy as np
 from absl import flags
 
-from dynmec_jax import allocation, system
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import cli as common
+from dynmec_jax import system
+from dynmec_jax.train import allocator as train_allocator
 
 _PATH = flags.DEFINE_string("path", None, "allocator directory (default: the pretrained one)")
 _BATCH = flags.DEFINE_integer("batch", 4096, "held-out scenarios", lower_bound=1)
@@ -42,7 +44,7 @@ def main(argv):
     common.check_no_args(argv)
     common.quiet_libraries()
     try:
-        alloc = allocation.load_allocator(_PATH.value)
+        alloc = allocator_lib.load_allocator(_PATH.value)
     except (FileNotFoundError, ValueError) as e:
         common.fail(str(e))
     sp = alloc.sys_params
@@ -54,7 +56,7 @@ def main(argv):
     ok = True
     out = {}
     for name, mask in masks.items():
-        e = allocation.evaluate_subnets(alloc, scn, mask)
+        e = train_allocator.evaluate_subnets(alloc, scn, mask)
         gap = np.asarray(e["gap"])
         wd_inf = np.asarray(e["wd_infer"].mean(-1))
         best = np.unravel_index(np.argmin(wd_inf), wd_inf.shape)

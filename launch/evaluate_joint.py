@@ -42,13 +42,16 @@ from absl import flags
 from ml_collections import config_flags
 from scipy import stats
 
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import cli as common
-from dynmec_jax import evaluation, policy, scheduling, system
+from dynmec_jax import costs, evaluation, files, pipeline, system
 from dynmec_jax.baselines import exhaustive, greedy
+from dynmec_jax.train import config as train_config
+from dynmec_jax.train import joint as train_joint
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/joint.py:default", "joint training config")
-_PIPELINE = flags.DEFINE_string("pipeline", str(policy.PRETRAINED_DIR),
+_PIPELINE = flags.DEFINE_string("pipeline", str(pipeline.PRETRAINED_DIR),
                                 "shipped pipeline to evaluate too ('' skips it)")
 _JSON = flags.DEFINE_string("json", None, "also write the numbers to this JSON file")
 _SKIP_EXH = flags.DEFINE_bool("skip_exhaustive", False, "skip the exhaustive-optimum gap")
@@ -92,18 +95,18 @@ def exhaustive_gap(cfg, alloc, sp, keys) -> dict:
     """PMRL's gap to the exhaustive optimum at N = ``cfg.eval.small_n`` (module doc, step 3)."""
     n = int(cfg.eval.small_n)
     sp_n = sp.replace(n_users=n)
-    tc = policy.train_config(cfg, n_users=n)
+    tc = train_config.joint_config(cfg, n_users=n)
     t0 = time.time()
-    states, _ = policy.train_seeds(tc, alloc, sp_n, keys)
+    states, _ = train_joint.train_seeds(tc, alloc, sp_n, keys)
     jax.block_until_ready(states)
     wall = time.time() - t0
     scn = system.sample_scenarios(jax.random.key(int(cfg.eval.seed) + 2), sp_n,
                                   int(cfg.eval.small_batch))
-    models = policy.build_models(tc, alloc)
-    t_local = scheduling.inference_delays(sp_n, models.scheduler_macs, 0, 0)[0]
+    models = pipeline.build_models(tc, alloc)
+    t_local = costs.inference_delays(sp_n, models.scheduler_macs, 0, 0)[0]
 
     def infer_edge(n_served):
-        return scheduling.inference_delays(
+        return costs.inference_delays(
             sp_n, models.scheduler_macs, models.policy_macs,
             alloc.macs(1, 1, max(n_served, 1)))[1]
 
@@ -126,7 +129,7 @@ def exhaustive_gap(cfg, alloc, sp, keys) -> dict:
            "opt_all_offloaded_cost_no_infer": float(all_off.mean()), "seeds": []}
     pmrl_cost = jax.jit(_pmrl_cost)
     for i in range(keys.shape[0]):
-        pipe = policy.make_pipeline(tc, alloc, policy.unstack(states, i))
+        pipe = pipeline.make_pipeline(tc, alloc, train_joint.unstack(states, i))
         c_inf, c0, m = pmrl_cost(pipe, scn, sp_n)
         out["seeds"].append({
             "cost_infer": float(c_inf.mean()), "cost_no_infer": float(c0.mean()),
@@ -142,10 +145,10 @@ def main(argv):
     common.check_no_args(argv)
     common.quiet_libraries()
     cfg = _CONFIG.value
-    common.guard(policy.validate_config, cfg)
+    common.guard(train_config.joint_config, cfg)
     try:
-        alloc = policy.load_config_allocator(cfg)
-        shipped = policy.load_pipeline(_PIPELINE.value) if _PIPELINE.value else None
+        alloc = allocator_lib.load_allocator(cfg.get("allocator", "") or None)
+        shipped = pipeline.load_pipeline(_PIPELINE.value) if _PIPELINE.value else None
     except (FileNotFoundError, ValueError) as e:
         common.fail(str(e))
     sp = common.guard(system.params_from_overrides, cfg.system.to_dict(), alloc.sys_params)
@@ -153,13 +156,13 @@ def main(argv):
         common.fail(f"pipeline {_PIPELINE.value} was trained for N = {shipped.n_users}, "
                     f"the config has N = {sp.n_users}")
     n_seeds = int(cfg.n_seeds)
-    keys = policy.seed_keys(int(cfg.seed), n_seeds)
+    keys = files.seed_keys(int(cfg.seed), n_seeds)
     walls = {}
     states = {}
     for name, variant in (("PMRL", "full"), ("RL", "fixed")):
         t0 = time.time()
-        states[name], _ = policy.train_seeds(policy.train_config(cfg, variant=variant), alloc,
-                                             sp, keys)
+        tc = train_config.joint_config(cfg, variant=variant)
+        states[name], _ = train_joint.train_seeds(tc, alloc, sp, keys)
         jax.block_until_ready(states[name])
         walls[name] = time.time() - t0
         print(f"trained {name}: {n_seeds} seeds in {walls[name]:.1f} s", flush=True)
@@ -169,10 +172,10 @@ def main(argv):
     eval_key = jax.random.key(int(cfg.eval.seed) + 3)
     per_seed: dict[str, list] = {}
     for i in range(n_seeds):
-        pmrl = policy.make_pipeline(policy.train_config(cfg), alloc,
-                                    policy.unstack(states["PMRL"], i))
-        rl = policy.make_pipeline(policy.train_config(cfg, variant="fixed"), alloc,
-                                  policy.unstack(states["RL"], i))
+        pmrl = pipeline.make_pipeline(train_config.joint_config(cfg), alloc,
+                                      train_joint.unstack(states["PMRL"], i))
+        rl = pipeline.make_pipeline(train_config.joint_config(cfg, variant="fixed"), alloc,
+                                    train_joint.unstack(states["RL"], i))
         res = _vb_jit(jax.random.fold_in(eval_key, i), scn, sp, pmrl, rl)
         for k, v in res.items():
             per_seed.setdefault(k, []).append(means(v))
@@ -203,7 +206,7 @@ def main(argv):
               f"{100 * m[1]:<5.2f}{e[0]:>12.3f} +- {e[1]:<6.3f}{c[0]:>11.2f} +- {c[1]:<6.2f}"
               f"{t['offload_fraction'][0]:>9.3f}{t['width'][0]:>7.2f}{t['depth'][0]:>7.2f}")
     ratio = ci95([p["cost"] / g["cost"] for p, g in zip(per_seed["PMRL"], per_seed["Greedy"],
-                                                         strict=True)])
+                                                        strict=True)])
     record["pmrl_over_greedy_cost"] = ratio
     print(f"\nPMRL / Greedy + KKT cost sum_i C_i: {ratio[0]:.4f} +- {ratio[1]:.4f} (PMRL with its "
           "own inference delay and learned allocator; the greedy with the exact allocation and "

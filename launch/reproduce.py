@@ -19,7 +19,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from dynmec_jax import cli as common
-from dynmec_jax import reproduce
+from dynmec_jax import sweep
+from dynmec_jax.experiments import reproduce
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/reproduce.py:quick", "reproduction config")
@@ -38,8 +39,6 @@ def main(argv):
     workdir = common.writable_workdir(_WORKDIR.value)
     results = common.writable_workdir(_RESULTS.value)
     if _COORD.value is not None:
-        from dynmec_jax import sweep
-
         sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     summary = reproduce.run(cfg, workdir, results)
     logging.info("done in %.0f s", summary["wall_time_s"])

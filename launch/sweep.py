@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 from absl import flags
 from ml_collections import config_flags
 
 from dynmec_jax import cli as common
-from dynmec_jax import reproduce, sweep
+from dynmec_jax import files, sweep
+from dynmec_jax.experiments import reproduce
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/reproduce.py:smoke", "reproduction config")
@@ -48,13 +50,11 @@ def main(argv):
     sweeps = reproduce.run_sweeps(cfg, store, allocs)
     n = sum(len(v) for v in sweeps.values())
     if _DUMP.value is not None:
-        import jax
-
         if jax.process_index() == 0:
             flat = {f"{r['figure']}/{r['point_key']}/seed_{r['seed']}/{k}": v
                     for recs in sweeps.values() for r in recs for k, v in r["result"].items()}
             path = pathlib.Path(_DUMP.value)
-            sweep.atomic_write_text(path, json.dumps(flat, sort_keys=True, indent=0))
+            files.atomic_write(path, json.dumps(flat, sort_keys=True, indent=0))
     print(f"{n} sweep records in {store.root}")
     return 0
 

@@ -7,7 +7,7 @@ Trains ``config.n_seeds`` seeds side by side (``jit(vmap(train))``): policy
 pre-training with all tasks offloaded, then ``config.train.episodes`` joint
 episodes.  Each seed is scored on held-out validation scenarios (mean cost C
 of the greedy decisions, Eq. 24-25) and the best one is exported as a
-pipeline to ``WORKDIR/pipeline`` (``policy.load_pipeline(WORKDIR/pipeline)``);
+pipeline to ``WORKDIR/pipeline`` (``pipeline.load_pipeline(WORKDIR/pipeline)``);
 ``WORKDIR/train_joint.json`` holds the per-seed numbers.
 ``--export_pretrained`` also writes it into the package
 (``dynmec_jax/pretrained/pipeline``, the default of ``load_pipeline()``).
@@ -23,8 +23,11 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import cli as common
-from dynmec_jax import policy, system
+from dynmec_jax import files, pipeline, system
+from dynmec_jax.train import config as train_config
+from dynmec_jax.train import joint as train_joint
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/joint.py:default", "joint training config")
@@ -40,19 +43,19 @@ def main(argv):
     common.check_no_args(argv)
     common.quiet_libraries()
     cfg = _CONFIG.value
-    common.guard(policy.validate_config, cfg)
+    common.guard(train_config.joint_config, cfg)
     try:
-        alloc = policy.load_config_allocator(cfg)
+        alloc = allocator_lib.load_allocator(cfg.get("allocator", "") or None)
     except (FileNotFoundError, ValueError) as e:
         common.fail(str(e))
     workdir = common.writable_workdir(_WORKDIR.value)
     sp = common.guard(system.params_from_overrides, cfg.system.to_dict(), alloc.sys_params)
-    tc = policy.train_config(cfg)
-    common.guard(policy.build_models, tc, alloc)
+    tc = train_config.joint_config(cfg)
+    common.guard(pipeline.build_models, tc, alloc)
 
-    keys = policy.seed_keys(int(cfg.seed), int(cfg.n_seeds))
+    keys = files.seed_keys(int(cfg.seed), int(cfg.n_seeds))
     t0 = time.time()
-    states, metrics = policy.train_seeds(tc, alloc, sp, keys)
+    states, metrics = train_joint.train_seeds(tc, alloc, sp, keys)
     jax.block_until_ready(states)
     wall = time.time() - t0
 
@@ -60,7 +63,7 @@ def main(argv):
                                   sp, int(cfg.eval.batch))
     per_seed = []
     for i in range(int(cfg.n_seeds)):
-        ev = policy.evaluate_state(tc, alloc, policy.unstack(states, i), val, sp)
+        ev = train_joint.evaluate_state(tc, alloc, train_joint.unstack(states, i), val, sp)
         per_seed.append({k: float(v) for k, v in ev.items()})
     best = int(np.argmin([r["cost"] for r in per_seed]))
     joint = {k: np.asarray(v) for k, v in metrics["joint"].items()}
@@ -72,8 +75,8 @@ def main(argv):
         "joint_last_tenth": {k: joint[k][:, -tail:].mean(1).tolist() for k in joint},
         "config": json.loads(cfg.to_json()), "jax": jax.__version__,
     }
-    pipe = policy.make_pipeline(tc, alloc, policy.unstack(states, best), record)
-    policy.save_pipeline(pipe, workdir / "pipeline")
+    pipe = pipeline.make_pipeline(tc, alloc, train_joint.unstack(states, best), record)
+    pipeline.save_pipeline(pipe, workdir / "pipeline")
     (workdir / "train_joint.json").write_text(json.dumps(record, indent=1))
     print(f"{tc.pretrain_steps} pre-training steps + {tc.episodes} episodes x {cfg.n_seeds} "
           f"seeds in {wall:.1f} s")
@@ -82,8 +85,8 @@ def main(argv):
               f"policy accuracy {r['policy_accuracy']:.3f}" + ("  <- exported" if i == best
                                                                else ""))
     if _EXPORT.value:
-        policy.save_pipeline(pipe, policy.PRETRAINED_DIR)
-        print(f"exported to {policy.PRETRAINED_DIR}")
+        pipeline.save_pipeline(pipe, pipeline.PRETRAINED_DIR)
+        print(f"exported to {pipeline.PRETRAINED_DIR}")
     return 0
 
 

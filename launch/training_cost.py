@@ -19,8 +19,10 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from dynmec_jax import allocation, sweep
 from dynmec_jax import cli as common
+from dynmec_jax import files, system
+from dynmec_jax.experiments import fig12
+from dynmec_jax.train import config as train_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "dynmec_jax/configs/allocator.py:default", "allocator training config")
@@ -59,7 +61,8 @@ def main(argv):
     common.check_no_args(argv)
     common.quiet_libraries()
     cfg = _CONFIG.value
-    common.guard(allocation.validate_config, cfg)
+    config = common.guard(train_config.allocator_config, cfg)
+    sys_params = system.params_from_overrides(cfg.system.to_dict())
     for c in _CASES.value:
         if c not in ("full", "width", "depth"):
             common.fail(f"--cases: unknown case {c!r} (full, width, depth)")
@@ -73,15 +76,15 @@ def main(argv):
             for method in ("progressive", "traditional"):
                 if (case, method, seed) in done:
                     continue
-                r = allocation.training_cost(cfg, case, method, seed, target=_TARGET.value,
-                                             eval_every=_EVAL_EVERY.value,
-                                             max_steps=_MAX_STEPS.value)
+                r = fig12.training_cost(config, sys_params, case, method, seed,
+                                        target=_TARGET.value, eval_every=_EVAL_EVERY.value,
+                                        max_steps=_MAX_STEPS.value, eval_seed=int(cfg.eval.seed))
                 logging.info("%s %s seed %d: %d steps, %.1f s, reached=%s", case, method, seed,
                              r["steps"], r["wall_time_s"], r["reached"])
                 runs.append(r)
-                sweep.atomic_write_text(out, json.dumps(
-                    {"config": cfg.to_dict(), "versions": sweep.versions(), "runs": runs,
-                     "summary": summarize(runs)}, indent=1, default=list))
+                files.atomic_write(out, json.dumps(
+                    {"config": files.to_jsonable(cfg), "versions": files.versions(),
+                     "runs": runs, "summary": summarize(runs)}, indent=1))
     summary = summarize(runs)
     for case, row in summary.items():
         if "step_ratio" in row:

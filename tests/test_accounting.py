@@ -1,5 +1,7 @@
 """Tests of dynmec_jax.accounting: exact counts (Table I) and Eq. 9."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +64,5 @@ def test_inference_delay_eq9():
     t = accounting.inference_delay(macs["dynamic"] + macs["fixed"], p)
     np.testing.assert_allclose(t, (2_572_800 + 5_340) / 2.5e9, rtol=1e-6)
     # doubling the server frequency halves it; lambda scales it.
-    import dataclasses
     p2 = dataclasses.replace(p, f_server=5e9, efficiency=3.0)
     np.testing.assert_allclose(accounting.inference_delay(1000, p2), 3 * 1000 / 5e9, rtol=1e-6)

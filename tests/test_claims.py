@@ -14,7 +14,8 @@ def _series(vals):
 
 
 def _fake_tables(pmrl_cost_ratio: float, share_step: float, paper: bool = True) -> dict:
-    """Tables in :func:`reproduce.tables` form, all means 1 except what the V.B rows read.
+    """Tables in :func:`dynmec_jax.experiments.figures.tables` form, all means 1 except what
+    the V.B rows read.
 
     ``paper=False`` leaves out "PMRL (paper)" (a run without ``vb.paper_scheduler``).
     """

@@ -6,34 +6,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_models import tiny_allocator
 
-from dynmec_jax import allocation, evaluation, policy, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import evaluation, pipeline, system
+from dynmec_jax.nets import policy as policy_net
+from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.nets import static as static_net
+from dynmec_jax.train import config as train_config
+from dynmec_jax.train import joint as train_joint
 
 N = 4
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(tiny_allocator):
     sp = system.SystemParams(n_users=N)
     alloc = tiny_allocator(sp)
     key = jax.random.key(0)
     pipes = {}
     for variant in ("full", "fixed"):
-        cfg = policy.TrainConfig(n_users=N, batch=4, pretrain_steps=0, episodes=1,
-                                 variant=variant)
-        models = policy.build_models(cfg, alloc)
+        cfg = train_config.TrainConfig(n_users=N, batch=4, pretrain_steps=0, episodes=1,
+                                       variant=variant)
+        models = pipeline.build_models(cfg, alloc)
         # Random weights everywhere (the scheduler's output layer starts at 0, p = 0.5):
         # some tasks offloaded, some not.
-        s_params = policy.scheduling.init_scheduler(jax.random.key(1), models.scheduler, N)
+        s_params = scheduler_net.init_scheduler(jax.random.key(1), models.scheduler, N)
         leaves, tree = jax.tree.flatten(s_params)
         keys = jax.random.split(jax.random.key(5), len(leaves))
         s_params = jax.tree.unflatten(tree, [jax.random.normal(k, a.shape)
                                              for k, a in zip(keys, leaves, strict=True)])
-        state = policy.TrainState(
+        state = train_joint.JointState(
             s_params, None,
-            policy.init_policy(jax.random.key(2), models.policy), None, jnp.zeros((), jnp.int32))
-        pipes[variant] = policy.make_pipeline(cfg, alloc, state)
+            policy_net.init_policy(jax.random.key(2), models.policy), None,
+            jnp.zeros((), jnp.int32))
+        pipes[variant] = pipeline.make_pipeline(cfg, alloc, state)
     scn = system.sample_scenarios(jax.random.key(3), sp, 8)
     return sp, alloc, key, pipes, scn
 
@@ -61,10 +67,10 @@ def test_section_vb_methods(world):
 def test_section_va_methods(world):
     sp, alloc, key, pipes, scn = world
     pol = pipes["full"].policy_params
-    static = allocation.Allocator(
-        variables=allocation.init_variables(jax.random.PRNGKey(0),
-                                            allocation.StaticAllocator(hidden=16, n_layers=2)),
-        scales=alloc.scales, sys_params=sp, model=allocation.StaticAllocator(hidden=16,
+    static = allocator_lib.Allocator(
+        params=allocator_lib.init_params(jax.random.PRNGKey(0),
+                                         static_net.StaticAllocator(hidden=16, n_layers=2)),
+        scales=alloc.scales, sys_params=sp, model=static_net.StaticAllocator(hidden=16,
                                                                              n_layers=2))
     res = jax.jit(lambda k, s: evaluation.section_va(k, s, sp, alloc, pol, static, pol, pol,
                                                      ga_iters=None))(key, scn)

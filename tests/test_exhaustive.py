@@ -7,10 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_models import tiny_allocator
 
-from dynmec_jax import baselines, evaluation, policy, scheduling, system
+from dynmec_jax import baselines, costs, evaluation, pipeline, system
 from dynmec_jax.baselines import exhaustive
+from dynmec_jax.nets import policy as policy_net
+from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.train import config as train_config
+from dynmec_jax.train import joint as train_joint
 
 N = 4
 
@@ -49,17 +52,17 @@ def test_rejects_large_n():
         exhaustive.exhaustive_optimum(scn, sp)
 
 
-def test_never_beaten_by_any_method():
+def test_never_beaten_by_any_method(tiny_allocator):
     """sum_i C_i of every method (PMRL, RL-fixed, Rand, Local, GA, optimal allocation of
     PMRL's offload set), with or without its inference delay, is >= the exhaustive optimum."""
     sp = system.SystemParams(n_users=N)
     alloc = tiny_allocator(sp)
-    cfg = policy.TrainConfig(n_users=N)
-    models = policy.build_models(cfg, alloc)       # any decisions will do: use random networks
-    state = policy.TrainState(scheduling.init_scheduler(jax.random.key(1), models.scheduler),
-                              None, policy.init_policy(jax.random.key(2), models.policy), None,
-                              jnp.zeros((), jnp.int32))
-    pmrl = policy.make_pipeline(cfg, alloc, state)
+    cfg = train_config.TrainConfig(n_users=N)
+    models = pipeline.build_models(cfg, alloc)       # any decisions will do: use random networks
+    s_params = scheduler_net.init_scheduler(jax.random.key(1), models.scheduler)
+    p_params = policy_net.init_policy(jax.random.key(2), models.policy)
+    state = train_joint.JointState(s_params, None, p_params, None, jnp.zeros((), jnp.int32))
+    pmrl = pipeline.make_pipeline(cfg, alloc, state)
     scn = system.sample_scenarios(jax.random.key(7), sp, 32)
     key = jax.random.key(1)
 
@@ -68,31 +71,31 @@ def test_never_beaten_by_any_method():
         x = evaluation.pipeline_method(pmrl, s, sp).decision.offload
         out_r = {"Optimal allocation (PMRL's offload)":
                  evaluation.optimal(s, sp, offload=x)}
-        costs = {name: m["cost"] for name, m in out.items()}
+        per = {name: m["cost"] for name, m in out.items()}
         for name, r in out_r.items():
-            costs[name] = evaluation.task_cost(s, r, sp)
-        return costs
+            per[name] = evaluation.task_cost(s, r, sp)
+        return per
 
-    costs = jax.jit(methods)(key, scn)
+    per_method = jax.jit(methods)(key, scn)
     # without inference delay, and given the smallest inference delays a PMRL could pay
-    t_l = scheduling.inference_delays(sp, pmrl.models.scheduler_macs, 0, 0)[0]
+    t_l = costs.inference_delays(sp, pmrl.models.scheduler_macs, 0, 0)[0]
 
     @jax.jit
     def optima(s):
         opt = exhaustive.exhaustive_optimum(s, sp, objective="cost", allocation="energy_aware")
         opt_inf = exhaustive.exhaustive_optimum(
             s, sp, infer_local=t_l, objective="cost", allocation="energy_aware",
-            infer_edge=lambda n: scheduling.inference_delays(
+            infer_edge=lambda n: costs.inference_delays(
                 sp, pmrl.models.scheduler_macs, pmrl.models.policy_macs,
                 alloc.macs(1, 1, max(n, 1)))[1])
         return opt, opt_inf
 
     opt, opt_inf = optima(scn)
-    chex.assert_tree_all_finite((costs, opt.value, opt_inf.value))
-    for name, c in costs.items():
+    chex.assert_tree_all_finite((per_method, opt.value, opt_inf.value))
+    for name, c in per_method.items():
         assert np.all(np.asarray(c) >= np.asarray(opt.value) * (1 - 1e-4)), name
     # PMRL pays at least the smallest inference delay the allocator can have
-    assert np.all(np.asarray(costs["PMRL"]) >= np.asarray(opt_inf.value) * (1 - 1e-4))
+    assert np.all(np.asarray(per_method["PMRL"]) >= np.asarray(opt_inf.value) * (1 - 1e-4))
     assert np.all(np.asarray(opt_inf.value) >= np.asarray(opt.value) * (1 - 1e-6))
 
 

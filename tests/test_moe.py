@@ -1,4 +1,4 @@
-"""Tests of dynmec_jax.moe: the elastic MoE allocator (Eq. 12-20, 32)."""
+"""Tests of dynmec_jax.nets.moe and the allocation path of dynmec_jax.allocator (Eq. 12-20, 32)."""
 
 import functools
 
@@ -8,11 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynmec_jax import accounting, moe, system
+from dynmec_jax import accounting, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax.nets import features, moe
 
 K, L, H, N, B = 4, 3, 8, 5, 3
 SYS = system.SystemParams(n_users=N)
-SCALES = moe.FeatureScales.from_params(SYS)
+SCALES = features.FeatureScales.from_params(SYS)
 MODEL = moe.MoEAllocator(n_experts=K, n_layers=L, hidden=H, zero_gate_init=False)
 ZERO_GATE_MODEL = moe.MoEAllocator(n_experts=K, n_layers=L, hidden=H)
 PAIRS = [(k, d) for k in range(1, K + 1) for d in range(1, L + 1)]
@@ -20,7 +22,7 @@ PAIRS = [(k, d) for k in range(1, K + 1) for d in range(1, L + 1)]
 
 @functools.cache
 def _params(model=MODEL, seed=0):
-    return moe.init_params(jax.random.key(seed), model, n_users=N)
+    return allocator_lib.init_params(jax.random.key(seed), model)
 
 
 def _scenario(seed=1, batch=B, n=N, params=SYS):
@@ -33,14 +35,30 @@ def _mask(seed=2, shape=(B, N)):
     return jnp.asarray(m)
 
 
+def _allocator(model, params, sys_params=SYS, scales=None):
+    """An Allocator around a bare network (default scales from ``sys_params``)."""
+    scales = features.FeatureScales.from_params(sys_params) if scales is None else scales
+    return allocator_lib.Allocator(params, scales, sys_params, model)
+
+
+def allocate(model, params, scn, mask, width, depth, sys_params, scales=None, noise_key=None):
+    return allocator_lib.allocate(_allocator(model, params, sys_params, scales), scn, mask,
+                                  width, depth, sys_params, noise_key)
+
+
+def allocate_all(model, params, scn, mask, sys_params, scales=None, noise_key=None):
+    return allocator_lib.allocate_all(_allocator(model, params, sys_params, scales), scn, mask,
+                                      sys_params, noise_key)
+
+
 @functools.cache
 def _jit_allocate(model):
-    return jax.jit(functools.partial(moe.allocate, model))
+    return jax.jit(functools.partial(allocate, model))
 
 
 @functools.cache
 def _jit_allocate_all(model):
-    return jax.jit(functools.partial(moe.allocate_all, model))
+    return jax.jit(functools.partial(allocate_all, model))
 
 
 def _count(tree):
@@ -57,7 +75,7 @@ def _leaky(x, slope=0.01):
 
 def _reference(params, scn, mask, width, depth, sys_params):
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
-    z = np.asarray(moe.normalize_features(scn, SCALES), np.float64)
+    z = np.asarray(features.normalize_features(scn, SCALES), np.float64)
     lead = z.shape[:-1]
     zf = z.reshape(-1, z.shape[-1])
     logits = np.zeros((zf.shape[0], 2))
@@ -93,7 +111,8 @@ def _reference(params, scn, mask, width, depth, sys_params):
 @pytest.mark.parametrize("n_experts,n_layers,hidden", [(10, 3, 64), (K, L, H), (3, 1, 16)])
 def test_parameter_counts_match_accounting(n_experts, n_layers, hidden):
     model = moe.MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden)
-    params = jax.eval_shape(lambda k: moe.init_params(k, model), jax.random.key(0))["params"]
+    params = jax.eval_shape(lambda k: allocator_lib.init_params(k, model),
+                            jax.random.key(0))["params"]
     dynamic = _count([params[k] for k in ("w_in", "b_in", "w_hidden", "b_hidden")])
     fixed = _count([params[k] for k in ("w_gate", "w_noise", "w_heads", "b_heads")])
     expected = accounting.allocation_model_params(
@@ -119,7 +138,7 @@ def test_masked_subnetwork_matches_physically_removed_reference(width, depth):
 
 
 def test_gate_has_exactly_width_nonzeros_summing_to_one():
-    z = moe.normalize_features(_scenario(batch=4), SCALES)
+    z = features.normalize_features(_scenario(batch=4), SCALES)
     for model in (MODEL, ZERO_GATE_MODEL):  # random logits, and all-equal logits (ties)
         params = _params(model)
         for width in range(1, K + 1):
@@ -194,11 +213,11 @@ def test_per_scenario_width_and_depth():
 def test_out_of_range_width_or_depth_raises():
     params, scn, mask = _params(), _scenario(), _mask()
     with pytest.raises(ValueError, match="width"):
-        moe.allocate(MODEL, params, scn, mask, 0, 1, SYS)
+        _allocator(MODEL, params).allocate(scn, mask, 0, 1)
     with pytest.raises(ValueError, match="depth"):
-        moe.allocate(MODEL, params, scn, mask, 1, L + 1, SYS)
+        _allocator(MODEL, params).allocate(scn, mask, 1, L + 1)
     with pytest.raises(ValueError, match="width"):
-        moe.allocate(MODEL, params, scn, mask, np.array([1, K + 1, 2]), 1, SYS)
+        _allocator(MODEL, params).allocate(scn, mask, np.array([1, K + 1, 2]), 1)
 
 
 # ---------------------------------------------------------------------------
@@ -213,8 +232,7 @@ def test_allocate_all_equals_allocate_for_every_subnetwork(with_noise):
     assert bw_all.shape == (K, L, B, N) and fa_all.shape == (K, L, B, N)
     widths = jnp.array([k for k, _ in PAIRS])
     depths = jnp.array([d for _, d in PAIRS])
-    one = jax.jit(jax.vmap(lambda w, d: moe.allocate(MODEL, params, scn, mask, w, d, SYS,
-                                                     SCALES, key)))
+    one = jax.jit(jax.vmap(lambda w, d: allocate(MODEL, params, scn, mask, w, d, SYS, SCALES, key)))
     bw, fa = one(widths, depths)
     np.testing.assert_allclose(bw_all.reshape(K * L, B, N), bw, rtol=1e-5,
                                atol=1e-7 * SYS.bandwidth_max)
@@ -242,17 +260,16 @@ def test_no_recompilation_across_width_and_depth():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def run(params, scn, mask, width, depth):
-        return moe.allocate(MODEL, params, scn, mask, width, depth, SYS, SCALES)
+        return allocate(MODEL, params, scn, mask, width, depth, SYS, SCALES)
 
     for width, depth in [(1, 1), (4, 3), (2, 2), (3, 1)]:
         jax.block_until_ready(run(params, scn, mask, width, depth))
 
 
 def _loss(model, params, scn, mask, width, depth, sys_params, noise_key=None):
-    bw, fa, aux = moe.allocate(model, params, scn, mask, width, depth, sys_params,
-                               noise_key=noise_key, return_aux=True)
-    return (jnp.sum(system.weighted_delay(scn, mask, bw, fa, sys_params))
-            + 0.1 * aux.load_balance)
+    bw, fa, (_, _, load_balance) = allocator_lib.allocate_with_aux(
+        _allocator(model, params, sys_params), scn, mask, width, depth, sys_params, noise_key)
+    return jnp.sum(system.weighted_delay(scn, mask, bw, fa, sys_params)) + 0.1 * load_balance
 
 
 _GRAD_CASES = {
@@ -291,10 +308,10 @@ def test_gradients_are_finite(case):
 def test_masked_softmax_all_masked_is_zero_with_finite_gradient():
     logits = jnp.array([[1.0, -2.0, 3.0], [1e30, -1e30, 0.0]])
     mask = jnp.array([[False, False, False], [True, False, True]])
-    out = moe.masked_softmax(logits, mask)
+    out = allocator_lib.masked_softmax(logits, mask)
     np.testing.assert_array_equal(out[0], 0.0)
     np.testing.assert_allclose(out[1], [1.0, 0.0, 0.0])
-    g = jax.grad(lambda x: jnp.sum(moe.masked_softmax(x, mask) * jnp.arange(3.0)))(logits)
+    g = jax.grad(lambda x: jnp.sum(allocator_lib.masked_softmax(x, mask) * jnp.arange(3.0)))(logits)
     chex.assert_tree_all_finite(g)
 
 
@@ -312,7 +329,7 @@ def test_normalize_features_finite_and_logarithmic():
     scn = system.Scenario(size=jnp.array([0.0, 1000.0]), workload=jnp.array([797.5, 0.0]),
                           deadline=jnp.array([0.16, 0.016]), distance=jnp.array([500.0, 5.0]),
                           f_local=jnp.array([0.15e9, 0.015e9]))
-    z = np.asarray(moe.normalize_features(scn, SCALES))
+    z = np.asarray(features.normalize_features(scn, SCALES))
     assert z.shape == (2, 5) and np.all(np.isfinite(z))
     np.testing.assert_allclose(z[0], [np.log(1e-4), 0.0, 0.0, 0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(z[1], [0.0, np.log(1e-4), np.log(0.1), np.log(0.01), np.log(0.1)],

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from dynmec_jax import plotting
+from dynmec_jax import files, plotting
 
 
 def _png_size(path):
@@ -167,15 +167,15 @@ def test_no_pyplot():
 def test_json_round_trip(tmp_path):
     data = {"a": [1.0, float("nan"), np.float32(2.5)], "b": np.arange(3),
             "c": {"d": float("inf"), 3: (np.int64(4), True, None)}, "e": "x"}
-    p = plotting.write_json(data, tmp_path / "d" / "x.json")
-    back = plotting.read_json(p)
+    p = files.write_json(data, tmp_path / "d" / "x.json")
+    back = files.read_json(p)
     assert back == {"a": [1.0, None, 2.5], "b": [0, 1, 2],
                     "c": {"d": None, "3": [4, True, None]}, "e": "x"}
     assert "NaN" not in (tmp_path / "d" / "x.json").read_text()
     t = plotting.sweep_table(_records(drop=("Fix MoE", 2.0)), "delay")
-    back = plotting.read_json(plotting.write_json(t, tmp_path / "t.json"))
+    back = files.read_json(files.write_json(t, tmp_path / "t.json"))
     assert back["series"]["Fix MoE"]["mean"][1] is None
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(TypeError):
-        plotting.write_json({"f": object()}, tmp_path / "bad.json")
+        files.write_json({"f": object()}, tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()

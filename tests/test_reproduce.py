@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynmec_jax import reproduce
 from dynmec_jax.configs import reproduce as reproduce_configs
-from dynmec_jax.experiments import names
+from dynmec_jax.experiments import names, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "launch" / "sweep.py"
@@ -108,7 +107,7 @@ def _assert_same(a: dict, b: dict, rtol=0.0, subset=False):
 
 
 def test_sigkill_then_rerun_skips_done_and_matches_uninterrupted(tmp_path, env, allocators,
-                                                                reference):
+                                                                 reference):
     wd = _workdir(tmp_path, allocators)
     store = wd / "store"
     proc = subprocess.Popen(_sweep_cmd(wd, tmp_path / "killed.json"), env=env,

@@ -13,7 +13,7 @@ Array = Any
 
 
 def equal_allocation(scn: Scenario, offload_mask: Array,
-                     params: SystemParams) -> tuple[Array, Array]:
+                     sys_params: SystemParams) -> tuple[Array, Array]:
     """Equal split of the budgets of Eq. 11i and 11k among offloaded users.
 
     b_i = b_max / n and f_i = f_ser / n for the n offloaded users, 0 for the
@@ -22,7 +22,7 @@ def equal_allocation(scn: Scenario, offload_mask: Array,
     Args:
       scn: the tasks, fields ``(..., N)`` (only the shape is used).
       offload_mask: x_i, bool or 0/1, broadcastable to ``(..., N)``.
-      params: the system (``bandwidth_max`` [Hz], ``f_server`` [cycles/s]).
+      sys_params: the system (``bandwidth_max`` [Hz], ``f_server`` [cycles/s]).
     Returns:
       ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(..., N)``.
     """
@@ -30,4 +30,4 @@ def equal_allocation(scn: Scenario, offload_mask: Array,
     served = jnp.broadcast_to(jnp.asarray(offload_mask).astype(bool), jnp.shape(size))
     n = jnp.sum(served, axis=-1, keepdims=True)
     share = jnp.where(served, 1.0 / jnp.maximum(n, 1).astype(size.dtype), 0.0)
-    return params.bandwidth_max * share, params.f_server * share
+    return sys_params.bandwidth_max * share, sys_params.f_server * share

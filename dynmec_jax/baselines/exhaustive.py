@@ -112,7 +112,7 @@ def subset_masks(n_users: int) -> np.ndarray:
 
 
 def energy_aware_allocation(scn: Scenario, offload_mask: Array,
-                            params: SystemParams) -> tuple[Array, Array]:
+                            sys_params: SystemParams) -> tuple[Array, Array]:
     """Exact minimiser of sum_{x_i = 1} C_i^edge (Eq. 25) incl. the energy term.
 
     sum_i C_i^edge = alpha sum_i [(w_i + beta p / alpha) T_tra_i + w_i T_com_i]
@@ -129,31 +129,32 @@ def energy_aware_allocation(scn: Scenario, offload_mask: Array,
     Args:
       scn: the tasks, fields ``(..., N)``, SI units.
       offload_mask: x_i, bool or 0/1, broadcastable to ``(..., N)``.
-      params: the system.
+      sys_params: the system.
     Returns:
       ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(..., N)``.
     """
     scn = system.as_scenario(scn)
-    _, f_alloc = optimal_allocation(scn, offload_mask, params)
-    w = system.importance_weights(scn.size, scn.workload, scn.deadline, params)
-    has_alpha = params.alpha > 0
+    _, f_alloc = optimal_allocation(scn, offload_mask, sys_params)
+    w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    has_alpha = sys_params.alpha > 0
     w_tx = jnp.where(has_alpha,
-                     w + params.beta * params.tx_power / jnp.where(has_alpha, params.alpha, 1.0),
+                     w + sys_params.beta * sys_params.tx_power
+                     / jnp.where(has_alpha, sys_params.alpha, 1.0),
                      1.0)
-    s_norm = scn.size / params.size_avg
+    s_norm = scn.size / sys_params.size_avg
     ok = s_norm > 0
     workload_tx = jnp.where(
-        ok, params.workload_avg * params.deadline_min * w_tx
-        / (params.importance_scale * jnp.where(ok, s_norm, 1.0)), 0.0)
+        ok, sys_params.workload_avg * sys_params.deadline_min * w_tx
+        / (sys_params.importance_scale * jnp.where(ok, s_norm, 1.0)), 0.0)
     scn_tx = Scenario(size=scn.size, workload=workload_tx,
-                      deadline=jnp.broadcast_to(params.deadline_min, jnp.shape(scn.size)),
+                      deadline=jnp.broadcast_to(sys_params.deadline_min, jnp.shape(scn.size)),
                       distance=scn.distance, f_local=scn.f_local)
-    bandwidth, _ = optimal_allocation(scn_tx, offload_mask, params)
+    bandwidth, _ = optimal_allocation(scn_tx, offload_mask, sys_params)
     return bandwidth, f_alloc
 
 
 def energy_term_bound(scn: Scenario, offload: Array, bandwidth: Array,
-                      params: SystemParams) -> Array:
+                      sys_params: SystemParams) -> Array:
     """beta p sum_{x_i = 1} T_tra_i (Eq. 1, 5): bound on the energy term's effect.
 
     For a fixed subset, the "cost" value with the weighted-delay allocation
@@ -164,12 +165,12 @@ def energy_term_bound(scn: Scenario, offload: Array, bandwidth: Array,
     scn = system.as_scenario(scn)
     x = jnp.asarray(offload).astype(bool)
     t_tra = jnp.where(x, system.transmission_delay(
-        scn.size, jnp.where(x, bandwidth, 1.0), scn.distance, params), 0.0)
-    return params.beta * jnp.sum(system.edge_energy(t_tra, params), axis=-1)
+        scn.size, jnp.where(x, bandwidth, 1.0), scn.distance, sys_params), 0.0)
+    return sys_params.beta * jnp.sum(system.edge_energy(t_tra, sys_params), axis=-1)
 
 
 def subset_value(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
-                 params: SystemParams, infer_local: Array = 0.0, infer_edge: Array = 0.0,
+                 sys_params: SystemParams, infer_local: Array = 0.0, infer_edge: Array = 0.0,
                  objective: str = "cost") -> Array:
     """The objective of one decision (x, b, f), summed over tasks, shape ``(...)``.
 
@@ -184,12 +185,12 @@ def subset_value(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array
     x = jnp.broadcast_to(jnp.asarray(offload).astype(bool), jnp.shape(scn.size))
     if objective == "cost":
         c_edge = system.cost_edge(scn, jnp.where(x, bandwidth, 1.0), jnp.where(x, f_alloc, 1.0),
-                                  params, infer_edge=infer_edge)
-        c_loc = system.cost_local(scn, params, infer_local=infer_local)
+                                  sys_params, infer_edge=infer_edge)
+        c_loc = system.cost_local(scn, sys_params, infer_local=infer_local)
         return jnp.sum(jnp.where(x, c_edge, c_loc), axis=-1)
-    out = system.task_outcomes(scn, x, bandwidth, f_alloc, params,
+    out = system.task_outcomes(scn, x, bandwidth, f_alloc, sys_params,
                                infer_edge=infer_edge, infer_local=infer_local)
-    return system.objective(out, params)
+    return system.objective(out, sys_params)
 
 
 def _check_objective(objective: str) -> None:
@@ -219,7 +220,7 @@ def _infer_edge_table(infer_edge, n_users: int) -> Array:
     return jnp.stack(jnp.broadcast_arrays(*rows))
 
 
-def exhaustive_optimum(scn: Scenario, params: SystemParams, infer_local: Array = 0.0,
+def exhaustive_optimum(scn: Scenario, sys_params: SystemParams, infer_local: Array = 0.0,
                        infer_edge: Array | Callable[[int], Array] = 0.0,
                        objective: str = "cost", *, allocation: str = "weighted_delay",
                        return_all: bool = False, max_users: int = MAX_USERS,
@@ -242,7 +243,7 @@ def exhaustive_optimum(scn: Scenario, params: SystemParams, infer_local: Array =
     Args:
       scn: one scenario (fields ``(N,)``) or a batch (``(..., N)``), SI units;
         NumPy or JAX arrays.
-      params: the system (traced float fields are fine).
+      sys_params: the system (traced float fields are fine).
       infer_local: T_l^infer [s] (Eq. 34), paid by local tasks; broadcastable
         to ``(..., N)``.
       infer_edge: T_e^infer [s] (Eq. 35), paid by offloaded tasks: an array
@@ -286,8 +287,8 @@ def exhaustive_optimum(scn: Scenario, params: SystemParams, infer_local: Array =
 
     def one_subset(args):
         mask, n = args
-        bandwidth, f_alloc = alloc(scn, mask, params)
-        value = subset_value(scn, mask, bandwidth, f_alloc, params, infer_local=infer_local,
+        bandwidth, f_alloc = alloc(scn, mask, sys_params)
+        value = subset_value(scn, mask, bandwidth, f_alloc, sys_params, infer_local=infer_local,
                              infer_edge=table[n], objective=objective)
         return jnp.where(jnp.isnan(value), jnp.inf, value)
 
@@ -301,7 +302,7 @@ def exhaustive_optimum(scn: Scenario, params: SystemParams, infer_local: Array =
 
     best = jnp.argmin(values, axis=0)                                # (...)
     offload = masks[best]                                            # (..., N)
-    bandwidth, f_alloc = alloc(scn, offload, params)
+    bandwidth, f_alloc = alloc(scn, offload, sys_params)
     value = jnp.take_along_axis(values, best[None], axis=0)[0]
     all_values = jnp.moveaxis(values, 0, -1) if return_all else None
     return ExhaustiveResult(offload=offload, bandwidth=bandwidth, f_alloc=f_alloc,

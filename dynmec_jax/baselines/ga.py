@@ -143,13 +143,13 @@ class GAResult:
     best_objective_history: Array
 
 
-def decode(genes: Array, offload: Array, params: system.SystemParams):
+def decode(genes: Array, offload: Array, sys_params: system.SystemParams):
     """Genes -> (bandwidth [Hz], f_alloc [cycles/s]) for Eq. 1-2 (budgets of Eq. 11a).
 
     Args:
       genes: ``(..., 2N)`` non-negative weights: bandwidth genes, then CPU genes.
       offload: ``(..., N)`` bool offload bits.
-      params: system parameters (``bandwidth_max`` [Hz], ``f_server`` [Hz]).
+      sys_params: system parameters (``bandwidth_max`` [Hz], ``f_server`` [Hz]).
     Returns ``(bandwidth, f_alloc)``, each ``(..., N)``: shares of ``b_max`` and
     ``f_ser`` proportional to the genes over offloaded users, exactly 0 for the
     others; equal shares if all offloaded genes are 0.
@@ -165,22 +165,22 @@ def decode(genes: Array, offload: Array, params: system.SystemParams):
         ok = total > 0
         return jnp.where(ok, g / jnp.where(ok, total, 1.0), equal)
 
-    bandwidth = params.bandwidth_max * shares(genes[..., :n])
-    f_alloc = params.f_server * shares(genes[..., n:])
+    bandwidth = sys_params.bandwidth_max * shares(genes[..., :n])
+    f_alloc = sys_params.f_server * shares(genes[..., n:])
     return bandwidth, f_alloc
 
 
 def evaluate(genes: Array, offload: Array, scn: system.Scenario,
-             params: system.SystemParams) -> Array:
+             sys_params: system.SystemParams) -> Array:
     """Eq. 11a objective (no inference delay) of each individual, shape ``(...)``.
 
     ``genes`` ``(..., 2N)`` and ``offload`` ``(..., N)`` broadcast against the
     scenario's ``(N,)`` fields.  Units: alpha s + beta J + delta misses.  An
     offloaded user with data and zero bandwidth or CPU gives ``inf``.
     """
-    bandwidth, f_alloc = decode(genes, offload, params)
-    out = system.task_outcomes(scn, offload, bandwidth, f_alloc, params)
-    return system.objective(out, params)
+    bandwidth, f_alloc = decode(genes, offload, sys_params)
+    out = system.task_outcomes(scn, offload, bandwidth, f_alloc, sys_params)
+    return system.objective(out, sys_params)
 
 
 def selection_probabilities(objective: Array) -> Array:
@@ -426,7 +426,7 @@ def _count_jaxpr(jaxpr, counts: dict) -> None:
         counts[kind] += max(sizes, default=1)
 
 
-def evaluation_ops(n_users: int, params: system.SystemParams | None = None) -> dict:
+def evaluation_ops(n_users: int, sys_params: system.SystemParams | None = None) -> dict:
     """Operations of one fitness evaluation (decode, Eq. 1-6, Eq. 11a), counted from its jaxpr.
 
     Traces :func:`evaluate` for one individual of ``n_users`` users and counts
@@ -436,9 +436,9 @@ def evaluation_ops(n_users: int, params: system.SystemParams | None = None) -> d
     Host side; used to check the constants of :func:`ga_ops` [operations].
     """
     n = int(n_users)
-    params = system.SystemParams(n_users=n) if params is None else params
+    sys_params = system.SystemParams(n_users=n) if sys_params is None else sys_params
     scn = system.Scenario(*(jnp.ones((n,)) for _ in range(5)))
-    closed = jax.make_jaxpr(lambda g, x: evaluate(g, x, scn, params))(
+    closed = jax.make_jaxpr(lambda g, x: evaluate(g, x, scn, sys_params))(
         jnp.ones((2 * n,)), jnp.ones((n,), bool))
     counts = {"arith": 0, "transcendental": 0}
     _count_jaxpr(closed.jaxpr, counts)

@@ -77,7 +77,7 @@ def _check(objective: str) -> None:
 
 
 def own_costs(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
-              params: SystemParams, infer_local: Array = 0.0, infer_edge: Array = 0.0,
+              sys_params: SystemParams, infer_local: Array = 0.0, infer_edge: Array = 0.0,
               objective: str = "cost") -> tuple[Array, Array]:
     """``(edge, local)`` per task, ``(..., N)``: what the greedy compares.
 
@@ -90,23 +90,24 @@ def own_costs(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
     b = jnp.where(x, bandwidth, 1.0)
     f = jnp.where(x, f_alloc, 1.0)
     if objective == "cost":
-        edge = system.cost_edge(scn, b, f, params, infer_edge)
-        local = system.cost_local(scn, params, infer_local)
+        edge = system.cost_edge(scn, b, f, sys_params, infer_edge)
+        local = system.cost_local(scn, sys_params, infer_local)
     else:
-        edge = infer_edge + system.edge_delay(scn.size, scn.workload, scn.distance, b, f, params)
+        edge = infer_edge + system.edge_delay(scn.size, scn.workload, scn.distance, b, f,
+                                              sys_params)
         local = infer_local + system.local_delay(scn.workload, scn.size, scn.f_local)
     edge = jnp.where(x, edge, jnp.inf)
     return edge, jnp.broadcast_to(local, jnp.shape(edge))
 
 
-def greedy_offloading(scn: Scenario, params: SystemParams, *, objective: str = "cost",
+def greedy_offloading(scn: Scenario, sys_params: SystemParams, *, objective: str = "cost",
                       n_iters: int | None = None,
                       infer_local: Array = 0.0, infer_edge: Array = 0.0) -> GreedyResult:
     """Removal-only greedy offloading with the KKT allocation (module doc).
 
     Args:
       scn: tasks, fields ``(..., N)`` (NumPy or JAX), SI units.
-      params: the system (traced fields are fine).
+      sys_params: the system (traced fields are fine).
       objective: ``"cost"`` (Eq. 24-25) or ``"delay"`` (service delay only).
       n_iters: rounds (static); default N, enough to reach the fixed point
         (each round that changes anything removes at least one task).
@@ -125,8 +126,8 @@ def greedy_offloading(scn: Scenario, params: SystemParams, *, objective: str = "
 
     def body(_, carry):
         x, rounds = carry
-        b, f = optimal_allocation(scn, x, params)
-        edge, local = own_costs(scn, x, b, f, params, infer_local, infer_edge, objective)
+        b, f = optimal_allocation(scn, x, sys_params)
+        edge, local = own_costs(scn, x, b, f, sys_params, infer_local, infer_edge, objective)
         excess = jnp.where(x, edge - local, -jnp.inf)
         worse = x & ~(excess < 0)          # NaN/inf edge costs leave too
         changed = jnp.any(worse, axis=-1)
@@ -135,10 +136,10 @@ def greedy_offloading(scn: Scenario, params: SystemParams, *, objective: str = "
     x0 = jnp.ones(shape, bool)
     x, rounds = jax.lax.fori_loop(0, rounds_max, body,
                                   (x0, jnp.zeros(shape[:-1], jnp.int32)))
-    b, f = optimal_allocation(scn, x, params)
-    c_edge = system.cost_edge(scn, jnp.where(x, b, 1.0), jnp.where(x, f, 1.0), params,
+    b, f = optimal_allocation(scn, x, sys_params)
+    c_edge = system.cost_edge(scn, jnp.where(x, b, 1.0), jnp.where(x, f, 1.0), sys_params,
                               infer_edge)
-    c_loc = system.cost_local(scn, params, infer_local)
+    c_loc = system.cost_local(scn, sys_params, infer_local)
     cost = jnp.sum(jnp.where(x, c_edge, c_loc), axis=-1)
     return GreedyResult(offload=x, bandwidth=jnp.where(x, b, 0.0),
                         f_alloc=jnp.where(x, f, 0.0), cost=cost, rounds=rounds)

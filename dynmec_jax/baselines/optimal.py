@@ -179,7 +179,7 @@ def _log_share(log_q: Array, ok: Array) -> Array:
     return jnp.where(ok, jnp.exp(jnp.where(ok, log_q - log_tot, 0.0)), 0.0)
 
 
-def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams, *,
+def optimal_allocation(scn: Scenario, offload_mask: Array, sys_params: SystemParams, *,
                        newton_iters: int = NEWTON_ITERS,
                        eps_weight: float = EPS_WEIGHT) -> tuple[Array, Array]:
     """Exact minimiser of sum_{offloaded} w_i (T_tra_i + T_com_i) (Eq. 1, 2, 11h-11k, 19).
@@ -188,7 +188,7 @@ def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams,
       scn: the tasks (fields ``(..., N)``, any leading shape incl. none; NumPy
         or JAX arrays), SI units.
       offload_mask: x_i, bool or 0/1, broadcastable to ``(..., N)``.
-      params: the system; traced fields are fine (``vmap`` over a stacked
+      sys_params: the system; traced fields are fine (``vmap`` over a stacked
         ``SystemParams``).
       newton_iters: joint Newton steps of the bandwidth solve (a Python int;
         static under ``jit``); the default is converged to float32 and
@@ -219,14 +219,14 @@ def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams,
       offloaded weight is 0, the bandwidth problem uses w_i = 1 (minimum sum
       of transmission delays).
     * Users not offloaded get exactly 0 of both; no offloaded user -> all 0.
-    * Gradients (w.r.t. the scenario and ``params``) are the implicit
+    * Gradients (w.r.t. the scenario and ``sys_params``) are the implicit
       derivatives at the optimum and are finite everywhere: every division
       and log uses the double-``jnp.where`` pattern.
     """
     scn = system.as_scenario(scn)
     size, workload, distance = scn.size, scn.workload, scn.distance
     served = jnp.broadcast_to(jnp.asarray(offload_mask).astype(bool), jnp.shape(size))
-    w = system.importance_weights(size, workload, scn.deadline, params)
+    w = system.importance_weights(size, workload, scn.deadline, sys_params)
 
     # ---- CPU: closed form, in log space (no overflow of w c s). -------------
     need_cpu = served & (w > 0) & (workload > 0) & (size > 0)
@@ -234,7 +234,7 @@ def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams,
     log_c = _safe_log(workload, need_cpu)
     log_s = _safe_log(size, served & (size > 0))
     cpu_share = _log_share(0.5 * (log_w + log_c + log_s), need_cpu)
-    f_alloc = params.f_server * cpu_share
+    f_alloc = sys_params.f_server * cpu_share
 
     # ---- Bandwidth: joint Newton on the log-space KKT system. ---------------
     active = served & (size > 0)
@@ -245,9 +245,9 @@ def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams,
     w_floor = eps_weight * w_mean
     w_eff = jnp.where(has_weight, jnp.maximum(w, w_floor), 1.0)
     log_a = _safe_log(w_eff, active) + log_s
-    beta = jnp.where(active, system.log_snr_coeff(distance, params), 0.0)
+    beta = jnp.where(active, system.log_snr_coeff(distance, sys_params), 0.0)
     c = 2.0 * beta - log_a
-    log_bmax = jnp.log(params.bandwidth_max)
+    log_bmax = jnp.log(sys_params.bandwidth_max)
     n_active = jnp.sum(active, axis=-1, keepdims=True)
 
     t, lam = _solve(jax.lax.stop_gradient(beta), jax.lax.stop_gradient(c),
@@ -259,7 +259,7 @@ def optimal_allocation(scn: Scenario, offload_mask: Array, params: SystemParams,
     psi_dpsi = jax.lax.stop_gradient(_psi(t))
     t, _ = _newton_step(t, lam, beta, c, log_bmax, active, psi_dpsi)
     # b_i = exp(beta_i - t_i), normalised so that sum b = b_max exactly.
-    bandwidth = params.bandwidth_max * _log_share(beta - t, active)
+    bandwidth = sys_params.bandwidth_max * _log_share(beta - t, active)
     return bandwidth, f_alloc
 
 

@@ -53,6 +53,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         chunk_steps=100,             # steps per lax.scan chunk (checkpoint + log interval)
         offload_all_fraction=0.5,    # share of training scenarios with every task offloaded
         load_balance_weight=0.0,     # Shazeer importance loss (off: measured, see docs)
+        micro_batch=ml_collections.config_dict.placeholder(int),  # scenarios per gradient
+        # slice (None: the whole batch; see train/allocator.py, make_train_step)
     ))
     c.eval = ml_collections.ConfigDict(dict(
         batch=1024,            # held-out scenarios

@@ -56,8 +56,8 @@ class Context:
     ``va``, ``vb``: ``{axis: {metric: sweep_table}}`` of Sections V.A and V.B
     (SI units); ``policy``: ``{axis: {"regret" | "label_width" | "label_depth"
     | "label_macs": sweep_table}}`` with series "va" and "vb" (see
-    :func:`dynmec_jax.reproduce.tables`); ``fig04``, ``fig12``: the dicts of
-    :func:`dynmec_jax.reproduce.fig04_data` and ``fig12_data``;
+    :func:`dynmec_jax.experiments.figures.tables`); ``fig04``, ``fig12``: the dicts of
+    :func:`dynmec_jax.experiments.figures.fig04_data` and ``fig12_data``;
     ``default_size_avg``: the run's Table II data amount s_avg [bit].
     """
 
@@ -563,8 +563,8 @@ def evaluate(cfg, tabs: dict, fig04: dict, fig12: dict) -> list[dict]:
     """Checks every claim of :data:`CLAIMS` against the run's numbers.
 
     ``cfg``: the reproduction config (its ``allocator.system`` gives the Table
-    II point); ``tabs``: :func:`dynmec_jax.reproduce.tables`; ``fig04``,
-    ``fig12``: :func:`dynmec_jax.reproduce.fig04_data` and ``fig12_data``.
+    II point); ``tabs``: :func:`dynmec_jax.experiments.figures.tables`; ``fig04``,
+    ``fig12``: :func:`dynmec_jax.experiments.figures.fig04_data` and ``fig12_data``.
     Returns rows ``{"figure", "claim", "status", "numbers"}`` in the order of
     :data:`CLAIMS` (claims whose ``applies`` is false are left out); status is
     one of :data:`STATUSES`, and a claim not reproduced has ``". Why: ..."``

@@ -42,12 +42,14 @@ def main(argv=None):
         os.environ["XLA_FLAGS"] = " ".join(flags)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-    from dynmec_jax import sweep
+    # Deferred: XLA_FLAGS (the device count) must be set before jax is imported.
+    import jax
+    import toy
+
+    from dynmec_jax import files, sweep
 
     sweep.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                                  initialization_timeout=60)
-    import jax
-    import toy
 
     if args.pause_in_write > 0:
         real_fsync = os.fsync
@@ -69,7 +71,7 @@ def main(argv=None):
                "n_processes": jax.process_count(), "records": records}
     if args.pause_in_write > 0:
         os.fsync = real_fsync
-    sweep.atomic_write_text(args.out, json.dumps(payload))
+    files.atomic_write(args.out, json.dumps(payload))
     return 0
 
 

@@ -1,14 +1,11 @@
-"""The elastic MoE allocation model of Section IV.A-B and IV.D (Eq. 12-20, 30-33).
+"""The elastic MoE allocation network of Section IV.A-B and IV.D (Eq. 12-20, 30-33).
 
 One set of weights serves every sub-network (width k = active experts,
 depth l = layers per expert), and one compiled function serves every
 (width, depth): both are *traced* integers.
 
-* **Features** (:func:`normalize_features`).  Each user's five task features
-  (Eq. 7) enter as logarithms of dimensionless ratios.  The optimal CPU share
-  of the weighted-delay problem is ``f_i ∝ sqrt(w_i c_i s_i)`` with
-  ``w_i = gamma c_i s_i / d_i`` (Eq. 19), i.e. ``log f_i = log c_i + log s_i
-  - 0.5 log d_i + const``: linear in these inputs.
+* **Features**: each user's five task features (Eq. 7) enter as the
+  log-ratios of :func:`dynmec_jax.nets.features.normalize_features`.
 * **Per-user experts.**  The gate and every expert see one user's 5 features,
   so the model works for any number of users N and the allocation is
   permutation-equivariant in users; the two heads (Eq. 18, 20) give one logit
@@ -26,7 +23,7 @@ depth l = layers per expert), and one compiled function serves every
   (as in ``top_k``), so ties still give exactly ``width`` experts.
 * **Depth by masks** (Eq. 32).  All ``L`` layers run; layer ``i`` (0-based)
   is kept where ``i < depth`` and skipped (identity) otherwise.
-* **All sub-networks in one pass** (:func:`allocate_all`).  The depth-``l``
+* **All sub-networks in one pass** (:meth:`MoEAllocator.all_subnets`).  The depth-``l``
   expert outputs are the intermediate activations of the deepest pass.  The
   heads are linear, so ``head(sum_k G_k E_k) = sum_k G_k head(E_k)``; with the
   experts in gate order, prefix sums of ``exp(z_r - z_max) head(E_r)`` and of
@@ -35,6 +32,8 @@ depth l = layers per expert), and one compiled function serves every
 
 Masked compute costs full FLOPs; the inference-delay model
 (:mod:`dynmec_jax.accounting`) counts only the active experts and layers.
+The shares of Eq. 18 and 20 and the allocation itself are in
+:mod:`dynmec_jax.allocator`.
 
 Units: bandwidth in Hz, CPU frequency in cycles/s (SI, as in
 :mod:`dynmec_jax.system`).
@@ -42,103 +41,20 @@ Units: bandwidth in Hz, CPU frequency in cycles/s (SI, as in
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import struct
 
 from dynmec_jax.accounting import N_FEATURES
-from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
 
-# Smallest ratio (feature / reference scale) fed to the logarithm: size 0 and
-# workload 0 (both possible under U[0, 2 avg]) map to log(1e-4) ~ -9.2.
-FEATURE_FLOOR = 1e-4
-
 
 # ----------------------------------------------------------------------------
-# Input features
+# Gates
 # ----------------------------------------------------------------------------
-
-@struct.dataclass
-class FeatureScales:
-    """Reference scales of the five input features (Eq. 7), SI units.
-
-    A frozen pytree (may be traced).  Each feature ``u`` enters the model as
-    ``log(max(u / scale, FEATURE_FLOOR))``, see :func:`normalize_features`.
-
-    Attributes:
-      size: s_ref [bits] (default s_avg = 1 kbit).
-      workload: c_ref [cycles/bit] (default c_avg = 797.5).
-      deadline: d_ref [s] (default d_max = 160 ms).
-      distance: l_ref [m] (default l_max = 500 m).
-      f_local: f_ref [cycles/s] (default f_loc,max = 0.15 GHz).
-    """
-
-    size: Array
-    workload: Array
-    deadline: Array
-    distance: Array
-    f_local: Array
-
-    @classmethod
-    def from_params(cls, params: SystemParams) -> FeatureScales:
-        """Scales from the sampling ranges of Section V: s_avg [bits], c_avg
-        [cycles/bit], d_max [s], l_max [m] and f_loc,max [cycles/s]."""
-        return cls(size=params.size_avg, workload=params.workload_avg,
-                   deadline=params.deadline_max, distance=params.distance_max,
-                   f_local=params.f_local_max)
-
-
-def normalize_features(scn: Scenario, scales: FeatureScales,
-                       floor: float = FEATURE_FLOOR) -> Array:
-    """Per-user model input: log-ratios of the Eq. 7 features, ``(..., N, 5)``.
-
-    ``z = [log(s/s_ref), log(c/c_ref), log(d/d_ref), log(l/l_ref),
-    log(f_loc/f_ref)]`` (dimensionless), each ratio floored at ``floor`` so
-    that size 0 or workload 0 stays finite.  In these coordinates the optimal
-    log CPU share ``log c + log s - 0.5 log d + const`` (from Eq. 19 and the
-    KKT conditions of the weighted delay) is linear.
-
-    Args:
-      scn: tasks with fields ``(..., N)`` in SI units.
-      scales: reference scales, e.g. ``FeatureScales.from_params(params)``.
-      floor: smallest ratio passed to the logarithm.
-    """
-    def f(x, ref):
-        x = jnp.asarray(x)
-        return jnp.log(jnp.maximum(x / ref, floor))
-
-    return jnp.stack([f(scn.size, scales.size), f(scn.workload, scales.workload),
-                      f(scn.deadline, scales.deadline), f(scn.distance, scales.distance),
-                      f(scn.f_local, scales.f_local)], axis=-1)
-
-
-# ----------------------------------------------------------------------------
-# Small numerical helpers
-# ----------------------------------------------------------------------------
-
-def masked_softmax(logits: Array, mask: Array, axis: int = -1) -> Array:
-    """Softmax of ``logits`` over the entries where ``mask`` holds (Eq. 14, 18, 20).
-
-    Entries outside ``mask`` are exactly 0; if ``mask`` is false everywhere
-    along ``axis`` the result is all zeros.  Gradients are finite in every
-    case (double-``where``: masked logits never reach ``exp`` and the
-    normaliser is replaced by 1 where it is 0).  Dimensionless shares that sum
-    to 1 over the masked-in entries.
-    """
-    logits = jnp.asarray(logits)
-    m = jnp.broadcast_to(jnp.asarray(mask).astype(bool), logits.shape)
-    top = jnp.max(jnp.where(m, logits, -jnp.inf), axis=axis, keepdims=True)
-    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-    e = jnp.where(m, jnp.exp(jnp.where(m, logits - top, 0.0)), 0.0)
-    total = jnp.sum(e, axis=axis, keepdims=True)
-    return e / jnp.where(total > 0, total, 1.0)
-
 
 def load_balance_loss(gates: Array, mask: Array | None = None) -> Array:
     """Shazeer et al.'s importance loss: CV^2 of the per-expert summed gates.
@@ -163,35 +79,6 @@ def load_balance_loss(gates: Array, mask: Array | None = None) -> Array:
 
 def _leaky_relu(x, slope):
     return jnp.where(x >= 0, x, slope * x)
-
-
-def _host_check_range(value, lo: int, hi: int, name: str) -> None:
-    """Raises ValueError for a concrete ``value`` outside [lo, hi] (no-op if traced)."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    v = np.asarray(value)
-    if not np.issubdtype(v.dtype, np.integer):
-        if not np.all(np.equal(np.mod(v, 1), 0)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if v.size and (np.min(v) < lo or np.max(v) > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-
-
-def _per_user(value: Array, user_shape: tuple, name: str) -> Array:
-    """Broadcasts a width/depth to the user shape ``(..., N)`` (int32).
-
-    ``value`` is a scalar, per scenario (broadcastable to the batch shape
-    ``(...)``, e.g. ``(B,)``), or per user (same rank as ``(..., N)``, e.g.
-    ``(B, 1)`` or ``(B, N)``).
-    """
-    v = jnp.asarray(value).astype(jnp.int32)
-    n_batch = len(user_shape) - 1
-    if v.ndim <= n_batch:
-        v = v[..., None]
-    elif v.ndim != n_batch + 1:
-        raise ValueError(f"{name} of shape {v.shape} does not fit scenarios of "
-                         f"shape {tuple(user_shape)}")
-    return jnp.broadcast_to(v, user_shape)
 
 
 def expert_ranks(logits: Array) -> Array:
@@ -447,112 +334,3 @@ class MoEAllocator(nn.Module):
         out = num / x[..., -1:, None] + self.b_heads
         out = jnp.transpose(out, (1, 2, 0, 3))                                # (K, L, M, 2)
         return out.reshape((K, L) + lead + (2,))
-
-
-# ----------------------------------------------------------------------------
-# Pure API
-# ----------------------------------------------------------------------------
-
-class AllocationAux(NamedTuple):
-    """Extras of :func:`allocate` for training.
-
-    Attributes:
-      logits: per-user head logits ``(..., N, 2)`` (A = bandwidth, B = CPU).
-      gates: gate values G(x) of Eq. 13, ``(..., N, K)``.
-      load_balance: importance loss (CV^2, :func:`load_balance_loss`) over the
-        offloaded users, scalar, dimensionless.
-    """
-
-    logits: Array
-    gates: Array
-    load_balance: Array
-
-
-def init_params(key: Array, model: MoEAllocator, n_users: int = 1) -> dict:
-    """Initial parameters of ``model`` (a pytree; independent of the number of users).
-
-    ``n_users`` only sizes the dummy input used for tracing.  Counts:
-    :func:`dynmec_jax.accounting.allocation_model_params` at (K, L).
-    """
-    z = jnp.zeros((n_users, model.n_features), jnp.float32)
-    return model.init(key, z, model.n_experts, model.n_layers)
-
-
-def _offload(offload_mask, shape):
-    if offload_mask is None:
-        return jnp.ones(shape, bool)
-    return jnp.broadcast_to(jnp.asarray(offload_mask).astype(bool), shape)
-
-
-def _shares(logits, mask, params: SystemParams):
-    """Eq. 18 and 20: b = b_max softmax(A) [Hz], f = f_ser softmax(B) [cycles/s]."""
-    bandwidth = params.bandwidth_max * masked_softmax(logits[..., 0], mask)
-    f_alloc = params.f_server * masked_softmax(logits[..., 1], mask)
-    return bandwidth, f_alloc
-
-
-def allocate(model: MoEAllocator, params: dict, scn: Scenario, offload_mask: Array | None,
-             width: Array, depth: Array, sys_params: SystemParams,
-             feature_scales: FeatureScales | None = None, noise_key: Array | None = None,
-             return_aux: bool = False):
-    """Allocation of sub-network (width, depth): Eq. 12-20, 32.
-
-    Args:
-      model, params: the allocator and its parameters.
-      scn: tasks, fields ``(..., N)`` (SI units; NumPy or JAX arrays).
-      offload_mask: x_i, bool ``(..., N)``; None means every user offloads
-        (Section V.A).  Only offloaded users share the resources.
-      width: k, active experts in [1, K]; depth: l, layers per expert in
-        [1, L].  Ints (traced is fine: one compiled function serves all),
-        scalar, per scenario (broadcastable to the batch shape ``(...)``, e.g.
-        ``(B,)``) or per user (rank of ``(..., N)``, e.g. ``(B, 1)``).
-        Concrete out-of-range values raise ``ValueError``; traced ones are
-        clipped to the range.
-      sys_params: b_max [Hz] and f_ser [cycles/s] (and the feature scales if
-        ``feature_scales`` is None).
-      feature_scales: input scales; default ``FeatureScales.from_params(sys_params)``.
-      noise_key: PRNG key for the gate noise (Eq. 16) during training; None at
-        inference.
-      return_aux: also return an :class:`AllocationAux` (logits, gates,
-        load-balance loss).
-    Returns:
-      ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(..., N)``: they sum to
-      b_max and f_ser over the offloaded users of each scenario and are
-      exactly 0 elsewhere (all 0 if no user offloads).  With ``return_aux``,
-      ``(bandwidth, f_alloc, aux)``.
-    """
-    _host_check_range(width, 1, model.n_experts, "width")
-    _host_check_range(depth, 1, model.n_layers, "depth")
-    if feature_scales is None:
-        feature_scales = FeatureScales.from_params(sys_params)
-    z = normalize_features(scn, feature_scales)
-    shape = z.shape[:-1]
-    mask = _offload(offload_mask, shape)
-    width = _per_user(width, shape, "width")
-    depth = _per_user(depth, shape, "depth")
-    logits, gates = model.apply(params, z, width, depth, noise_key)
-    bandwidth, f_alloc = _shares(logits, mask, sys_params)
-    if not return_aux:
-        return bandwidth, f_alloc
-    aux = AllocationAux(logits=logits, gates=gates, load_balance=load_balance_loss(gates, mask))
-    return bandwidth, f_alloc, aux
-
-
-def allocate_all(model: MoEAllocator, params: dict, scn: Scenario, offload_mask: Array | None,
-                 sys_params: SystemParams, feature_scales: FeatureScales | None = None,
-                 noise_key: Array | None = None):
-    """Allocations of all K x L sub-networks in one pass (Eq. 12-20, 32).
-
-    Same arguments as :func:`allocate` without width/depth.  Returns
-    ``(bandwidth [Hz], f_alloc [cycles/s])``, each ``(K, L, ..., N)``: entry
-    ``[k-1, l-1]`` equals ``allocate(..., width=k, depth=l)`` (up to float
-    rounding; same noise for every entry when ``noise_key`` is given).  Costs
-    about as much as the largest sub-network alone (see
-    :meth:`MoEAllocator.all_subnets`).
-    """
-    if feature_scales is None:
-        feature_scales = FeatureScales.from_params(sys_params)
-    z = normalize_features(scn, feature_scales)
-    mask = _offload(offload_mask, z.shape[:-1])
-    logits = model.apply(params, z, noise_key, method=MoEAllocator.all_subnets)
-    return _shares(logits, mask, sys_params)

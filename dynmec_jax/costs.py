@@ -1,13 +1,9 @@
-"""The scheduling model of Section IV.C: offloading probabilities, costs and rewards (Eq. 21-27).
+"""Costs, rewards, labels and losses of the joint problem (Eq. 19-29, 34-35).
 
-* :class:`SetScheduler` (the default, beyond the paper): one shared per-user
-  MLP of each task's normalised features and pooled summaries of all users
-  (two passes), N sigmoid offloading probabilities p_i (the action of
-  Eq. 22); its parameters do not depend on N.
-* :class:`Scheduler` (the paper's): a Flax MLP from the normalised features
-  of all N users, flattened to ``(..., 5N)`` (the state s of Eq. 21), through
-  one hidden layer of 32 LeakyReLU units, to N logits.  The input size fixes
-  N.  :func:`build_scheduler` picks one by name.
+Everything here is a pure function of an :class:`~dynmec_jax.allocator.Allocator`,
+scenarios and decisions; the networks are in :mod:`dynmec_jax.nets` and the
+training loops in :mod:`dynmec_jax.train`.
+
 * :func:`inference_delays`: T_l^infer and T_e^infer of Eq. 34-35 [s].
 * :func:`task_costs`: C_i^loc (Eq. 24) and C_i^edge (Eq. 25) of every task,
   where C_i^edge of a task kept local is the cost it *would* have had if it
@@ -16,6 +12,12 @@
   whole scenario's cost with S minus {i} and with S u {i}, for every task i.
 * :func:`advantages`, :func:`rewards` and :func:`scheduler_loss`: Eq. 23
   (raw or relative advantage) and the update of Eq. 26-27.
+* :func:`label_costs` / :func:`labels`: Eq. 28, the (width, depth) minimising
+  the mean C^edge (inference delay of Eq. 35 included) over the offloaded
+  tasks, every sub-network evaluated from one ``Allocator.logits_all``
+  pass; :func:`policy_loss`: Eq. 29 (MSE).
+* :func:`weighted_parts`: the allocator's two training losses (Section IV.A,
+  after Eq. 19 and 20).
 
 Eq. 23 (docs/reproduction.md).  As printed both branches are multiplied by p_i,
 the offloading probability; then a good *local* decision would raise the
@@ -37,7 +39,7 @@ get).  So the estimator is::
     g = (1 / (B N)) sum_{b, i} (C_bi^loc - C_bi^edge) grad_theta p_bi(theta),
 
 applied with gradient ascent (Eq. 27) through optax (Adam by default, see
-:func:`make_optimizer`).  ``estimator="reinforce"`` gives the standard
+:func:`dynmec_jax.train.joint.make_optimizer`).  ``estimator="reinforce"`` gives the standard
 score-function alternative, ``(1/(BN)) sum (b - C_taken) grad log pi``, with
 b the batch-mean cost of the taken actions.
 
@@ -58,197 +60,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from dynmec_jax import accounting, moe, system
+from dynmec_jax import accounting, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
 
-#: Table II: learning rate of the scheduling model.
-LEARNING_RATE = 2e-3
-#: Section V: hidden units of the scheduling and policy models.
-HIDDEN = 32
-#: LeakyReLU slope (flax default).
-NEGATIVE_SLOPE = 0.01
 #: Scheduler update rules (:func:`scheduler_loss`).
 ESTIMATORS = ("eq23", "reinforce", "marginal")
 
 
 # ----------------------------------------------------------------------------
-# The network (Eq. 21-22)
-# ----------------------------------------------------------------------------
-
-class Scheduler(nn.Module):
-    """Scheduling MLP of Eq. 21-22: ``5N -> hidden (LeakyReLU) -> N`` logits.
-
-    ``__call__(z)`` takes the normalised features ``z (..., N, 5)`` of
-    :func:`dynmec_jax.moe.normalize_features`, flattens them to ``(..., 5N)``
-    and returns the N offloading *logits*; ``p_i = sigmoid(logit_i)``
-    (:func:`offload_probabilities`).  Logits rather than probabilities are
-    returned so ``log p`` and ``log(1 - p)`` stay finite.
-
-    Parameters: ``5N hidden + hidden + hidden N + N`` (5,822 at N = 30,
-    hidden = 32); MACs: :func:`dynmec_jax.accounting.scheduler_macs` (5,760).
-    The input size fixes N: one scheduler is trained per N (a sweep over N
-    recompiles per shape).
-
-    Attributes:
-      n_users: N.
-      hidden: hidden units (Section V: 32).
-      negative_slope: LeakyReLU slope.
-    """
-
-    n_users: int
-    hidden: int = HIDDEN
-    negative_slope: float = NEGATIVE_SLOPE
-
-    @nn.compact
-    def __call__(self, z: Array) -> Array:
-        if z.shape[-2:] != (self.n_users, accounting.N_FEATURES):
-            raise ValueError(f"scheduler built for {self.n_users} users x "
-                             f"{accounting.N_FEATURES} features, got input {z.shape}")
-        x = z.reshape(z.shape[:-2] + (self.n_users * accounting.N_FEATURES,))
-        h = nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(x), self.negative_slope)
-        return nn.Dense(self.n_users, name="out")(h)
-
-
-class SetScheduler(nn.Module):
-    """Per-user scheduler (beyond the paper; the default): one shared MLP per task.
-
-    Pass 1: task i's logit is ``MLP_1([z_i, mean_j z_j])``, its own
-    normalised features (:func:`dynmec_jax.moe.normalize_features`) next to
-    the mean over all N users of the same features (a Deep Sets summary of
-    the competition for the server).  Each later pass adds ``MLP_k([z_i,
-    mean_j z_j, sum_j q_j z_j / sum_j q_j, sum_j q_j / N])`` to the logit,
-    with q_j = sigmoid(logit_j) of the passes before: a summary of the tasks
-    the scheduler would offload, whose shares of the server and channel set
-    what offloading task i costs (the KKT allocation depends on the offloaded
-    set only through such sums).  Each MLP has ``n_layers`` hidden layers of
-    ``hidden`` LeakyReLU units and one output.
-
-    The parameters do not depend on N, so one network serves any number of
-    users, and the output is equivariant to the order of the users.  Every
-    output layer starts at zero, so every p_i = 0.5 at initialisation.
-
-    Why not the paper's ``5N -> 32 -> N``: its 32 hidden units are shared by
-    all N outputs, and N per-task decisions do not fit through them; why two
-    passes: one pass of mean features stays about 1.2% above the exhaustive
-    optimum at N = 10, two reach 0.3% (docs/reproduction.md, scheduler
-    ablation).
-
-    Size at the defaults (hidden 32, 2 layers, 2 passes): 3,074 parameters;
-    MACs per user :func:`dynmec_jax.accounting.set_scheduler_macs` (2,944;
-    88,320 at N = 30).
-
-    Attributes:
-      hidden: hidden units per layer (Section V: 32).
-      n_layers: hidden layers per pass.
-      negative_slope: LeakyReLU slope.
-      passes: 1 or more (above).
-    """
-
-    hidden: int = HIDDEN
-    n_layers: int = 2
-    negative_slope: float = NEGATIVE_SLOPE
-    passes: int = 2
-
-    def _mlp(self, h, tag):
-        for i in range(self.n_layers):
-            h = nn.leaky_relu(nn.Dense(self.hidden, name=f"{tag}hidden_{i}")(h),
-                              self.negative_slope)
-        out = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
-                       name=f"{tag}out")(h)
-        return out[..., 0]
-
-    @nn.compact
-    def __call__(self, z: Array) -> Array:
-        if z.shape[-1] != accounting.N_FEATURES:
-            raise ValueError(f"scheduler input must be (..., N, {accounting.N_FEATURES}), "
-                             f"got {z.shape}")
-        ctx = jnp.broadcast_to(jnp.mean(z, axis=-2, keepdims=True), z.shape)
-        logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
-        for k in range(1, self.passes):
-            q = jax.nn.sigmoid(logits)[..., None]
-            nq = jnp.sum(q, axis=-2, keepdims=True)
-            ctx_q = jnp.sum(q * z, axis=-2, keepdims=True) / jnp.maximum(nq, 1e-3)
-            frac = nq / z.shape[-2]
-            extra = jnp.broadcast_to(jnp.concatenate([ctx_q, frac], -1),
-                                     z.shape[:-1] + (z.shape[-1] + 1,))
-            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
-        return logits
-
-
-#: Scheduler networks: "set" (:class:`SetScheduler`, default) or "paper" (:class:`Scheduler`).
-SCHEDULERS = ("set", "paper")
-
-
-def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
-                    passes: int = 2):
-    """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
-
-    Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers`` and ``passes`` apply to "set" only).
-    """
-    if kind == "set":
-        return (SetScheduler(hidden, n_layers, passes=passes),
-                accounting.set_scheduler_macs(n_users, hidden, n_layers, passes))
-    if kind == "paper":
-        return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
-    raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
-
-
-def module_macs(model: nn.Module, n_users: int) -> int:
-    """M_Sced [MACs] of a scheduler module applied to a scenario of ``n_users`` users."""
-    if isinstance(model, SetScheduler):
-        return accounting.set_scheduler_macs(n_users, model.hidden, model.n_layers,
-                                             model.passes)
-    return accounting.scheduler_macs(model.n_users, model.hidden)
-
-
-def scheduler_params_count(n_users: int, hidden: int = HIDDEN) -> int:
-    """Trainable parameters of :class:`Scheduler` (weights + biases) [count]."""
-    return accounting.mlp_params(accounting.scheduler_dims(n_users, hidden))
-
-
-def init_scheduler(key: Array, model: nn.Module, n_users: int | None = None) -> dict:
-    """Initial parameters of ``model`` (a pytree); ``n_users`` only shapes the dummy input
-    of a :class:`SetScheduler` (its parameters do not depend on it)."""
-    n = getattr(model, "n_users", None) or n_users or 1
-    return model.init(key, jnp.zeros((n, accounting.N_FEATURES), jnp.float32))
-
-
-def offload_logits(model: Scheduler, params: dict, scn: Scenario,
-                   scales: moe.FeatureScales) -> Array:
-    """Logits of the offloading probabilities of Eq. 22, ``(..., N)`` (dimensionless).
-
-    ``scn`` fields ``(..., N)``; ``scales``: the allocator's feature scales
-    (Eq. 21's state is the normalised feature set).
-    """
-    return model.apply(params, moe.normalize_features(scn, scales))
-
-
-def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,
-                          scales: moe.FeatureScales) -> Array:
-    """p_i of Eq. 22: the probability of offloading task i, ``(..., N)`` in (0, 1)."""
-    return jax.nn.sigmoid(offload_logits(model, params, scn, scales))
-
-
-def sample_actions(key: Array, probs: Array) -> Array:
-    """Training actions x_i ~ Bernoulli(p_i) (Eq. 22), bool ``(..., N)``."""
-    return jax.random.uniform(key, jnp.shape(probs)) < probs
-
-
-def greedy_actions(probs: Array) -> Array:
-    """Evaluation actions x_i = [p_i > 0.5], bool ``(..., N)``."""
-    return probs > 0.5
-
-
-# ----------------------------------------------------------------------------
-# Costs (Eq. 24-25, 34-35)
+# Inference delays and per-task costs (Eq. 24-25, 34-35)
 # ----------------------------------------------------------------------------
 
 def inference_delays(sys_params: SystemParams, scheduler_macs, policy_macs, allocator_macs):
@@ -264,49 +91,6 @@ def inference_delays(sys_params: SystemParams, scheduler_macs, policy_macs, allo
         jnp.asarray(scheduler_macs) + jnp.asarray(policy_macs) + jnp.asarray(allocator_macs),
         sys_params)
     return t_local, t_edge
-
-
-def allocator_macs_table(allocator, n_served: Array) -> Array:
-    """M_Alloc of every sub-network, ``(K, L) + shape(n_served)`` [MACs] (Eq. 30-33).
-
-    0 where ``n_served`` is 0 (nothing to allocate).  Works for the static
-    model too (``(1, L, ...)``, the same count everywhere).
-    """
-    n = jnp.asarray(n_served)
-    if allocator.is_moe:
-        return allocator.macs_table(n)
-    m = allocator.macs(allocator.n_experts, allocator.n_layers, n)
-    return jnp.broadcast_to(m, (1, allocator.n_layers) + n.shape)
-
-
-def allocator_macs(allocator, width: Array, depth: Array, n_served: Array) -> Array:
-    """M_Alloc of sub-network (width, depth) applied to ``n_served`` users [MACs] (Eq. 30-33).
-
-    Elementwise over broadcast arrays; traced values are fine.  The static
-    model ignores width and depth.
-    """
-    if allocator.is_moe:
-        return allocator.macs(jnp.asarray(width), jnp.asarray(depth), jnp.asarray(n_served))
-    return allocator.macs(allocator.n_experts, allocator.n_layers, jnp.asarray(n_served))
-
-
-def gather_subnet(table: Array, width: Array, depth: Array) -> Array:
-    """``table[width-1, depth-1, b, ...]`` per leading index: ``(K, L, B, ...)`` -> ``(B, ...)``.
-
-    ``width``/``depth``: int ``(B,)`` or ``(B, M)`` (1-based); for ``(B, M)``
-    the result is ``(B, M, ...)`` with ``table`` ``(K, L, B, ...)`` indexed
-    at ``[w[b, m]-1, d[b, m]-1, b]``.  Used to pick the logits or costs of a
-    traced sub-network out of the one-pass tables.
-    """
-    t = jnp.moveaxis(table, 2, 0)                           # (B, K, L, ...)
-    w = jnp.asarray(width).astype(jnp.int32) - 1
-    d = jnp.asarray(depth).astype(jnp.int32) - 1
-    K, L = t.shape[1], t.shape[2]
-    w = jnp.clip(w, 0, K - 1)
-    d = jnp.clip(d, 0, L - 1)
-    if w.ndim == 1:
-        return jax.vmap(lambda tb, wb, db: tb[wb, db])(t, w, d)
-    return jax.vmap(lambda tb, wb, db: jax.vmap(lambda wm, dm: tb[wm, dm])(wb, db))(t, w, d)
 
 
 class TaskCosts(NamedTuple):
@@ -338,7 +122,7 @@ def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
     """C^loc and C^edge of every task (Eq. 24-25, 34-35), the edge one exact for flips.
 
     Args:
-      allocator: the (fixed) :class:`~dynmec_jax.allocation.Allocator`.
+      allocator: the (fixed) :class:`~dynmec_jax.allocator.Allocator`.
       logits_all: ``allocator.logits_all(scn)``, ``(K, L, B, N, 2)``
         (mask-independent; computed once per batch).
       scn: tasks, fields ``(B, N)``.
@@ -358,15 +142,14 @@ def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
     eye = jnp.eye(n, dtype=bool)
     masks = x[..., None, :] | eye                                # (B, N_i, N_j)
     width, depth = decide_fn(masks)                              # (B, N_i)
-    logits = gather_subnet(logits_all, width, depth)             # (B, N_i, N_j, 2)
-    share_b = moe.masked_softmax(logits[..., 0], masks)
-    share_f = moe.masked_softmax(logits[..., 1], masks)
-    bandwidth = sys_params.bandwidth_max * jnp.sum(jnp.where(eye, share_b, 0.0), -1)
-    f_alloc = sys_params.f_server * jnp.sum(jnp.where(eye, share_f, 0.0), -1)
+    logits = allocator_lib.gather_subnet(logits_all, width, depth)             # (B, N_i, N_j, 2)
+    share_b, share_f = allocator_lib.shares(logits, masks, sys_params)  # (B, N_i, N_j)
+    bandwidth = jnp.sum(jnp.where(eye, share_b, 0.0), -1)       # task i's own share
+    f_alloc = jnp.sum(jnp.where(eye, share_f, 0.0), -1)
     n_served = jnp.sum(masks, axis=-1).astype(jnp.int32)         # (B, N_i)
     t_loc, t_edge = inference_delays(
         sys_params, scheduler_macs, policy_macs,
-        allocator_macs(allocator, width, depth, n_served))
+        allocator.macs(width, depth, n_served))
     c_loc = system.cost_local(scn, sys_params, t_loc)
     c_edge = system.cost_edge(scn, bandwidth, f_alloc, sys_params, t_edge)
     return TaskCosts(local=c_loc, edge=c_edge, width=width.astype(jnp.int32),
@@ -377,12 +160,11 @@ def _set_costs(allocator, logits_all, scn, masks, decide_fn, sys_params, schedul
                policy_macs):
     """Total cost sum_j C_j (Eq. 24-25) of each offload set ``masks (B, M, N)``, ``(B, M)``."""
     width, depth = decide_fn(masks)                              # (B, M)
-    logits = gather_subnet(logits_all, width, depth)             # (B, M, N, 2)
-    bandwidth = sys_params.bandwidth_max * moe.masked_softmax(logits[..., 0], masks)
-    f_alloc = sys_params.f_server * moe.masked_softmax(logits[..., 1], masks)
+    logits = allocator_lib.gather_subnet(logits_all, width, depth)             # (B, M, N, 2)
+    bandwidth, f_alloc = allocator_lib.shares(logits, masks, sys_params)
     n_served = jnp.sum(masks, axis=-1)
     t_loc, t_edge = inference_delays(sys_params, scheduler_macs, policy_macs,
-                                     allocator_macs(allocator, width, depth, n_served))
+                                     allocator.macs(width, depth, n_served))
     scn_b = jax.tree.map(lambda a: a[..., None, :], scn)         # (B, 1, N)
     c_edge = system.cost_edge(scn_b, jnp.where(masks, bandwidth, 1.0),
                               jnp.where(masks, f_alloc, 1.0), sys_params, t_edge[..., None])
@@ -496,7 +278,7 @@ def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
     mean of C^taken (both held fixed; ``advantage`` does not apply).
     ``estimator="marginal"``: the same loss as "eq23", to be used with the
     costs of :func:`marginal_costs` (the caller picks the costs;
-    :func:`dynmec_jax.policy.make_episode` does).  ``entropy``: weight of
+    :func:`dynmec_jax.train.joint.make_update` does).  ``entropy``: weight of
     an entropy bonus ``-entropy mean H(p)`` (0 = none).  ``logits``: the
     scheduler's output ``(B, N)``.  Scalar (cost units for "raw", else
     dimensionless).
@@ -516,24 +298,83 @@ def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
     raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
-def make_optimizer(lr: float = LEARNING_RATE, kind: str = "adam",
-                   clip_norm: float = 0.0) -> optax.GradientTransformation:
-    """The scheduler's optimiser (Eq. 27): ``"adam"`` (default) or ``"sgd"`` at ``lr``.
+# ----------------------------------------------------------------------------
+# Labels (Eq. 28) and the policy's loss (Eq. 29)
+# ----------------------------------------------------------------------------
 
-    Eq. 27 is plain gradient ascent, ``theta' = theta + lr grad J``
-    (``"sgd"``).  The costs span orders of magnitude (w_i ~ 1/d_i with d_i
-    down to 1 ms), so the raw gradient's scale varies by 10^3 between
-    batches; Adam is scale-free and at the paper's lr = 2e-3 learns several
-    times faster in our measurements (docs/reproduction.md), so it is the
-    default.  The loss is minimised, i.e. the reward ascended.  ``clip_norm``
-    > 0 clips the gradient's global norm first (``optax.clip_by_global_norm``).
+def label_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
+                sys_params: SystemParams, scheduler_macs=0, policy_macs_=0) -> Array:
+    """Mean C^edge over the offloaded tasks for every sub-network, ``(K, L, B)`` (Eq. 25, 28).
+
+    ``logits_all``: ``allocator.logits_all(scn)`` ``(K, L, B, N, 2)``.
+    Inference delay of Eq. 35 included: lambda (M_Sced + M_Poli +
+    M_Alloc(k, l, n)) / f_ser with n the number offloaded.  Scenarios with
+    nothing offloaded give 0 everywhere.
     """
-    if kind == "adam":
-        tx = optax.adam(lr)
-    elif kind == "sgd":
-        tx = optax.sgd(lr)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}")
-    if clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-    return tx
+    x = jnp.asarray(offload).astype(bool)
+    bandwidth, f_alloc = allocator_lib.shares(logits_all, x, sys_params)
+    n = jnp.sum(x, axis=-1)
+    _, t_edge = inference_delays(
+        sys_params, scheduler_macs, policy_macs_, allocator.macs_table(n))
+    c = system.cost_edge(scn, jnp.where(x, bandwidth, 1.0), jnp.where(x, f_alloc, 1.0),
+                         sys_params, t_edge[..., None])
+    total = jnp.sum(jnp.where(x, c, 0.0), axis=-1)
+    return total / jnp.maximum(n, 1).astype(total.dtype)
+
+
+def labels(allocator, logits_all: Array, scn: Scenario, offload: Array,
+           sys_params: SystemParams, scheduler_macs=0, policy_macs_=0,
+           variant: str = "full", fixed: tuple | None = None):
+    """Eq. 28: ``(width*, depth*)`` = argmin over allowed (k, l) of the mean C^edge.
+
+    Returns ``(width, depth, costs)``: int32 ``(B,)`` each (1-based) and the
+    ``(K, L, B)`` table of :func:`label_costs`.  Ties go to the smallest
+    width, then depth.  NaN costs are treated as +inf.
+    """
+    costs = label_costs(allocator, logits_all, scn, offload, sys_params, scheduler_macs,
+                        policy_macs_)
+    K, L = costs.shape[:2]
+    allowed = jnp.asarray(policy_net.allowed_subnets(K, L, variant, fixed))
+    c = jnp.where(allowed[..., None] & ~jnp.isnan(costs), costs, jnp.inf)
+    flat = c.reshape((K * L,) + c.shape[2:])
+    idx = jnp.argmin(flat, axis=0)
+    return (idx // L + 1).astype(jnp.int32), (idx % L + 1).astype(jnp.int32), costs
+
+
+def policy_loss(out: Array, width: Array, depth: Array, valid: Array,
+                variant: str = "full") -> Array:
+    """Eq. 29: ||P_label - P_out||^2, averaged over the ``valid`` scenarios.
+
+    ``out`` ``(B, 2)``; labels int ``(B,)``; ``valid`` bool ``(B,)`` (at least
+    one offloaded task).  "fix_width" uses only the depth output, "fix_depth"
+    only the width output, "fixed" gives 0.  Units: experts^2 + layers^2.
+    """
+    policy_net.check_variant(variant)
+    target = jnp.stack([width, depth], -1).astype(out.dtype)
+    use = jnp.array([variant in ("full", "fix_depth"), variant in ("full", "fix_width")])
+    sq = jnp.sum(jnp.where(use, jnp.square(out - target), 0.0), axis=-1)
+    v = jnp.asarray(valid).astype(out.dtype)
+    return jnp.sum(sq * v) / jnp.maximum(jnp.sum(v), 1.0)
+
+
+# ----------------------------------------------------------------------------
+# The allocator's training losses (Section IV.A)
+# ----------------------------------------------------------------------------
+
+def weighted_parts(scn: Scenario, offload: Array, bandwidth: Array, f_alloc: Array,
+                   sys_params: SystemParams):
+    """``(sum_i w_i T_tra_i, sum_i w_i T_com_i)`` over offloaded users, each ``(...)``.
+
+    The two training losses of Section IV.A (T_w^tra after Eq. 19 and
+    T_w^com after Eq. 20); dimensionless.  Masked users and users with
+    w_i = 0 contribute exactly 0.
+    """
+    x = jnp.asarray(offload).astype(bool)
+    w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    out = system.task_outcomes(scn, x, bandwidth, f_alloc, sys_params)
+    active = x & (w > 0)
+
+    def wsum(t):
+        return jnp.sum(jnp.where(active, w * jnp.where(active, t, 0.0), 0.0), axis=-1)
+
+    return wsum(out.t_tra), wsum(out.t_com)

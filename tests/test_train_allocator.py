@@ -1,4 +1,5 @@
-"""Tests of dynmec_jax.allocation: train step, progressive shrinking, driver, save/load."""
+"""Tests of dynmec_jax.train.allocator and dynmec_jax.allocator: train step, progressive
+shrinking, driver, save/load."""
 
 import json
 import shutil
@@ -7,10 +8,16 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from dynmec_jax import accounting, allocation, baselines, system
+from dynmec_jax import accounting, baselines, costs, files, system
+from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.configs import allocator as allocator_config
+from dynmec_jax.experiments import fig12
+from dynmec_jax.nets import static as static_net
+from dynmec_jax.train import allocator as train_allocator
+from dynmec_jax.train import config as train_config
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +28,13 @@ def smoke_cfg():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, smoke_cfg):
     workdir = tmp_path_factory.mktemp("alloc")
-    record = allocation.train_and_evaluate(smoke_cfg, workdir, progress=False)
+    record = train_allocator.train_and_evaluate(smoke_cfg, workdir, progress=False)
     return workdir, record
 
 
 def test_static_model_parameter_count():
-    model = allocation.StaticAllocator(hidden=384, n_layers=3)
-    v = allocation.init_variables(jax.random.PRNGKey(0), model)
+    model = static_net.StaticAllocator(hidden=384, n_layers=3)
+    v = allocator_lib.init_params(jax.random.PRNGKey(0), model)
     n = sum(x.size for x in jax.tree.leaves(v))
     assert n == accounting.static_model_params(hidden=384, depth=3)
 
@@ -37,7 +44,7 @@ def test_weighted_parts_sum_to_weighted_delay():
     scn = system.sample_scenarios(jax.random.PRNGKey(0), sp, 5)
     mask = jax.random.uniform(jax.random.PRNGKey(1), scn.shape) < 0.6
     b, f = baselines.equal_allocation(scn, mask, sp)
-    tra, com = allocation.weighted_parts(scn, mask, b, f, sp)
+    tra, com = costs.weighted_parts(scn, mask, b, f, sp)
     np.testing.assert_allclose(tra + com, system.weighted_delay(scn, mask, b, f, sp), rtol=1e-5)
 
 
@@ -48,27 +55,28 @@ def test_weighted_parts_sum_to_weighted_delay():
     ("largest", ["largest"]),
 ])
 def test_progressive_phases(case, names):
-    phases = allocation.progressive_phases(case, 4, 3)
+    phases = train_config.progressive_phases(case, 4, 3)
     assert [p[0] for p in phases] == names
     # the last phase allows exactly the case's sub-networks; the first only the largest.
-    np.testing.assert_array_equal(phases[-1][1] | phases[0][1], allocation.subnet_set(case, 4, 3))
+    np.testing.assert_array_equal(phases[-1][1] | phases[0][1], train_config.subnet_set(case, 4, 3))
     assert phases[0][1].sum() == 1 and phases[0][1][-1, -1]
-    table = allocation.schedule_table(phases, [3] * len(phases))
+    table = train_config.schedule_table(phases, [3] * len(phases))
     assert table.shape == (3 * len(phases), 4, 3)
 
 
 def test_sample_subnets_only_allowed():
     allowed = np.zeros((4, 3), bool)
     allowed[1, 0] = allowed[3, 2] = True
-    w, d = allocation.sample_subnets(jax.random.PRNGKey(0), jnp.asarray(allowed), 4000)
+    w, d = train_allocator.sample_subnets(jax.random.PRNGKey(0), jnp.asarray(allowed), 4000)
     pairs = set(zip(np.asarray(w).tolist(), np.asarray(d).tolist(), strict=False))
     assert pairs == {(2, 1), (4, 3)}
     assert 0.45 < float(jnp.mean(w == 2)) < 0.55
 
 
 def _setup(cfg):
-    s = allocation.setup_from_config(cfg)
-    state = allocation.init_state(jax.random.PRNGKey(0), s.model, s.tx)
+    s = train_allocator.setup(train_config.allocator_config(cfg),
+                              system.params_from_overrides(cfg.system.to_dict()))
+    state = train_allocator.init_state(jax.random.PRNGKey(0), s.model, s.tx)
     return s, state
 
 
@@ -77,38 +85,36 @@ def test_train_step_is_finite_and_chunking_does_not_change_results(smoke_cfg):
     K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
     table = jnp.ones((10, K, L), bool)
     key = jax.random.PRNGKey(3)
-    run = jax.jit(lambda st, tab: allocation.train_chunk(s.step_fn, st, key, s.sys_params,
-                                                         s.scales, tab))
+    run = jax.jit(lambda st, tab: train_allocator.train_chunk(s.step_fn, st, key, s.sys_params,
+                                                              s.scales, tab))
     one, metrics = run(state, table)
-    chex.assert_tree_all_finite((one.variables, metrics))
+    chex.assert_tree_all_finite((one.params, metrics))
     half, _ = run(state, table[:5])
     two, _ = run(half, table[5:])
-    chex.assert_trees_all_close(one.variables, two.variables, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(one.params, two.params, rtol=1e-6, atol=1e-7)
     assert int(one.step) == 10
 
 
 def test_micro_batch_step_equals_full_batch_step(smoke_cfg):
     """micro_batch sums per-slice gradients of the same batch and gate noise: with plain
     SGD (so parameter changes are lr x gradient) both steps agree to float rounding."""
-    import optax
-
     s, _ = _setup(smoke_cfg)
     tx = optax.sgd(1.0)
-    state = allocation.init_state(jax.random.PRNGKey(0), s.model, tx)
+    state = train_allocator.init_state(jax.random.PRNGKey(0), s.model, tx)
     batch = int(smoke_cfg.train.batch)
     K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
     allowed = jnp.ones((K, L), bool)
     out = {}
     for mb in (None, batch // 4):
-        step = allocation.make_train_step(s.model, tx, batch, micro_batch=mb)
+        step = train_allocator.make_train_step(s.model, tx, batch, micro_batch=mb)
         out[mb] = jax.jit(step)(state, jax.random.PRNGKey(5), s.sys_params, s.scales, allowed)
     (full, m_full), (tiled, m_tiled) = out[None], out[batch // 4]
     chex.assert_trees_all_close(m_full, m_tiled, rtol=1e-5)
-    delta = jax.tree.map(lambda a, b: a - b, full.variables, state.variables)
+    delta = jax.tree.map(lambda a, b: a - b, full.params, state.params)
     assert max(float(jnp.max(jnp.abs(d))) for d in jax.tree.leaves(delta)) > 0
-    chex.assert_trees_all_close(full.variables, tiled.variables, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(full.params, tiled.params, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="micro_batch"):
-        allocation.make_train_step(s.model, tx, batch, micro_batch=batch - 1)
+        train_allocator.make_train_step(s.model, tx, batch, micro_batch=batch - 1)
 
 
 def test_a_few_seconds_of_training_lowers_the_loss(smoke_cfg):
@@ -118,16 +124,16 @@ def test_a_few_seconds_of_training_lowers_the_loss(smoke_cfg):
     scn = system.sample_scenarios(jax.random.PRNGKey(7), s.sys_params, 256)
     mask = jnp.ones(scn.shape, bool)
 
-    def wd(variables):
-        alloc = allocation.Allocator(variables, s.scales, s.sys_params, s.model)
+    def wd(params):
+        alloc = allocator_lib.Allocator(params, s.scales, s.sys_params, s.model)
         b, f = alloc.allocate(scn, mask)
         return float(system.weighted_delay(scn, mask, b, f, s.sys_params).mean())
 
-    before = wd(state.variables)
+    before = wd(state.params)
     table = jnp.zeros((150, K, L), bool).at[:, -1, -1].set(True)
-    state, _ = jax.jit(lambda st: allocation.train_chunk(
+    state, _ = jax.jit(lambda st: train_allocator.train_chunk(
         s.step_fn, st, jax.random.PRNGKey(1), s.sys_params, s.scales, table))(state)
-    after = wd(state.variables)
+    after = wd(state.params)
     assert after < 0.8 * before
 
 
@@ -136,10 +142,10 @@ def test_static_model_trains_too(smoke_cfg):
     cfg.model.kind = "static"
     s, state = _setup(cfg)
     table = jnp.ones((5, 1, cfg.model.n_layers), bool)
-    state, m = jax.jit(lambda st: allocation.train_chunk(
+    state, m = jax.jit(lambda st: train_allocator.train_chunk(
         s.step_fn, st, jax.random.PRNGKey(1), s.sys_params, s.scales, table))(state)
     chex.assert_tree_all_finite(m)
-    alloc = allocation.Allocator(state.variables, s.scales, s.sys_params, s.model)
+    alloc = allocator_lib.Allocator(state.params, s.scales, s.sys_params, s.model)
     scn = system.sample_scenarios(jax.random.PRNGKey(2), s.sys_params, 3)
     b, f = alloc.allocate(scn)
     np.testing.assert_allclose(b.sum(-1), s.sys_params.bandwidth_max, rtol=1e-5)
@@ -160,7 +166,7 @@ def test_driver_writes_record_and_allocator(smoke_run, smoke_cfg):
             # inference delay only adds delay.
             assert (np.asarray(res[name]["weighted_delay_infer"])
                     >= np.asarray(res[name]["weighted_delay"])).all()
-    alloc = allocation.load_allocator(workdir / "allocator")
+    alloc = allocator_lib.load_allocator(workdir / "allocator")
     assert alloc.n_experts == K and alloc.n_layers == L
 
 
@@ -176,10 +182,10 @@ def test_resume_after_interruption_gives_the_same_model(smoke_run, smoke_cfg, tm
     for f in ("allocator_eval.json",):
         (resumed / f).unlink()
     shutil.rmtree(resumed / "allocator")
-    allocation.train_and_evaluate(smoke_cfg, resumed, progress=False)
-    a = allocation.load_allocator(workdir / "allocator")
-    b = allocation.load_allocator(resumed / "allocator")
-    chex.assert_trees_all_close(a.variables, b.variables, rtol=1e-6, atol=1e-7)
+    train_allocator.train_and_evaluate(smoke_cfg, resumed, progress=False)
+    a = allocator_lib.load_allocator(workdir / "allocator")
+    b = allocator_lib.load_allocator(resumed / "allocator")
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-6, atol=1e-7)
 
 
 def test_a_different_config_refuses_the_workdir(smoke_run, smoke_cfg):
@@ -187,35 +193,35 @@ def test_a_different_config_refuses_the_workdir(smoke_run, smoke_cfg):
     other = smoke_cfg.copy_and_resolve_references()
     other.train.batch = 8
     with pytest.raises(ValueError, match="different config"):
-        allocation.claim_workdir(other, workdir)
+        files.claim_workdir(other, workdir)
 
 
 def test_load_errors_name_the_path(tmp_path, smoke_run):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        allocation.load_allocator(tmp_path)
+        allocator_lib.load_allocator(tmp_path)
     workdir, _ = smoke_run
     bad = tmp_path / "bad"
     shutil.copytree(workdir / "allocator", bad)
     (bad / "params.msgpack").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=str(bad)):
-        allocation.load_allocator(bad)
+        allocator_lib.load_allocator(bad)
 
 
 def test_allocate_accepts_numpy_and_does_not_recompile(smoke_run, smoke_cfg):
     workdir, _ = smoke_run
-    alloc = allocation.load_allocator(workdir / "allocator")
+    alloc = allocator_lib.load_allocator(workdir / "allocator")
     sp = alloc.sys_params
     scn = system.sample_scenarios(jax.random.PRNGKey(4), sp, 6)
     scn_np = jax.tree.map(np.asarray, scn)
     mask = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), scn.shape) < 0.5)
     ball, fall = alloc.allocate_all(scn_np, mask)
-    before = allocation._allocate_jit._cache_size()
+    before = allocator_lib._allocate_jit._cache_size()
     for k in range(1, alloc.n_experts + 1):
         for d in range(1, alloc.n_layers + 1):
             b, f = alloc.allocate(scn_np, mask, k, d)
             np.testing.assert_allclose(b, ball[k - 1, d - 1], rtol=1e-4, atol=1e-3)
             np.testing.assert_allclose(f, fall[k - 1, d - 1], rtol=1e-4, atol=1.0)
-    assert allocation._allocate_jit._cache_size() - before <= 1
+    assert allocator_lib._allocate_jit._cache_size() - before <= 1
     with pytest.raises(ValueError, match="width"):
         alloc.allocate(scn_np, mask, alloc.n_experts + 1, 1)
     # one scenario (N,) works too
@@ -224,12 +230,12 @@ def test_allocate_accepts_numpy_and_does_not_recompile(smoke_run, smoke_cfg):
 
 
 def test_pretrained_default_loads_and_allocates():
-    alloc = allocation.load_allocator()
+    alloc = allocator_lib.load_allocator()
     assert alloc.is_moe and (alloc.n_experts, alloc.n_layers) == (10, 3)
     sp = alloc.sys_params
     scn = system.sample_scenarios(jax.random.PRNGKey(11), sp, 256)
     mask = jnp.ones(scn.shape, bool)
-    e = allocation.evaluate_subnets(alloc, scn, mask)
+    e = train_allocator.evaluate_subnets(alloc, scn, mask)
     # the shipped model's quality targets, on fresh scenarios (loose bound: 256 scenarios).
     assert float(e["gap"][-1, -1]) < 0.01
     assert float(e["gap"].max()) < 0.05
@@ -237,8 +243,10 @@ def test_pretrained_default_loads_and_allocates():
 
 def test_training_cost_smoke(smoke_cfg):
     for method in ("progressive", "traditional"):
-        r = allocation.training_cost(smoke_cfg, "depth", method, seed=0, target=10.0,
-                                     eval_every=5, max_steps=10, eval_batch=32)
+        r = fig12.training_cost(train_config.allocator_config(smoke_cfg),
+                                system.params_from_overrides(smoke_cfg.system.to_dict()),
+                                "depth", method, seed=0, target=10.0, eval_every=5,
+                                max_steps=10, eval_batch=32, eval_seed=smoke_cfg.eval.seed)
         assert r["steps"] % 5 == 0 and r["steps"] > 0
         assert r["reached"]
         assert len(r["stages"]) == 2 if method == "progressive" else smoke_cfg.model.n_layers
@@ -257,4 +265,4 @@ def test_validate_config(smoke_cfg, field, value, match):
     section, _, name = field.rpartition(".")
     (cfg[section] if section else cfg)[name] = value
     with pytest.raises(ValueError, match=match):
-        allocation.validate_config(cfg)
+        train_config.allocator_config(cfg)

@@ -1,0 +1,183 @@
+"""Files: atomic writes, JSON, versions, seeds and a workdir's config (one of each).
+
+Every file this package writes goes through :func:`atomic_write`: a
+temporary file in the same directory, flushed and fsynced, renamed over the
+target with ``os.replace`` and the directory fsynced, so a file is whole or
+absent even after SIGKILL.  Temporary names are ``.<name>.tmp.*`` (the
+result store of :mod:`dynmec_jax.sweep` cleans stray ones).
+
+* :func:`to_jsonable`: one conversion to plain JSON types for configs,
+  records and figure data (NumPy/JAX arrays, dataclasses such as
+  ``SystemParams``, ``ConfigDict``, paths).  Non-finite floats stay floats
+  (JSON's ``NaN`` extension, what the result store has always written) unless
+  ``nonfinite_as_null`` (strict JSON for the figure data, :func:`write_json`).
+* :func:`seed_keys`: per-seed PRNG keys of a run (``fold_in(key(seed), i)``).
+* :func:`claim_workdir`: a workdir remembers its config; a different config
+  is refused instead of mixing two runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import pathlib
+import platform
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: Marks the temporary files of :func:`atomic_write` (``.<name>.tmp.<random>``).
+TMP_MARK = ".tmp."
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "dynmec_jax")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on.
+
+    Keys: ``python``, ``jax``, ``jaxlib``, ``flax``, ``optax``, ``numpy``,
+    ``dynmec_jax``; a package that is not installed reads ``"not installed"``.
+    """
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def to_jsonable(obj: Any, nonfinite_as_null: bool = False, _path: str = "value") -> Any:
+    """Plain-JSON copy of ``obj`` (dict, list, str, numbers, bool, None).
+
+    Handles mappings (keys become str), lists/tuples/sets, NumPy and JAX
+    arrays and scalars, dataclasses (e.g. ``SystemParams``), objects with a
+    ``to_dict()`` method (e.g. ``ml_collections.ConfigDict``) and paths.
+    ``nonfinite_as_null``: NaN and +-inf become ``None`` (strict JSON);
+    otherwise they stay floats.
+
+    Raises:
+      TypeError: naming the path of a value that has no JSON form.
+    """
+    def rec(v, path):
+        return to_jsonable(v, nonfinite_as_null, path)
+
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return None if nonfinite_as_null and not math.isfinite(f) else f
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return rec(np.asarray(obj).tolist(), _path)
+    if isinstance(obj, Mapping):
+        return {str(k): rec(v, f"{_path}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [rec(v, f"{_path}[{i}]") for i, v in enumerate(obj)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: rec(getattr(obj, f.name), f"{_path}.{f.name}")
+                for f in dataclasses.fields(obj)}
+    if callable(getattr(obj, "to_dict", None)):
+        return rec(obj.to_dict(), _path)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{_path} has no JSON form: {type(obj).__name__} {obj!r}")
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    """Flushes a directory entry to disk (best effort where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
+    """Writes ``data`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path.
+
+    A temporary file in the same directory (so ``os.replace`` is a rename
+    within one file system) is written, flushed and fsynced, renamed over
+    ``path``, and the directory is fsynced.  A crash at any point leaves the
+    old file or the new one, plus at worst a stray ``.<name>.tmp.*`` file.
+    Parent directories are created.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> str:
+    """Writes ``data`` as strict, indented JSON, atomically; NaN/inf become ``null``.
+
+    Accepts anything :func:`to_jsonable` takes.  Returns ``str(path)``.
+    """
+    text = json.dumps(to_jsonable(data, nonfinite_as_null=True), indent=indent,
+                      allow_nan=False) + "\n"
+    return str(atomic_write(path, text))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file (``null`` comes back as ``None``)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def seed_keys(seed: int, n: int) -> jax.Array:
+    """Typed PRNG keys ``(n,)`` of a run's seeds: seed i uses ``fold_in(key(seed), i)``.
+
+    The same bits as the raw ``fold_in(PRNGKey(seed), i)`` keys.
+    """
+    base = jax.random.key(int(seed))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n))
+
+
+def config_json(cfg) -> str:
+    """Canonical JSON text of a config (sorted keys): what :func:`claim_workdir` compares."""
+    return json.dumps(to_jsonable(cfg), sort_keys=True)
+
+
+def claim_workdir(cfg, workdir) -> pathlib.Path:
+    """Creates ``workdir`` and records ``cfg`` in ``workdir/config.json``.
+
+    Raises ``ValueError`` if the directory already holds a run with a
+    different config (resuming it would mix two runs).
+    """
+    workdir = pathlib.Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    text = config_json(cfg)
+    cfg_file = workdir / "config.json"
+    if cfg_file.exists() and cfg_file.read_text() != text:
+        raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
+                         "use another --workdir or delete it")
+    atomic_write(cfg_file, text)
+    return workdir

@@ -1,0 +1,199 @@
+"""The scheduling networks of Section IV.C (Eq. 21-22): offloading probabilities.
+
+* :class:`SetScheduler` (the default, beyond the paper): one shared per-user
+  MLP of each task's normalised features and pooled summaries of all users
+  (two passes), N sigmoid offloading probabilities p_i (the action of
+  Eq. 22); its parameters do not depend on N.
+* :class:`Scheduler` (the paper's): a Flax MLP from the normalised features
+  of all N users, flattened to ``(..., 5N)`` (the state s of Eq. 21), through
+  one hidden layer of 32 LeakyReLU units, to N logits.  The input size fixes
+  N.  :func:`build_scheduler` picks one by name.
+
+Their training (Eq. 23-27) is in :mod:`dynmec_jax.costs` and
+:mod:`dynmec_jax.train.joint`.  Outputs are dimensionless (logits,
+probabilities).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dynmec_jax import accounting
+from dynmec_jax.nets import features
+from dynmec_jax.system import Scenario
+
+Array = Any
+
+#: Section V: hidden units of the scheduling and policy models.
+HIDDEN = 32
+#: LeakyReLU slope (flax default).
+NEGATIVE_SLOPE = 0.01
+
+
+class Scheduler(nn.Module):
+    """Scheduling MLP of Eq. 21-22: ``5N -> hidden (LeakyReLU) -> N`` logits.
+
+    ``__call__(z)`` takes the normalised features ``z (..., N, 5)`` of
+    :func:`dynmec_jax.features.normalize_features`, flattens them to ``(..., 5N)``
+    and returns the N offloading *logits*; ``p_i = sigmoid(logit_i)``
+    (:func:`offload_probabilities`).  Logits rather than probabilities are
+    returned so ``log p`` and ``log(1 - p)`` stay finite.
+
+    Parameters: ``5N hidden + hidden + hidden N + N`` (5,822 at N = 30,
+    hidden = 32); MACs: :func:`dynmec_jax.accounting.scheduler_macs` (5,760).
+    The input size fixes N: one scheduler is trained per N (a sweep over N
+    recompiles per shape).
+
+    Attributes:
+      n_users: N.
+      hidden: hidden units (Section V: 32).
+      negative_slope: LeakyReLU slope.
+    """
+
+    n_users: int
+    hidden: int = HIDDEN
+    negative_slope: float = NEGATIVE_SLOPE
+
+    @nn.compact
+    def __call__(self, z: Array) -> Array:
+        if z.shape[-2:] != (self.n_users, accounting.N_FEATURES):
+            raise ValueError(f"scheduler built for {self.n_users} users x "
+                             f"{accounting.N_FEATURES} features, got input {z.shape}")
+        x = z.reshape(z.shape[:-2] + (self.n_users * accounting.N_FEATURES,))
+        h = nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(x), self.negative_slope)
+        return nn.Dense(self.n_users, name="out")(h)
+
+
+class SetScheduler(nn.Module):
+    """Per-user scheduler (beyond the paper; the default): one shared MLP per task.
+
+    Pass 1: task i's logit is ``MLP_1([z_i, mean_j z_j])``, its own
+    normalised features (:func:`dynmec_jax.features.normalize_features`) next to
+    the mean over all N users of the same features (a Deep Sets summary of
+    the competition for the server).  Each later pass adds ``MLP_k([z_i,
+    mean_j z_j, sum_j q_j z_j / sum_j q_j, sum_j q_j / N])`` to the logit,
+    with q_j = sigmoid(logit_j) of the passes before: a summary of the tasks
+    the scheduler would offload, whose shares of the server and channel set
+    what offloading task i costs (the KKT allocation depends on the offloaded
+    set only through such sums).  Each MLP has ``n_layers`` hidden layers of
+    ``hidden`` LeakyReLU units and one output.
+
+    The parameters do not depend on N, so one network serves any number of
+    users, and the output is equivariant to the order of the users.  Every
+    output layer starts at zero, so every p_i = 0.5 at initialisation.
+
+    Why not the paper's ``5N -> 32 -> N``: its 32 hidden units are shared by
+    all N outputs, and N per-task decisions do not fit through them; why two
+    passes: one pass of mean features stays about 1.2% above the exhaustive
+    optimum at N = 10, two reach 0.3% (docs/reproduction.md, scheduler
+    ablation).
+
+    Size at the defaults (hidden 32, 2 layers, 2 passes): 3,074 parameters;
+    MACs per user :func:`dynmec_jax.accounting.set_scheduler_macs` (2,944;
+    88,320 at N = 30).
+
+    Attributes:
+      hidden: hidden units per layer (Section V: 32).
+      n_layers: hidden layers per pass.
+      negative_slope: LeakyReLU slope.
+      passes: 1 or more (above).
+    """
+
+    hidden: int = HIDDEN
+    n_layers: int = 2
+    negative_slope: float = NEGATIVE_SLOPE
+    passes: int = 2
+
+    def _mlp(self, h, tag):
+        for i in range(self.n_layers):
+            h = nn.leaky_relu(nn.Dense(self.hidden, name=f"{tag}hidden_{i}")(h),
+                              self.negative_slope)
+        out = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
+                       name=f"{tag}out")(h)
+        return out[..., 0]
+
+    @nn.compact
+    def __call__(self, z: Array) -> Array:
+        if z.shape[-1] != accounting.N_FEATURES:
+            raise ValueError(f"scheduler input must be (..., N, {accounting.N_FEATURES}), "
+                             f"got {z.shape}")
+        ctx = jnp.broadcast_to(jnp.mean(z, axis=-2, keepdims=True), z.shape)
+        logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
+        for k in range(1, self.passes):
+            q = jax.nn.sigmoid(logits)[..., None]
+            nq = jnp.sum(q, axis=-2, keepdims=True)
+            ctx_q = jnp.sum(q * z, axis=-2, keepdims=True) / jnp.maximum(nq, 1e-3)
+            frac = nq / z.shape[-2]
+            extra = jnp.broadcast_to(jnp.concatenate([ctx_q, frac], -1),
+                                     z.shape[:-1] + (z.shape[-1] + 1,))
+            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
+        return logits
+
+
+#: Scheduler networks: "set" (:class:`SetScheduler`, default) or "paper" (:class:`Scheduler`).
+SCHEDULERS = ("set", "paper")
+
+
+def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
+                    passes: int = 2):
+    """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
+
+    Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
+    (one hidden layer; ``n_layers`` and ``passes`` apply to "set" only).
+    """
+    if kind == "set":
+        return (SetScheduler(hidden, n_layers, passes=passes),
+                accounting.set_scheduler_macs(n_users, hidden, n_layers, passes))
+    if kind == "paper":
+        return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
+    raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
+
+
+def module_macs(model: nn.Module, n_users: int) -> int:
+    """M_Sced [MACs] of a scheduler module applied to a scenario of ``n_users`` users."""
+    if isinstance(model, SetScheduler):
+        return accounting.set_scheduler_macs(n_users, model.hidden, model.n_layers,
+                                             model.passes)
+    return accounting.scheduler_macs(model.n_users, model.hidden)
+
+
+def scheduler_params_count(n_users: int, hidden: int = HIDDEN) -> int:
+    """Trainable parameters of :class:`Scheduler` (weights + biases) [count]."""
+    return accounting.mlp_params(accounting.scheduler_dims(n_users, hidden))
+
+
+def init_scheduler(key: Array, model: nn.Module, n_users: int | None = None) -> dict:
+    """Initial parameters of ``model`` (a pytree); ``n_users`` only shapes the dummy input
+    of a :class:`SetScheduler` (its parameters do not depend on it)."""
+    n = getattr(model, "n_users", None) or n_users or 1
+    return model.init(key, jnp.zeros((n, accounting.N_FEATURES), jnp.float32))
+
+
+def offload_logits(model: Scheduler, params: dict, scn: Scenario,
+                   scales: features.FeatureScales) -> Array:
+    """Logits of the offloading probabilities of Eq. 22, ``(..., N)`` (dimensionless).
+
+    ``scn`` fields ``(..., N)``; ``scales``: the allocator's feature scales
+    (Eq. 21's state is the normalised feature set).
+    """
+    return model.apply(params, features.normalize_features(scn, scales))
+
+
+def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,
+                          scales: features.FeatureScales) -> Array:
+    """p_i of Eq. 22: the probability of offloading task i, ``(..., N)`` in (0, 1)."""
+    return jax.nn.sigmoid(offload_logits(model, params, scn, scales))
+
+
+def sample_actions(key: Array, probs: Array) -> Array:
+    """Training actions x_i ~ Bernoulli(p_i) (Eq. 22), bool ``(..., N)``."""
+    return jax.random.uniform(key, jnp.shape(probs)) < probs
+
+
+def greedy_actions(probs: Array) -> Array:
+    """Evaluation actions x_i = [p_i > 0.5], bool ``(..., N)``."""
+    return probs > 0.5

@@ -1,0 +1,265 @@
+"""The joint pipeline of Section IV: scheduler, policy and allocator deciding together.
+
+* :class:`Pipeline` (scheduler weights, policy weights, the fixed
+  :class:`~dynmec_jax.allocator.Allocator` and the static :class:`Models`)
+  with ``.decide(scn)``: the greedy offloading decision (p > 0.5, Eq. 22),
+  the policy's (width, depth), the allocation (Eq. 12-20) and the inference
+  delays of Eq. 34-35.  :func:`decide_body` is the same as a jit-able
+  function (the evaluation of every Section V method calls it).
+* :func:`save_pipeline` / :func:`load_pipeline` (the shipped default lives in
+  ``dynmec_jax/pretrained/pipeline``, made by ``launch/train_joint.py
+  --export_pretrained``).
+
+Training is in :mod:`dynmec_jax.train.joint`.  Units: SI (Hz, cycles/s, s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization, struct
+
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import costs, files, system
+from dynmec_jax.nets import policy as policy_net
+from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.system import Scenario, SystemParams
+from dynmec_jax.train.config import TrainConfig
+
+Array = Any
+
+PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained" / "pipeline"
+
+
+class Models(NamedTuple):
+    """The static parts of a joint model: modules, sizes and MAC counts."""
+
+    scheduler: nn.Module
+    policy: policy_net.Policy
+    n_experts: int
+    n_layers: int
+    variant: str
+    fixed: tuple
+    scheduler_macs: int
+    policy_macs: int
+
+
+def build_models(config: TrainConfig, allocator) -> Models:
+    """Modules and MAC counts (M_Sced, M_Poli of Eq. 34-35) for ``config``.
+
+    M_Poli is 0 for variant "fixed" (no policy runs).
+    """
+    K, L = allocator.n_experts, allocator.n_layers
+    fixed = config.fixed(K, L)
+    if not (1 <= fixed[0] <= K and 1 <= fixed[1] <= L):
+        raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
+    sched, sched_macs = scheduler_net.build_scheduler(config.scheduler, config.n_users,
+                                                      config.scheduler_hidden,
+                                                      config.scheduler_layers,
+                                                      config.scheduler_passes)
+    policy_macs = 0 if config.variant == "fixed" else policy_net.policy_macs(config.policy_hidden)
+    return Models(scheduler=sched, policy=policy_net.Policy(K, L, config.policy_hidden),
+                  n_experts=K, n_layers=L, variant=config.variant, fixed=fixed,
+                  scheduler_macs=sched_macs, policy_macs=policy_macs)
+
+
+def decide_subnet(models: Models, policy_params, allocator, scn: Scenario, offload: Array,
+                  sys_params: SystemParams):
+    """The policy's (width, depth) for offload set(s) ``offload`` (``(B, N)`` or ``(B, M, N)``).
+
+    Greedy (rounded) choice; int32 of the mask's leading shape.
+    """
+    feats = policy_net.policy_features(scn, offload, allocator.scales, sys_params,
+                                       allocator.sys_params)
+    out = models.policy.apply(policy_params, feats)
+    return policy_net.choose(out, models.n_experts, models.n_layers, models.variant, models.fixed)
+
+
+class Decision(NamedTuple):
+    """The pipeline's decision for a scenario or a batch (leading shape ``(...)``).
+
+    Attributes:
+      offload: x_i, bool ``(..., N)``.
+      width, depth: the allocator sub-network, int32 ``(...)``.
+      bandwidth: b_i [Hz], ``(..., N)`` (0 for local tasks; sums to b_max
+        over offloaded ones).
+      f_alloc: f_i^ser [cycles/s], ``(..., N)`` (likewise with f_ser).
+      inference_delay_local: T_l^infer of Eq. 34 [s], ``(...)``.
+      inference_delay_edge: T_e^infer of Eq. 35 [s], ``(...)`` (with
+        M_Alloc for the number actually offloaded).
+    """
+
+    offload: Array
+    width: Array
+    depth: Array
+    bandwidth: Array
+    f_alloc: Array
+    inference_delay_local: Array
+    inference_delay_edge: Array
+
+
+@struct.dataclass
+class Pipeline:
+    """Scheduler + policy + allocator (Section IV), a pytree usable inside ``jit``.
+
+    Attributes:
+      scheduler_params, policy_params: trained parameters (``policy_params``
+        unused for variant "fixed").
+      allocator: the fixed :class:`~dynmec_jax.allocator.Allocator`.
+      models: :class:`Models` (static): modules, variant, MAC counts.
+      record: JSON text (training config and record), static.
+    """
+
+    scheduler_params: Any
+    policy_params: Any
+    allocator: Any
+    models: Models = struct.field(pytree_node=False)
+    record: str = struct.field(pytree_node=False, default="{}")
+
+    @property
+    def n_users(self) -> int | None:
+        """N the scheduler was built for; None for a per-user scheduler (any N)."""
+        return getattr(self.models.scheduler, "n_users", None)
+
+    def decide(self, scn: Scenario, sys_params: SystemParams | None = None) -> Decision:
+        """Greedy joint decision: offload (p > 0.5), (width, depth), allocation, delays.
+
+        ``scn`` fields ``(N,)`` or ``(B, N)`` (NumPy or JAX); ``sys_params``
+        defaults to the allocator's.  Returns a :class:`Decision` of the same
+        leading shape.
+        """
+        sp = self.allocator.sys_params if sys_params is None else sys_params
+        scn = system.as_scenario(scn)
+        single = jnp.ndim(scn.size) == 1
+        if single:
+            scn = jax.tree.map(lambda a: a[None], scn)
+        d = _decide_jit(self, scn, sp)
+        return jax.tree.map(lambda a: a[0], d) if single else d
+
+
+def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
+                offload: Array | None = None) -> Decision:
+    """:meth:`Pipeline.decide` for ``(B, N)`` scenarios (jit-able).
+
+    ``offload``: override the scheduler (e.g. the Rand baseline); None uses
+    the greedy scheduler.  Inference delays follow Eq. 34-35 with the
+    pipeline's M_Sced and M_Poli.
+    """
+    m = pipe.models
+    if offload is None:
+        probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
+                                                    pipe.allocator.scales)
+        offload = scheduler_net.greedy_actions(probs)
+    x = jnp.asarray(offload).astype(bool)
+    width, depth = decide_subnet(m, pipe.policy_params, pipe.allocator, scn, x, sys_params)
+    bandwidth, f_alloc = allocator_lib.allocate(pipe.allocator, scn, x, width, depth, sys_params)
+    n = jnp.sum(x, axis=-1)
+    t_loc, t_edge = costs.inference_delays(
+        sys_params, scheduler_net.module_macs(m.scheduler, x.shape[-1]), m.policy_macs,
+        pipe.allocator.macs(width, depth, n))
+    shape = n.shape
+    return Decision(x, width, depth, bandwidth, f_alloc, jnp.broadcast_to(t_loc, shape),
+                    jnp.broadcast_to(t_edge, shape))
+
+
+_decide_jit = jax.jit(decide_body)
+
+
+def make_pipeline(config: TrainConfig, allocator, state, record: dict | None = None) -> Pipeline:
+    """A :class:`Pipeline` from trained weights: ``state`` has ``scheduler`` and ``policy``
+    fields (a :class:`~dynmec_jax.train.joint.JointState` of one seed, not vmapped)."""
+    rec = {"config": dataclasses.asdict(config), **(record or {})}
+    return Pipeline(scheduler_params=state.scheduler, policy_params=state.policy,
+                    allocator=allocator, models=build_models(config, allocator),
+                    record=json.dumps(rec))
+
+
+def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
+    """Writes a pipeline under directory ``path``.
+
+    Files: ``scheduler.msgpack``, ``policy.msgpack`` (flax msgpack),
+    ``pipeline.json`` (module settings, variant, fixed sub-network, record)
+    and ``allocator/`` (:func:`dynmec_jax.allocator.save_allocator`).
+    """
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    m = pipe.models
+    is_set = isinstance(m.scheduler, scheduler_net.SetScheduler)
+    meta = {
+        "scheduler": {"kind": "set" if is_set else "paper",
+                      "n_users": None if is_set else m.scheduler.n_users,
+                      "n_layers": m.scheduler.n_layers if is_set else 1,
+                      "passes": m.scheduler.passes if is_set else 1,
+                      "trained_n_users": json.loads(pipe.record or "{}").get(
+                          "config", {}).get("n_users"),
+                      "hidden": m.scheduler.hidden,
+                      "negative_slope": m.scheduler.negative_slope},
+        "policy": {"hidden": m.policy.hidden, "negative_slope": m.policy.negative_slope},
+        "variant": m.variant, "fixed": list(m.fixed),
+        "record": json.loads(pipe.record or "{}"),
+    }
+    allocator_lib.save_allocator(pipe.allocator, path / "allocator",
+                                 extra=json.loads(pipe.allocator.record or "{}").get("record"))
+    files.atomic_write(path / "scheduler.msgpack",
+                       serialization.to_bytes(jax.tree.map(np.asarray, pipe.scheduler_params)))
+    files.atomic_write(path / "policy.msgpack",
+                       serialization.to_bytes(jax.tree.map(np.asarray, pipe.policy_params)))
+    files.atomic_write(path / "pipeline.json", json.dumps(meta, indent=1))
+    return path
+
+
+def load_pipeline(path=None) -> Pipeline:
+    """Loads a saved pipeline; ``path=None`` loads the shipped default.
+
+    The default lives in ``dynmec_jax/pretrained/pipeline`` (made by
+    ``launch/train_joint.py --export_pretrained``).
+
+    Raises ``FileNotFoundError`` naming the missing file (e.g. when the
+    default has not been produced yet) and ``ValueError`` naming the path if
+    the files are corrupt.
+    """
+    path = PRETRAINED_DIR if path is None else pathlib.Path(path)
+    paths = [path / "pipeline.json", path / "scheduler.msgpack", path / "policy.msgpack"]
+    for f in paths:
+        if not f.is_file():
+            raise FileNotFoundError(f"pipeline checkpoint file missing: {f}")
+    allocator = allocator_lib.load_allocator(path / "allocator")
+    try:
+        meta = json.loads(paths[0].read_text())
+        s, p = meta["scheduler"], meta["policy"]
+        K, L = allocator.n_experts, allocator.n_layers
+        variant = meta["variant"]
+        policy_net.check_variant(variant)
+        fixed = tuple(int(v) for v in meta["fixed"])
+        kind = s.get("kind", "paper")
+        if kind == "set":
+            sched = scheduler_net.SetScheduler(int(s["hidden"]), int(s["n_layers"]),
+                                               float(s["negative_slope"]),
+                                               int(s.get("passes", 1)))
+            n_ref = int(s.get("trained_n_users") or system.SystemParams().n_users)
+        else:
+            sched = scheduler_net.Scheduler(int(s["n_users"]), int(s["hidden"]),
+                                            float(s["negative_slope"]))
+            n_ref = sched.n_users
+        pol = policy_net.Policy(K, L, int(p["hidden"]), float(p["negative_slope"]))
+        models = Models(sched, pol, K, L, variant, fixed, scheduler_net.module_macs(sched, n_ref),
+                        0 if variant == "fixed" else policy_net.policy_macs(pol.hidden))
+        s_tmpl = scheduler_net.init_scheduler(jax.random.key(0), sched, n_ref)
+        p_tmpl = policy_net.init_policy(jax.random.key(0), pol)
+        s_params = serialization.from_bytes(s_tmpl, paths[1].read_bytes())
+        p_params = serialization.from_bytes(p_tmpl, paths[2].read_bytes())
+        for t, v in ((s_tmpl, s_params), (p_tmpl, p_params)):
+            if not jax.tree.all(jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), t, v)):
+                raise ValueError("parameter shapes do not match the stored config")
+    except Exception as e:  # msgpack/flax raise various types on corrupt bytes
+        raise ValueError(f"corrupt pipeline checkpoint at {path}: {e}") from e
+    return Pipeline(scheduler_params=jax.tree.map(jnp.asarray, s_params),
+                    policy_params=jax.tree.map(jnp.asarray, p_params), allocator=allocator,
+                    models=models, record=json.dumps(meta.get("record", {})))

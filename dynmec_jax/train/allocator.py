@@ -1,0 +1,356 @@
+"""Training the allocation network (Section IV.A-B, Fig. 2(b) and 3).
+
+* :func:`make_train_step`: the two updates of Fig. 2(b) on one batch: the
+  bandwidth update (head A, loss = importance-weighted transmission delay,
+  Eq. 18-19 and 1) and then the CPU update (head B, loss = weighted computing
+  delay, Eq. 20 and 2), each with its own Adam state (lr 1e-3).
+* Progressive shrinking (Section IV.B, Fig. 3) as data: a per-step boolean
+  table ``allowed (K, L)`` of the sub-networks that may be sampled
+  (:meth:`~dynmec_jax.train.config.AllocatorConfig.schedule`); each scenario
+  of a batch trains one sampled (width, depth), drawn inside ``jit``.
+  Phases: full network, then elastic width, then elastic depth, then both;
+  sub-networks inherit the trained weights (Once-for-All).  The
+  "traditional" baseline of Fig. 12 trains each sub-network from scratch:
+  a table with one allowed entry per independently initialised model.
+* :func:`train_chunk`: ``lax.scan`` over a chunk of steps;
+  :func:`train_and_evaluate` runs chunks for several seeds at once (``vmap``),
+  with orbax checkpoints between chunks, resumes from the latest checkpoint,
+  and evaluates every seed against the optimal allocation
+  (:func:`evaluate_subnets`).
+
+Units: SI (Hz, cycles/s, s); weighted delays are dimensionless (w [1/s] x T [s]).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from tqdm import tqdm
+
+from dynmec_jax import accounting, baselines, costs, files, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax.allocator import Allocator
+from dynmec_jax.nets.features import FeatureScales
+from dynmec_jax.nets.moe import load_balance_loss
+from dynmec_jax.system import Scenario, SystemParams
+from dynmec_jax.train.config import AllocatorConfig, allocator_config
+
+Array = Any
+
+
+class AllocatorState(NamedTuple):
+    """Weights, the two Adam states (bandwidth and CPU updates) and the step."""
+
+    params: Any
+    opt_bandwidth: Any
+    opt_cpu: Any
+    step: Array
+
+
+def init_state(key: Array, model: nn.Module, tx: optax.GradientTransformation) -> AllocatorState:
+    """Fresh weights (:func:`dynmec_jax.allocator.init_params`) and optimiser states."""
+    p = allocator_lib.init_params(key, model)
+    return AllocatorState(p, tx.init(p), tx.init(p), jnp.zeros((), jnp.int32))
+
+
+def sample_offload(key: Array, shape, all_fraction, p_min: float = 0.2) -> Array:
+    """Training offload masks: with probability ``all_fraction`` a scenario
+    offloads every task (Section V.A), else each task is offloaded with a
+    per-scenario probability ~ U[p_min, 1] (the joint case, Section V.B)."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    everyone = jax.random.uniform(k1, shape[:-1] + (1,)) < all_fraction
+    p = jax.random.uniform(k2, shape[:-1] + (1,), minval=p_min, maxval=1.0)
+    return everyone | (jax.random.uniform(k3, shape) < p)
+
+
+def sample_subnets(key: Array, allowed: Array, batch: int):
+    """One (width, depth) per scenario, uniform over ``allowed (K, L)`` (bool)."""
+    K, L = allowed.shape
+    logits = jnp.where(allowed.reshape(-1), 0.0, -jnp.inf)
+    idx = jax.random.categorical(key, logits, shape=(batch,))
+    return idx // L + 1, idx % L + 1
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: int,
+                    offload_all_fraction: float = 0.5, load_balance_weight: float = 0.0,
+                    loss_scale: float = 1e-3, micro_batch: int | None = None) -> Callable:
+    """The training step of Fig. 2(b): bandwidth update, then CPU update.
+
+    Returns ``step(state, key, sys_params, scales, allowed) -> (state,
+    metrics)``.  Both updates use the same sampled batch of scenarios,
+    offload masks, sub-networks (one per scenario, from ``allowed``) and gate
+    noise (Eq. 16); the second is evaluated at the weights after the
+    first, as the paper describes.  ``loss_scale`` only rescales the loss
+    (Adam is invariant to it up to its epsilon).  Metrics:
+    ``weighted_tra`` (before the first update), ``weighted_com`` (before the
+    second) and ``weighted_delay`` (both before the first), batch means.
+
+    ``micro_batch`` (scenarios, a divisor of ``batch``; None or ``batch``:
+    off) computes each update's gradient as a ``lax.scan`` over slices of
+    that many scenarios, summing their gradients.  The loss is a mean over
+    scenarios, so this is the same gradient (same batch, same gate noise,
+    drawn for the whole batch and sliced) up to float summation order; it
+    keeps the ``(K, micro_batch * N, hidden)`` activations in cache, which
+    on CPU is much faster than streaming the whole batch's through memory
+    (benchmarks/compare_pytorch.py).  Ignored when ``load_balance_weight``
+    is non-zero (the importance loss couples the whole batch).
+    """
+    tiles = 1
+    if micro_batch is not None and not load_balance_weight:
+        if micro_batch < 1 or batch % micro_batch:
+            raise ValueError(f"micro_batch must divide batch={batch}, got {micro_batch}")
+        tiles = batch // micro_batch
+
+    def losses(params, scn, mask, width, depth, scales, sys_params, noise_key, gate_noise=None):
+        """Per-scenario weighted T_tra and T_com sums, and the load-balance loss."""
+        alloc = Allocator(params, scales, sys_params, model)
+        logits, gates = alloc.logits(scn, width, depth, noise_key, gate_noise)
+        b, f = allocator_lib.shares(logits, mask, sys_params)
+        tra, com = costs.weighted_parts(scn, mask, b, f, sys_params)
+        lb = load_balance_loss(gates, mask) if load_balance_weight else 0.0
+        return tra, com, lb
+
+    def batch_grad(params, part, data, scales, sys_params):
+        """Gradient of update ``part`` (0: bandwidth, 1: CPU) on the whole batch."""
+        scn, mask, width, depth, k_noise = data
+
+        def loss(p):
+            tra, com, lb = losses(p, scn, mask, width, depth, scales, sys_params, k_noise)
+            main = jnp.mean(tra if part == 0 else com) * loss_scale
+            return main + load_balance_weight * lb, (jnp.mean(tra), jnp.mean(com))
+
+        (_, (tra, com)), g = jax.value_and_grad(loss, has_aux=True)(params)
+        return g, tra, com
+
+    def tiled_grad(params, part, data, scales, sys_params):
+        """The same gradient summed over ``tiles`` slices of ``micro_batch`` scenarios."""
+        def tile_loss(p, d):
+            tra, com, _ = losses(p, d[0], d[1], d[2], d[3], scales, sys_params, None, d[4])
+            return jnp.sum(tra if part == 0 else com) * (loss_scale / batch), (
+                jnp.sum(tra), jnp.sum(com))
+
+        def body(carry, d):
+            g, tra, com = carry
+            (_, (t, c)), gt = jax.value_and_grad(tile_loss, has_aux=True)(params, d)
+            return (jax.tree.map(jnp.add, g, gt), tra + t, com + c), None
+
+        zero = jax.tree.map(jnp.zeros_like, params)
+        (g, tra, com), _ = jax.lax.scan(body, (zero, 0.0, 0.0), data)
+        return g, tra / batch, com / batch
+
+    def step(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
+             allowed):
+        k_scn, k_off, k_sub, k_noise = jax.random.split(key, 4)
+        scn = system.sample_scenarios(k_scn, sys_params, batch)
+        mask = sample_offload(k_off, scn.shape, offload_all_fraction)
+        width, depth = sample_subnets(k_sub, allowed, batch)
+        if tiles > 1:
+            n_experts = getattr(model, "n_experts", 1)
+            # The noise gate_logits would draw for the whole batch (M = B N rows).
+            eps = jax.random.normal(k_noise, (batch * scn.shape[-1], n_experts), jnp.float32)
+            split = lambda x: x.reshape((tiles, batch // tiles) + x.shape[1:])
+            data = jax.tree.map(split, (scn, mask, width, depth,
+                                        eps.reshape(batch, scn.shape[-1], n_experts)))
+            grad = tiled_grad
+        else:
+            data = (scn, mask, width, depth, k_noise)
+            grad = batch_grad
+        g, tra0, com0 = grad(state.params, 0, data, scales, sys_params)
+        upd, opt_b = tx.update(g, state.opt_bandwidth, state.params)
+        p = optax.apply_updates(state.params, upd)
+        g, _, com1 = grad(p, 1, data, scales, sys_params)
+        upd, opt_f = tx.update(g, state.opt_cpu, p)
+        p = optax.apply_updates(p, upd)
+        metrics = {"weighted_tra": tra0, "weighted_com": com1, "weighted_delay": tra0 + com0}
+        return AllocatorState(p, opt_b, opt_f, state.step + 1), metrics
+
+    return step
+
+
+def train_chunk(step_fn: Callable, state: AllocatorState, key: Array, sys_params: SystemParams,
+                scales: FeatureScales, allowed_seq: Array):
+    """``lax.scan`` of ``step_fn`` over a chunk; ``allowed_seq (T, K, L)`` per step.
+
+    The key of step t is ``fold_in(key, state.step + t)``, so a chunk's result
+    does not depend on how training was cut into chunks or resumed.
+    Returns ``(state, metrics)`` with metrics stacked over the T steps.
+    """
+    def body(st, allowed):
+        k = jax.random.fold_in(key, st.step)
+        return step_fn(st, k, sys_params, scales, allowed)
+
+    return jax.lax.scan(body, state, allowed_seq)
+
+
+class Setup(NamedTuple):
+    """Everything a training run derives from its config."""
+
+    sys_params: SystemParams
+    scales: FeatureScales
+    model: nn.Module
+    tx: optax.GradientTransformation
+    step_fn: Callable
+
+
+def setup(config: AllocatorConfig, sys_params: SystemParams) -> Setup:
+    """System, feature scales, network, optimiser (Adam) and train step of ``config``."""
+    model = config.model()
+    tx = optax.adam(config.lr)
+    step_fn = make_train_step(model, tx, config.batch, config.offload_all_fraction,
+                              config.load_balance_weight, micro_batch=config.micro_batch)
+    return Setup(sys_params, FeatureScales.from_params(sys_params), model, tx, step_fn)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation against the optimum (Fig. 4)
+# ----------------------------------------------------------------------------
+
+def evaluate_subnets(alloc: Allocator, scn: Scenario, offload: Array,
+                     sys_params: SystemParams | None = None,
+                     optimum: tuple | None = None) -> dict:
+    """Weighted delays of every sub-network versus the optimal allocation (Fig. 4).
+
+    Returns arrays over scenarios: ``wd (K, L, B)`` without inference delay
+    (Fig. 4(a)), ``wd_infer (K, L, B)`` with each sub-network's Eq. 9
+    inference delay added to every served task (Fig. 4(b)), ``opt (B,)``, and
+    ``gap (K, L)`` = mean(wd) / mean(opt) - 1 (relative excess weighted delay).
+    """
+    sp = alloc.sys_params if sys_params is None else sys_params
+    scn = system.as_scenario(scn)
+    offload = jnp.asarray(offload).astype(bool)
+    if optimum is None:
+        optimum = baselines.optimal_allocation(scn, offload, sp)
+    return _evaluate_jit(alloc, scn, offload, sp, optimum)
+
+
+@jax.jit
+def _evaluate_jit(alloc, scn, offload, sys_params, optimum):
+    b, f = allocator_lib.allocate_all(alloc, scn, offload, sys_params)
+    wd = system.weighted_delay(scn, offload, b, f, sys_params)                # (K, L, B)
+    served = offload.sum(-1)                                                  # (B,)
+    t_inf = accounting.inference_delay(alloc.macs_table(served), sys_params)  # (K, L, B)
+    w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
+    wsum = jnp.sum(jnp.where(offload, w, 0.0), -1)                            # (B,)
+    opt = system.weighted_delay(scn, offload, optimum[0], optimum[1], sys_params)
+    return {"wd": wd, "wd_infer": wd + t_inf * wsum, "opt": opt,
+            "gap": wd.mean(-1) / opt.mean() - 1.0, "t_infer": t_inf.mean(-1)}
+
+
+def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: SystemParams):
+    """Held-out evaluation scenarios and the two offload masks (all, random fraction)."""
+    k_scn, k_off = jax.random.split(jax.random.key(int(seed)))
+    scn = system.sample_scenarios(k_scn, sys_params, int(batch))
+    return scn, {"all": jnp.ones(scn.shape, bool),
+                 "random": jax.random.uniform(k_off, scn.shape) < offload_fraction}
+
+
+# ----------------------------------------------------------------------------
+# The training driver
+# ----------------------------------------------------------------------------
+
+def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
+    """Trains ``cfg.n_seeds`` allocators side by side and evaluates them.
+
+    ``cfg``: a ``configs/allocator.py`` config (typed and checked by
+    :func:`~dynmec_jax.train.config.allocator_config`).  All seeds run as
+    one ``jit(vmap(train_chunk))`` program per chunk of ``chunk_steps``
+    steps.  After each chunk the stacked state is checkpointed with orbax
+    under ``workdir/checkpoints``; a rerun with the same config resumes from
+    the latest checkpoint (a different config raises ``ValueError``).  At the
+    end every seed is evaluated against the optimal allocation on held-out
+    scenarios (all tasks offloaded, and a random ``eval.offload_fraction``),
+    the record is written to ``workdir/allocator_eval.json``, seed
+    ``cfg.export_seed`` is saved as an allocator in ``workdir/allocator`` and
+    every seed ``i`` in ``workdir/seeds/seed_i``.  Returns the record.
+    """
+    config = allocator_config(cfg)
+    s = setup(config, system.params_from_overrides(cfg.system.to_dict()))
+    workdir = files.claim_workdir(cfg, workdir)
+
+    n = int(cfg.n_seeds)
+    keys = files.seed_keys(int(cfg.seed), n)
+    table = config.schedule()
+    total = len(table)
+    init = jax.jit(jax.vmap(lambda k: init_state(jax.random.fold_in(k, 10**6), s.model, s.tx)))
+    state = init(keys)
+    mngr = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    start = 0
+    if mngr.latest_step() is not None:
+        start = int(mngr.latest_step())
+        state = AllocatorState(*mngr.restore(start, args=ocp.args.StandardRestore(state)))
+        logging.info("resumed from step %d of %d (%s)", start, total, workdir / "checkpoints")
+
+    chunk_fn = jax.jit(jax.vmap(
+        lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed),
+        in_axes=(0, 0, None)))
+    history = []
+    t_train = 0.0
+    bar = tqdm(list(range(start, total, config.chunk_steps)),
+               desc=f"train allocator x{n} seeds", unit="chunk", disable=not progress)
+    for lo in bar:
+        hi = min(lo + config.chunk_steps, total)
+        t0 = time.perf_counter()
+        state, metrics = chunk_fn(state, keys, jnp.asarray(table[lo:hi]))
+        jax.block_until_ready(state)
+        dt = time.perf_counter() - t0
+        t_train += dt
+        wd = float(jnp.mean(metrics["weighted_delay"]))
+        history.append({"step": hi, "weighted_delay": wd})
+        logging.info("step %d/%d: %.1f steps/s (x%d seeds), train weighted delay %.2f",
+                     hi, total, (hi - lo) / dt, n, wd)
+        bar.set_postfix(wd=f"{wd:.1f}")
+        mngr.save(hi, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+    mngr.close()
+
+    scn, masks = eval_scenarios(cfg.eval.seed, cfg.eval.batch, cfg.eval.offload_fraction,
+                                s.sys_params)
+    optima = {k: baselines.optimal_allocation(scn, m, s.sys_params) for k, m in masks.items()}
+    per_seed = []
+    allocs = []
+    for i in range(n):
+        alloc = Allocator(jax.tree.map(lambda a, i=i: a[i], state.params), s.scales,
+                          s.sys_params, s.model)
+        allocs.append(alloc)
+        res = {}
+        for name, mask in masks.items():
+            e = evaluate_subnets(alloc, scn, mask, optimum=optima[name])
+            res[name] = {"gap": np.asarray(e["gap"]).tolist(),
+                         "weighted_delay": np.asarray(e["wd"].mean(-1)).tolist(),
+                         "weighted_delay_infer": np.asarray(e["wd_infer"].mean(-1)).tolist(),
+                         "optimal_weighted_delay": float(e["opt"].mean()),
+                         "inference_delay_s": np.asarray(e["t_infer"]).tolist()}
+        per_seed.append(res)
+    record = {
+        "config": json.loads(files.config_json(cfg)),
+        "steps": total,
+        "train_wall_time_s": t_train,
+        "steps_per_s": (total - start) / t_train if t_train else None,
+        "history": history,
+        "per_seed": per_seed,
+        "max_gap_all": max(max(map(max, r["all"]["gap"])) for r in per_seed),
+        "max_gap_random": max(max(map(max, r["random"]["gap"])) for r in per_seed),
+        "full_gap_all": max(r["all"]["gap"][-1][-1] for r in per_seed),
+        "versions": files.versions(),
+    }
+    files.atomic_write(pathlib.Path(workdir) / "allocator_eval.json", json.dumps(record, indent=1))
+    extra = {k: v for k, v in record.items() if k != "history"}
+    model_cfg = cfg.model.to_dict()
+    allocator_lib.save_allocator(allocs[int(cfg.export_seed)], workdir / "allocator", model_cfg,
+                                 extra)
+    for i, alloc in enumerate(allocs):
+        allocator_lib.save_allocator(alloc, workdir / "seeds" / f"seed_{i}", model_cfg,
+                                     {"seed_index": i, "config": record["config"]})
+    return record

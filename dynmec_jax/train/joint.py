@@ -1,0 +1,379 @@
+"""Algorithm 1: training the scheduler and the policy together (Section IV.C).
+
+Pure programs in the style of purejaxrl (``make_*(config, allocator)``
+returns a function that ``jit`` and ``vmap`` take whole; the allocator is
+fixed and closed over; shapes live in the static
+:class:`~dynmec_jax.train.config.TrainConfig`, the swept
+:class:`~dynmec_jax.system.SystemParams` fields are traced):
+
+* :func:`make_pretrain`: lines 2-6, the policy pre-trained on the Eq. 28
+  labels with every task offloaded; several variants at once (they share
+  each step's scenarios and the allocator's one-pass ``logits_all``, the
+  dominant cost).
+* :func:`make_update`: lines 12-16 on given scenarios (sample x ~
+  Bernoulli(p), costs and rewards of Eq. 23-25, one step of each model);
+  :func:`make_episode` samples the scenarios first.
+* :func:`make_joint`: lines 7-16 from a (pre-)trained policy;
+  :func:`make_train`: the whole algorithm (pre-training, then the episodes).
+* :func:`evaluate_state`: a held-out check with greedy actions.
+
+Units: SI throughout; costs as in :mod:`dynmec_jax.costs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dynmec_jax import costs, system
+from dynmec_jax.nets import features
+from dynmec_jax.nets import policy as policy_net
+from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.pipeline import Models, build_models, decide_subnet
+from dynmec_jax.system import Scenario, SystemParams
+from dynmec_jax.train.config import TrainConfig
+
+Array = Any
+
+
+class JointState(NamedTuple):
+    """Scheduler and policy weights, their optimiser states, and the episode counter."""
+
+    scheduler: Any
+    scheduler_opt: Any
+    policy: Any
+    policy_opt: Any
+    episode: Array
+
+
+def make_optimizer(lr: float, kind: str = "adam",
+                   clip_norm: float = 0.0) -> optax.GradientTransformation:
+    """The scheduler's and the policy's optimiser: ``"adam"`` (default) or ``"sgd"`` at ``lr``.
+
+    Eq. 27 is plain gradient ascent, ``theta' = theta + lr grad J``
+    (``"sgd"``).  The costs span orders of magnitude (w_i ~ 1/d_i with d_i
+    down to 1 ms), so the raw gradient's scale varies by 10^3 between
+    batches; Adam is scale-free and at the paper's lr = 2e-3 learns several
+    times faster in our measurements (docs/reproduction.md), so it is the
+    default.  The loss is minimised, i.e. the reward ascended.  ``clip_norm``
+    > 0 clips the gradient's global norm first (``optax.clip_by_global_norm``).
+    """
+    if kind == "adam":
+        tx = optax.adam(lr)
+    elif kind == "sgd":
+        tx = optax.sgd(lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {kind!r}")
+    if clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    return tx
+
+
+def scheduler_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The scheduler's optimiser of ``config`` (Eq. 27; lr, kind and clipping)."""
+    return make_optimizer(config.scheduler_lr, config.scheduler_optimizer, config.clip_norm)
+
+
+def policy_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The policy's optimiser of ``config`` (Eq. 29's minimiser)."""
+    return make_optimizer(config.policy_lr, config.policy_optimizer)
+
+
+def joint_step_quantities(models: Models, state: JointState, allocator, scn: Scenario,
+                          offload: Array, sys_params: SystemParams, logits_all=None,
+                          marginal: bool = False, advantage: str = "raw"):
+    """Everything one episode needs for the sampled/greedy actions ``offload``.
+
+    Returns a dict: ``logits`` (scheduler, ``(B, N)``), ``probs``,
+    ``costs`` (:class:`~dynmec_jax.costs.TaskCosts`), ``rewards``
+    (Eq. 23, ``(B, N)``; with ``marginal`` the costs are the system-level
+    ones of :func:`~dynmec_jax.costs.marginal_costs`), factual
+    ``width``/``depth`` ``(B,)``, Eq. 28
+    ``label_width``/``label_depth`` on the current offload set, ``valid``
+    (scenarios with an offloaded task) and the ``logits_all`` table.
+    """
+    if logits_all is None:
+        logits_all = allocator.logits_all(scn)
+    logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
+                                          allocator.scales)
+    probs = jax.nn.sigmoid(logits)
+
+    def decide(masks):
+        return decide_subnet(models, state.policy, allocator, scn, masks, sys_params)
+
+    cost_fn = costs.marginal_costs if marginal else costs.task_costs
+    task = cost_fn(allocator, logits_all, scn, offload, decide, sys_params,
+                   models.scheduler_macs, models.policy_macs)
+    width, depth = decide(offload)
+    lw, ld, _ = costs.labels(allocator, logits_all, scn, offload, sys_params,
+                             models.scheduler_macs, models.policy_macs, models.variant,
+                             models.fixed)
+    return {"logits": logits, "probs": probs, "costs": task,
+            "rewards": costs.rewards(probs, task, offload, advantage), "width": width,
+            "depth": depth, "label_width": lw, "label_depth": ld,
+            "valid": jnp.any(offload, axis=-1), "logits_all": logits_all}
+
+
+def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
+    """Algorithm 1, lines 2-6, for one or several policy variants at once.
+
+    ``configs``: a :class:`TrainConfig` or ``{name: TrainConfig}`` (e.g. the
+    "full", "fix_width" and "fix_depth" variants of Section V.A); they must
+    agree on ``n_users``, ``batch`` and ``pretrain_steps``.  Returns
+    ``pretrain(key, sys_params) -> {name: (policy_params, opt_state,
+    metrics)}`` (a single config: the one triple).  Each step samples
+    ``batch`` scenarios (``system.sample_scenarios`` with the traced
+    ``sys_params``), offloads every task, labels them by Eq. 28 (M_Sced and
+    M_Poli included, constant across (k, l)) restricted to each variant, and
+    takes one optimiser step of each on Eq. 29.  Variant i starts from
+    ``init_policy(fold_in(k_init, i))``; the variants share the scenarios and
+    the allocator's ``logits_all``.  Metrics ``loss`` and ``accuracy``
+    (rounded output == label), stacked per step (empty for variant "fixed",
+    which has no policy to train, and when ``pretrain_steps`` is 0).
+    """
+    single = isinstance(configs, TrainConfig)
+    configs = {"policy": configs} if single else dict(configs)
+    first = next(iter(configs.values()))
+    for name, c in configs.items():
+        if (c.n_users, c.batch, c.pretrain_steps) != (first.n_users, first.batch,
+                                                      first.pretrain_steps):
+            raise ValueError(f"pre-training {name!r} differs in n_users/batch/pretrain_steps")
+    models = {name: build_models(c, allocator) for name, c in configs.items()}
+    txs = {name: policy_optimizer(c) for name, c in configs.items()}
+    trained = [name for name, c in configs.items() if c.variant != "fixed"]
+
+    def step(carry, key, sys_params):
+        params, opts = carry
+        scn = system.sample_scenarios(key, sys_params.replace(n_users=first.n_users),
+                                      first.batch)
+        x = jnp.ones(scn.shape, bool)
+        la = allocator.logits_all(scn)
+        feats = policy_net.policy_features(scn, x, allocator.scales, sys_params,
+                                           allocator.sys_params)
+        valid = jnp.ones(scn.shape[:1], bool)
+        new_p, new_o, metrics = dict(params), dict(opts), {}
+        for name in trained:
+            m = models[name]
+            lw, ld, _ = costs.labels(allocator, la, scn, x, sys_params, m.scheduler_macs,
+                                     m.policy_macs, m.variant, m.fixed)
+
+            def loss_fn(p, m=m, lw=lw, ld=ld):
+                out = m.policy.apply(p, feats)
+                return costs.policy_loss(out, lw, ld, valid, m.variant), out
+
+            (loss, out), g = jax.value_and_grad(loss_fn, has_aux=True)(params[name])
+            upd, new_o[name] = txs[name].update(g, opts[name], params[name])
+            new_p[name] = optax.apply_updates(params[name], upd)
+            w, d = policy_net.choose(out, m.n_experts, m.n_layers, m.variant, m.fixed)
+            metrics[name] = {"loss": loss, "accuracy": jnp.mean((w == lw) & (d == ld))}
+        return (new_p, new_o), metrics
+
+    def pretrain(key, sys_params: SystemParams):
+        k_init, k_steps = jax.random.split(key)
+        params = {name: policy_net.init_policy(jax.random.fold_in(k_init, i), models[name].policy)
+                  for i, name in enumerate(configs)}
+        opts = {name: txs[name].init(params[name]) for name in configs}
+        empty = {"loss": jnp.zeros((0,)), "accuracy": jnp.zeros((0,))}
+        metrics = {name: empty for name in configs}
+        if trained and first.pretrain_steps > 0:
+            keys = jax.random.split(k_steps, first.pretrain_steps)
+            (params, opts), stacked = jax.lax.scan(lambda c, k: step(c, k, sys_params),
+                                                   (params, opts), keys)
+            metrics.update(stacked)
+        out = {name: (params[name], opts[name], metrics[name]) for name in configs}
+        return out["policy"] if single else out
+
+    return pretrain
+
+
+def make_update(config: TrainConfig, allocator):
+    """The update of one episode of Algorithm 1 (lines 12-16) on given scenarios.
+
+    ``update(state, scn, key, sys_params) -> (state, metrics)``, ``scn``
+    fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a test).
+
+    Samples x ~ Bernoulli(p) from the scheduler (``key``), lets the
+    policy pick (width, depth) (and, for each flip, on S u {i}), computes the
+    Eq. 24-25 costs and Eq. 23 rewards, updates the policy on the Eq. 28
+    labels of the current offload set (Eq. 29) and the scheduler by ascent
+    on R(A) (Eq. 26-27).  Metrics (scalars): ``reward`` (mean R),
+    ``cost`` (mean C of the taken actions), ``expected_cost`` (mean of
+    p C^edge + (1-p) C^loc), ``offload_fraction``, ``policy_loss``,
+    ``policy_accuracy``, ``width``, ``depth`` (means).  With
+    ``config.estimator == "marginal"`` ``cost`` and ``expected_cost`` are
+    scenario totals (the marginal costs are system-level).
+    """
+    models = build_models(config, allocator)
+    tx_s = scheduler_optimizer(config)
+    tx_p = policy_optimizer(config)
+
+    def update(state: JointState, scn: Scenario, k_act, sys_params: SystemParams):
+        z = features.normalize_features(scn, allocator.scales)
+        logits = models.scheduler.apply(state.scheduler, z)
+        x = scheduler_net.sample_actions(k_act, jax.nn.sigmoid(logits))
+        q = joint_step_quantities(models, state, allocator, scn, x, sys_params,
+                                  marginal=config.estimator == "marginal",
+                                  advantage=config.advantage)
+        task = q["costs"]
+        # Entropy bonus: config.entropy at the first episode, linearly down to 0 at the last.
+        frac = state.episode.astype(logits.dtype) / max(config.episodes, 1)
+        ent = config.entropy * jnp.maximum(1.0 - frac, 0.0)
+
+        def s_loss(p):
+            lg = models.scheduler.apply(p, z)
+            return costs.scheduler_loss(lg, task, x, config.estimator, config.advantage, ent)
+
+        g_s = jax.grad(s_loss)(state.scheduler)
+        upd, s_opt = tx_s.update(g_s, state.scheduler_opt, state.scheduler)
+        s_params = optax.apply_updates(state.scheduler, upd)
+
+        feats = policy_net.policy_features(scn, x, allocator.scales, sys_params,
+                                           allocator.sys_params)
+
+        def p_loss(p):
+            return costs.policy_loss(models.policy.apply(p, feats), q["label_width"],
+                                     q["label_depth"], q["valid"], models.variant)
+
+        loss_p, g_p = jax.value_and_grad(p_loss)(state.policy)
+        if config.variant == "fixed":
+            p_params, p_opt = state.policy, state.policy_opt
+        else:
+            upd, p_opt = tx_p.update(g_p, state.policy_opt, state.policy)
+            p_params = optax.apply_updates(state.policy, upd)
+
+        probs = q["probs"]
+        taken = jnp.where(x, task.edge, task.local)
+        valid = q["valid"].astype(probs.dtype)
+        hit = ((q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"]))
+        metrics = {
+            "reward": jnp.mean(q["rewards"]),
+            "cost": jnp.mean(taken),
+            "expected_cost": jnp.mean(probs * task.edge + (1 - probs) * task.local),
+            "offload_fraction": jnp.mean(x),
+            "policy_loss": loss_p,
+            "policy_accuracy": jnp.sum(hit * valid) / jnp.maximum(jnp.sum(valid), 1.0),
+            "width": jnp.mean(q["width"]), "depth": jnp.mean(q["depth"]),
+        }
+        return JointState(s_params, s_opt, p_params, p_opt, state.episode + 1), metrics
+
+    return update
+
+
+def make_episode(config: TrainConfig, allocator):
+    """One episode of Algorithm 1 (lines 11-16).
+
+    ``episode(state, key, sys_params) -> (state, metrics)``: samples
+    ``config.batch`` scenarios of ``sys_params`` (Section V's distribution,
+    N = ``config.n_users``) and applies :func:`make_update` to them.
+    """
+    update = make_update(config, allocator)
+
+    def episode(state: JointState, key, sys_params: SystemParams):
+        k_scn, k_act = jax.random.split(key)
+        scn = system.sample_scenarios(k_scn, sys_params.replace(n_users=config.n_users),
+                                      config.batch)
+        return update(state, scn, k_act, sys_params)
+
+    return episode
+
+
+def _joint_parts(config: TrainConfig, allocator):
+    """``(start, run)``: a fresh scheduler next to a given policy, and the episodes' scan."""
+    model = build_models(config, allocator).scheduler
+    tx_s = scheduler_optimizer(config)
+    episode = make_episode(config, allocator)
+
+    def start(k_sched, policy_params, policy_opt) -> JointState:
+        s_params = scheduler_net.init_scheduler(k_sched, model, config.n_users)
+        return JointState(s_params, tx_s.init(s_params), policy_params, policy_opt,
+                          jnp.zeros((), jnp.int32))
+
+    def run(state: JointState, k_eps, sys_params: SystemParams):
+        keys = jax.random.split(k_eps, config.episodes)
+        return jax.lax.scan(lambda s, k: episode(s, k, sys_params), state, keys)
+
+    return start, run
+
+
+def make_joint(config: TrainConfig, allocator):
+    """Algorithm 1, lines 7-16, from a given (pre-trained) policy.
+
+    ``joint(key, sys_params, policy_params, policy_opt) -> (JointState,
+    metrics per episode)``: ``key`` splits into the scheduler's
+    initialisation and the episodes' keys; ``config.episodes`` episodes
+    (:func:`make_episode`) run in a ``lax.scan``.
+    """
+    start, run = _joint_parts(config, allocator)
+
+    def joint(key, sys_params: SystemParams, policy_params, policy_opt):
+        k_sched, k_eps = jax.random.split(key)
+        return run(start(k_sched, policy_params, policy_opt), k_eps, sys_params)
+
+    return joint
+
+
+def make_train(config: TrainConfig, allocator):
+    """Algorithm 1 as one pure program: ``train(key, sys_params) -> (JointState, metrics)``.
+
+    Pre-trains the policy with all tasks offloaded (:func:`make_pretrain`),
+    initialises the scheduler, then runs ``config.episodes`` episodes as
+    :func:`make_joint` does (``key`` splits in three: pre-training,
+    scheduler, episodes).  ``metrics = {"pretrain": {...per step}, "joint":
+    {...per episode}}``.  Pure: ``jax.jit(jax.vmap(train))`` over stacked
+    keys and a stacked ``SystemParams`` trains several seeds and sweep
+    points at once (``n_users`` is taken from ``config``).
+    """
+    pretrain = make_pretrain(config, allocator)
+    start, run = _joint_parts(config, allocator)
+
+    def train(key, sys_params: SystemParams):
+        k_pre, k_sched, k_eps = jax.random.split(key, 3)
+        p_params, p_opt, pre_metrics = pretrain(k_pre, sys_params)
+        state, metrics = run(start(k_sched, p_params, p_opt), k_eps, sys_params)
+        return state, {"pretrain": pre_metrics, "joint": metrics}
+
+    return train
+
+
+def train_seeds(config: TrainConfig, allocator, sys_params: SystemParams, keys: Array):
+    """Algorithm 1 for every key at once: ``jit(vmap(make_train(config)))``.
+
+    Returns the stacked ``(JointState, metrics)`` (leading axis = seeds).
+    ``sys_params`` is shared by all seeds.
+    """
+    train = make_train(config, allocator)
+    return jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, sys_params)
+
+
+def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scenario,
+                   sys_params: SystemParams) -> dict:
+    """Held-out check of a training state with greedy actions (x = [p > 0.5]).
+
+    Returns scalars: ``reward`` (mean Eq. 23 reward of the greedy actions),
+    ``cost`` (mean cost C of the taken actions, Eq. 24-25),
+    ``expected_cost`` (mean p C^edge + (1-p) C^loc), ``offload_fraction``,
+    ``policy_accuracy`` (greedy (width, depth) == Eq. 28 label).
+    """
+    models = build_models(config, allocator)
+    scn = system.as_scenario(scn)
+    probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
+                                                allocator.scales)
+    x = scheduler_net.greedy_actions(probs)
+    q = joint_step_quantities(models, state, allocator, scn, x, sys_params)
+    c = q["costs"]
+    valid = q["valid"].astype(probs.dtype)
+    hit = (q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"])
+    return {"reward": jnp.mean(q["rewards"]),
+            "cost": jnp.mean(jnp.where(x, c.edge, c.local)),
+            "expected_cost": jnp.mean(probs * c.edge + (1 - probs) * c.local),
+            "offload_fraction": jnp.mean(x),
+            "policy_accuracy": jnp.sum(hit * valid) / jnp.maximum(jnp.sum(valid), 1.0)}
+
+
+def unstack(tree, i: int):
+    """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`)."""
+    return jax.tree.map(lambda a: a[i], tree)

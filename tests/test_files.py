@@ -1,0 +1,53 @@
+"""Tests of dynmec_jax.files: atomic writes, JSON conversion, seeds, workdir claims."""
+
+import json
+import math
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from dynmec_jax import files, system
+
+
+def test_atomic_write_text_and_bytes_leave_no_temporary_files(tmp_path):
+    p = files.atomic_write(tmp_path / "a" / "x.txt", "hé")
+    assert p.read_text(encoding="utf-8") == "hé"
+    files.atomic_write(p, b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01"
+    assert [q.name for q in p.parent.iterdir()] == ["x.txt"]
+
+
+def test_to_jsonable_types_and_nonfinite():
+    obj = {"a": np.float32(1.5), "b": np.arange(3), "c": (1, {2}), "d": jax.numpy.ones(2),
+           "sp": system.SystemParams(n_users=3), "nan": float("nan"),
+           "cfg": ml_collections.ConfigDict({"x": 1})}
+    out = files.to_jsonable(obj)
+    assert out["a"] == 1.5 and out["b"] == [0, 1, 2] and out["c"] == [1, [2]]
+    assert out["sp"]["n_users"] == 3 and out["cfg"] == {"x": 1}
+    assert math.isnan(out["nan"])                       # kept (the result store's records)
+    assert files.to_jsonable(obj, nonfinite_as_null=True)["nan"] is None
+    with pytest.raises(TypeError, match="value.f"):
+        files.to_jsonable({"f": object()})
+
+
+def test_write_json_is_strict_json(tmp_path):
+    p = files.write_json({"x": [1.0, float("inf")]}, tmp_path / "d.json")
+    assert json.loads(open(p).read()) == {"x": [1.0, None]}
+    assert files.read_json(p) == {"x": [1.0, None]}
+
+
+def test_seed_keys_are_typed_and_equal_the_raw_keys():
+    keys = files.seed_keys(3, 4)
+    raw = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(3), i))(np.arange(4))
+    np.testing.assert_array_equal(jax.random.key_data(keys), raw)
+
+
+def test_claim_workdir_refuses_another_config(tmp_path):
+    cfg = ml_collections.ConfigDict({"a": 1, "b": (1, 2)})
+    files.claim_workdir(cfg, tmp_path)
+    files.claim_workdir(cfg, tmp_path)              # the same config: fine
+    cfg.a = 2
+    with pytest.raises(ValueError, match="different config"):
+        files.claim_workdir(cfg, tmp_path)
