@@ -131,11 +131,16 @@ class Pipeline:
     def decide(self, scn: Scenario, sys_params: SystemParams | None = None) -> Decision:
         """Greedy joint decision: offload (p > 0.5), (width, depth), allocation, delays.
 
-        ``scn`` fields ``(N,)`` or ``(B, N)`` (NumPy or JAX); ``sys_params``
-        defaults to the allocator's.  Returns a :class:`Decision` of the same
-        leading shape.
+        ``scn`` fields ``(N,)`` or ``(B, N)`` (NumPy or JAX), checked by
+        :func:`dynmec_jax.system.validate_scenario` (``ValueError`` naming the
+        field and index of a bad value; inside ``jit`` use :func:`decide_body`,
+        unchecked, or ``system.check_scenario`` under ``checkify``);
+        ``sys_params`` defaults to the allocator's.  Returns a
+        :class:`Decision` of the same leading shape.
         """
         sp = self.allocator.sys_params if sys_params is None else sys_params
+        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(scn)):
+            scn = system.validate_scenario(scn)
         scn = system.as_scenario(scn)
         single = jnp.ndim(scn.size) == 1
         if single:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.experimental import checkify
 
 Array = Any
 
@@ -194,6 +195,70 @@ class Scenario:
 def as_scenario(scn: Scenario) -> Scenario:
     """Converts the fields of ``scn`` (NumPy or JAX arrays) to JAX arrays."""
     return jax.tree.map(jnp.asarray, scn)
+
+
+#: Field checks of :func:`validate_scenario`: (field, lower bound, whether 0 is allowed).
+SCENARIO_RULES = (("size", "finite and >= 0 [bits]", True),
+                  ("workload", "finite and >= 0 [cycles/bit]", True),
+                  ("deadline", "finite and > 0 [s]", False),
+                  ("distance", "finite and > 0 [m]", False),
+                  ("f_local", "finite and > 0 [cycles/s]", False))
+
+
+def validate_scenario(scn: Scenario, sys_params: SystemParams | None = None) -> Scenario:
+    """Host-side check of user-given tasks (Eq. 7); returns them as float64 NumPy arrays.
+
+    Every field must be a real array of the same shape ``(N,)`` or ``(B, N)``
+    with N >= 1; sizes and workloads finite and >= 0; deadlines, distances and
+    local CPUs finite and > 0.  ``sys_params`` (optional) is checked with
+    :func:`validate` too.  Raises ``ValueError`` naming the field and the
+    first bad index, e.g. ``scenario field 'size' at index (0, 3) is nan;
+    it must be finite and >= 0 [bits]``.
+
+    Jitted code does not call this (it cannot raise on traced values); a
+    traced caller that wants the check inside ``jit`` wraps its function with
+    ``jax.experimental.checkify.checkify`` and calls :func:`check_scenario`.
+    """
+    if sys_params is not None:
+        validate(sys_params)
+    arrays = {}
+    for name, _, _ in SCENARIO_RULES:
+        if not hasattr(scn, name):
+            raise ValueError(f"scenario lacks field {name!r}")
+        try:
+            a = np.asarray(getattr(scn, name), dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"scenario field {name!r} is not numeric: {e}") from e
+        if a.ndim not in (1, 2) or a.shape[-1] < 1:
+            raise ValueError(f"scenario field {name!r} must have shape (N,) or (B, N) with "
+                             f"N >= 1, got {a.shape}")
+        arrays[name] = a
+    shape = arrays["size"].shape
+    for name, a in arrays.items():
+        if a.shape != shape:
+            raise ValueError(f"scenario field {name!r} has shape {a.shape}, but 'size' has "
+                             f"{shape}")
+    for name, rule, zero_ok in SCENARIO_RULES:
+        a = arrays[name]
+        bad = ~np.isfinite(a) | ((a < 0) if zero_ok else (a <= 0))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = idx[0] if len(idx) == 1 else idx
+            raise ValueError(f"scenario field {name!r} at index {at} is {float(a[idx])!r}; "
+                             f"it must be {rule}")
+    return Scenario(**arrays)
+
+
+def check_scenario(scn: Scenario) -> None:
+    """:func:`validate_scenario`'s value rules as ``checkify`` checks, for traced callers.
+
+    Use inside a function transformed by ``jax.experimental.checkify.checkify``
+    (errors are returned, not raised, until ``err.throw()``).
+    """
+    for name, rule, zero_ok in SCENARIO_RULES:
+        a = jnp.asarray(getattr(scn, name))
+        ok = jnp.isfinite(a) & ((a >= 0) if zero_ok else (a > 0))
+        checkify.check(jnp.all(ok), f"scenario field {name!r} must be {rule}")
 
 
 def sample_scenarios(key: Array, sys_params: SystemParams, batch: int) -> Scenario:
