@@ -2,7 +2,11 @@
 shrinking, driver, save/load."""
 
 import json
+import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 
 import chex
 import jax
@@ -18,6 +22,9 @@ from dynmec_jax.experiments import fig12
 from dynmec_jax.nets import static as static_net
 from dynmec_jax.train import allocator as train_allocator
 from dynmec_jax.train import config as train_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DRIVER = ROOT / "tests" / "sweep_helpers" / "allocator_driver.py"
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +273,37 @@ def test_validate_config(smoke_cfg, field, value, match):
     (cfg[section] if section else cfg)[name] = value
     with pytest.raises(ValueError, match=match):
         train_config.allocator_config(cfg)
+
+
+TIMING = ("train_wall_time_s", "steps_per_s", "versions")
+
+
+def _driver(workdir, out, pause=None):
+    args = [sys.executable, str(DRIVER), str(workdir), str(out)]
+    return subprocess.Popen(args + ([str(pause)] if pause else []), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+
+
+def test_sigkill_then_rerun_records_what_an_uninterrupted_run_records(tmp_path):
+    """kill -9 between two chunks, rerun: the record (history included) and the model
+    equal an uninterrupted run's, timing fields aside."""
+    full = _driver(tmp_path / "full", tmp_path / "full.json")
+    killed = _driver(tmp_path / "killed", tmp_path / "killed.json", pause=30)
+    for line in killed.stdout:                     # wait for the second checkpoint
+        if line.startswith("saved step 20"):
+            break
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert not (tmp_path / "killed.json").exists()
+    assert full.wait(timeout=600) == 0
+    rerun = _driver(tmp_path / "killed", tmp_path / "killed.json")
+    assert rerun.wait(timeout=600) == 0
+    a = json.loads((tmp_path / "full.json").read_text())
+    b = json.loads((tmp_path / "killed.json").read_text())
+    assert [h["step"] for h in b["history"]] == [10, 20, 30, 40]
+    assert b["history"] == a["history"]
+    assert {k: v for k, v in b.items() if k not in TIMING} == \
+        {k: v for k, v in a.items() if k not in TIMING}
+    pa = allocator_lib.load_allocator(tmp_path / "full" / "allocator").params
+    pb = allocator_lib.load_allocator(tmp_path / "killed" / "allocator").params
+    chex.assert_trees_all_equal(pa, pb)

@@ -266,8 +266,11 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
     :func:`~dynmec_jax.train.config.allocator_config`).  All seeds run as
     one ``jit(vmap(train_chunk))`` program per chunk of ``chunk_steps``
     steps.  After each chunk the stacked state is checkpointed with orbax
-    under ``workdir/checkpoints``; a rerun with the same config resumes from
-    the latest checkpoint (a different config raises ``ValueError``).  At the
+    under ``workdir/checkpoints`` together with the training history (the
+    mean weighted delay after each chunk); a rerun with the same config
+    resumes from the latest checkpoint and its history (a different config
+    raises ``ValueError``), so a resumed run records what an uninterrupted
+    one does, wall times aside.  At the
     end every seed is evaluated against the optimal allocation on held-out
     scenarios (all tasks offloaded, and a random ``eval.offload_fraction``),
     the record is written to ``workdir/allocator_eval.json``, seed
@@ -287,15 +290,17 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
     mngr = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints",
                                  options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
     start = 0
+    history = []   # saved with each checkpoint, so a resumed run records all of it
     if mngr.latest_step() is not None:
         start = int(mngr.latest_step())
-        state = AllocatorState(*mngr.restore(start, args=ocp.args.StandardRestore(state)))
+        restored = mngr.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore()))
+        state, history = AllocatorState(*restored["state"]), list(restored["history"])
         logging.info("resumed from step %d of %d (%s)", start, total, workdir / "checkpoints")
 
     chunk_fn = jax.jit(jax.vmap(
         lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed),
         in_axes=(0, 0, None)))
-    history = []
     t_train = 0.0
     bar = tqdm(list(range(start, total, config.chunk_steps)),
                desc=f"train allocator x{n} seeds", unit="chunk", disable=not progress)
@@ -311,7 +316,8 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
         logging.info("step %d/%d: %.1f steps/s (x%d seeds), train weighted delay %.2f",
                      hi, total, (hi - lo) / dt, n, wd)
         bar.set_postfix(wd=f"{wd:.1f}")
-        mngr.save(hi, args=ocp.args.StandardSave(state))
+        mngr.save(hi, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                              history=ocp.args.JsonSave(list(history))))
     mngr.wait_until_finished()
     mngr.close()
 
