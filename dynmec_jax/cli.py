@@ -13,7 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 
+import jax
+import numpy as np
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
+
+from dynmec_jax import files
 
 USAGE_ERROR = 2
 
@@ -85,3 +90,24 @@ def quiet_libraries() -> None:
         return record.levelno >= pylogging.WARNING or not any(s in record.pathname for s in _NOISY)
 
     logging.get_absl_handler().addFilter(keep)
+
+
+def lock_workdir(workdir):
+    """One run per workdir (:func:`dynmec_jax.files.lock_workdir`); returns the lock (keep it).
+
+    The processes of one multi-process launch are one run: process 0 takes
+    the lock for all of them and tells the others whether it got it.  A
+    workdir held by another run: one line and exit 2 on every process.
+    """
+    lock, message = None, ""
+    if jax.process_index() == 0:
+        try:
+            lock = files.lock_workdir(workdir)
+        except files.WorkdirBusy as e:
+            message = str(e)
+    busy = lock is None if jax.process_index() == 0 else True
+    if jax.process_count() > 1:
+        busy = bool(multihost_utils.broadcast_one_to_all(np.int32(busy)))
+    if busy:
+        fail(message or f"workdir {workdir} is in use by another run (see process 0)")
+    return lock

@@ -14,11 +14,16 @@ result store of :mod:`dynmec_jax.sweep` cleans stray ones).
 * :func:`seed_keys`: per-seed PRNG keys of a run (``fold_in(key(seed), i)``).
 * :func:`claim_workdir`: a workdir remembers its config; a different config
   is refused instead of mixing two runs.
+* :func:`lock_workdir`: one run at a time per workdir (an ``flock`` on
+  ``WORKDIR/.lock``, released by the kernel when the process ends, even on
+  SIGKILL, so a lock is never stale).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import fcntl
 import importlib.metadata
 import json
 import math
@@ -181,3 +186,33 @@ def claim_workdir(cfg, workdir) -> pathlib.Path:
                          "use another --workdir or delete it")
     atomic_write(cfg_file, text)
     return workdir
+
+
+class WorkdirBusy(ValueError):
+    """Another process holds the workdir's lock (:func:`lock_workdir`)."""
+
+
+def lock_workdir(workdir):
+    """Takes the workdir's lock for this process; returns the open lock file (keep it).
+
+    Non-blocking: raises :class:`WorkdirBusy` naming the holder (pid, host,
+    start time) if another process has it.  The lock lasts until the
+    returned file is closed or the process ends.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    f = open(workdir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise WorkdirBusy(f"workdir {workdir} is in use by another run ({holder}); wait for "
+                          "it to finish or use another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    start = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    f.write(f"pid {os.getpid()} on {platform.node()} since {start}\n")
+    f.flush()
+    return f

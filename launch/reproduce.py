@@ -9,6 +9,7 @@ devices) and writes ``RESULTS/fig*.png`` with the numbers beside each
 (``.json``), ``RESULTS/claims.md``, ``summary.json`` and ``README.md``.
 Everything finished is stored under ``WORKDIR``; a rerun (also after a kill)
 skips it.  Bad config values or an unwritable directory: one line, exit 2.
+One run per workdir: a second one started on it exits 2 (``WORKDIR/.lock``).
 Multi-process: pass ``--coordinator=host:port --num_processes=P
 --process_id=I`` (runs on CPUs too, gloo collectives).
 """
@@ -40,7 +41,9 @@ def main(argv):
     results = common.writable_workdir(_RESULTS.value)
     if _COORD.value is not None:
         sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+    lock = common.lock_workdir(workdir)   # one run per workdir (all processes of this one)
     summary = reproduce.run(cfg, workdir, results)
+    del lock
     logging.info("done in %.0f s", summary["wall_time_s"])
     print(f"reproduction ({cfg.preset}) finished in {summary['wall_time_s']:.0f} s, peak RSS "
           f"{summary['peak_rss_mb']:.0f} MB; claims: {summary['claims']}; see {results}/claims.md")

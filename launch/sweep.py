@@ -42,6 +42,7 @@ def main(argv):
     common.guard(reproduce.validate_config, cfg)
     workdir = common.writable_workdir(_WORKDIR.value)
     multi = sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
+    lock = common.lock_workdir(workdir)   # one run per workdir (all processes of this one)
     if multi and not reproduce.allocators_ready(cfg, workdir):
         common.fail(f"no trained allocators under {workdir}; run this once with one process "
                     "(or launch/reproduce.py) first")
@@ -56,6 +57,7 @@ def main(argv):
             path = pathlib.Path(_DUMP.value)
             files.atomic_write(path, json.dumps(flat, sort_keys=True, indent=0))
     print(f"{n} sweep records in {store.root}")
+    del lock
     return 0
 
 

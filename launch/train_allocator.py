@@ -37,6 +37,7 @@ def main(argv):
     cfg = _CONFIG.value
     common.guard(train_config.allocator_config, cfg)
     workdir = common.writable_workdir(_WORKDIR.value)
+    lock = common.lock_workdir(workdir)   # one run per workdir
     common.guard(files.claim_workdir, cfg, workdir)
     record = train_allocator.train_and_evaluate(cfg, workdir)
     print(f"{record['steps']} steps x {cfg.n_seeds} seeds in {record['train_wall_time_s']:.1f} s; "
@@ -50,6 +51,7 @@ def main(argv):
         for f in ("allocator.json", "params.msgpack"):
             shutil.copyfile(workdir / "allocator" / f, dst / f)
         print(f"exported to {dst}")
+    del lock
     return 0
 
 

@@ -2,6 +2,11 @@
 
 import json
 import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -9,6 +14,8 @@ import numpy as np
 import pytest
 
 from dynmec_jax import files, system
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_atomic_write_text_and_bytes_leave_no_temporary_files(tmp_path):
@@ -51,3 +58,34 @@ def test_claim_workdir_refuses_another_config(tmp_path):
     cfg.a = 2
     with pytest.raises(ValueError, match="different config"):
         files.claim_workdir(cfg, tmp_path)
+
+
+def test_workdir_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path):
+    held = files.lock_workdir(tmp_path)
+    with pytest.raises(files.WorkdirBusy, match=f"pid {os.getpid()}"):
+        files.lock_workdir(tmp_path)
+    held.close()
+    files.lock_workdir(tmp_path).close()
+    # A holder killed with SIGKILL leaves no stale lock.
+    code = ("import sys, time; from dynmec_jax import files; "
+            "lock = files.lock_workdir(sys.argv[1]); print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(files.WorkdirBusy, match=f"pid {proc.pid}"):
+        files.lock_workdir(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    files.lock_workdir(tmp_path).close()
+
+
+def test_a_second_sweep_launch_on_a_busy_workdir_exits_2(tmp_path):
+    held = files.lock_workdir(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--workdir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    held.close()
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use by another run" in lines[0], proc.stderr
+    assert not (tmp_path / "store").exists()
