@@ -239,8 +239,12 @@ def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
         ptitle = p.get("title", xlabel.split(" [")[0])
         ax.set_title(_panel_title(letter, ptitle))
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_yscale(yscale)
+        ax.set_ylabel(str(p.get("ylabel", ylabel)))
+        ax.set_yscale(str(p.get("yscale", yscale)))
+        if p.get("xscale", "linear") == "symlog":
+            ax.set_xscale("symlog", linthresh=float(p.get("linthresh", 1.0)))
+        else:
+            ax.set_xscale(str(p.get("xscale", "linear")))
         ax.grid(True, alpha=0.3)
         series = table["series"]
         right_here = [m for m in series if m in right
@@ -282,7 +286,10 @@ def plot_sweep(panels: Sequence[Mapping[str, Any]], path: str | os.PathLike, yla
     "x_scale": float = 1 (x drawn as x * x_scale, e.g. 1e-9 for Hz -> GHz),
     "y_scale": float = 1 (values and CIs drawn times y_scale, e.g. 1e3 for
     s -> ms), "letter": str = "a", "b", ...; optional "title": str (panel
-    title after "(a) "; default the xlabel without its "[unit]")}``.  Grid
+    title after "(a) "; default the xlabel without its "[unit]"); "ylabel": str
+    (this panel's, instead of ``ylabel``); "xscale": "linear", "log" or
+    "symlog" (with "linthresh": the linear range around 0); "yscale": this
+    panel's y scale}``.  Grid
     1x1, 1x2 or 2x2.  ``ylabel``: label of the left axes including the unit
     after scaling.  Methods in ``right_axis_methods`` are drawn dashed on a
     twin right-hand axis labelled ``"<ylabel> (GA, right axis)"`` (as GA in

@@ -7,8 +7,8 @@ workloads [cycles/bit], deadlines [s], distances [m] and local CPUs
 [cycles/s].  The pipeline (scheduler, policy, allocator; Section IV) decides
 who offloads (Eq. 22), which sub-network (width, depth) allocates, and the
 shares of bandwidth and server CPU (Eq. 12-20); ``system.task_outcomes``
-gives each task's delay and energy (Eq. 1-6).  The inference delay of the
-networks (Eq. 34-35) is added to each task's delay.
+gives each task's delay (with the networks' inference delay, Eq. 34-35) and
+energy (Eq. 1-6).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ def main() -> None:
         distance=np.array([50.0, 400.0, 120.0, 250.0, 30.0]),         # m
         f_local=np.array([0.1e9, 0.15e9, 0.05e9, 0.12e9, 0.08e9]))    # cycles/s
     d = pipe.decide(scn)
-    out = system.task_outcomes(scn, d.offload, d.bandwidth, d.f_alloc, sys_params)
-    infer = np.where(np.asarray(d.offload), float(d.inference_delay_edge),
-                     float(d.inference_delay_local))
+    out = system.task_outcomes(scn, d.offload, d.bandwidth, d.f_alloc, sys_params,
+                               infer_edge=d.inference_delay_edge,
+                               infer_local=d.inference_delay_local)
     print(f"sub-network: width {int(d.width)}, depth {int(d.depth)}")
     print("task | offload | bandwidth [kHz] | server CPU [GHz] | delay [ms] | energy [J]")
     for i in range(scn.size.shape[0]):
         print(f"{i:4d} | {str(bool(d.offload[i])):>7} | {float(d.bandwidth[i]) / 1e3:15.2f} | "
               f"{float(d.f_alloc[i]) / 1e9:16.3f} | "
-              f"{1e3 * (float(out.delay[i]) + infer[i]):10.3f} | "
+              f"{1e3 * float(out.delay[i]):10.3f} | "
               f"{float(out.energy[i]):10.4g}")
     print(f"offloaded bandwidth sums to {float(np.sum(d.bandwidth)) / 1e3:.2f} kHz "
           f"(b_max = {sys_params.bandwidth_max / 1e3:.2f} kHz)")

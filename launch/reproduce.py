@@ -42,6 +42,7 @@ def main(argv):
     if _COORD.value is not None:
         sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
     lock = common.lock_workdir(workdir)   # one run per workdir (all processes of this one)
+    common.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
     summary = reproduce.run(cfg, workdir, results)
     del lock
     logging.info("done in %.0f s", summary["wall_time_s"])

@@ -197,6 +197,53 @@ def test_smoke_reproduction_end_to_end(tmp_path, env, reference):
     assert summary["peak_rss_mb"] > 0 and "fig12_training_cost" in summary["figures"]
 
 
+def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(tmp_path, env, reference):
+    """--axis: one compiled program over the points, stored (a rerun recomputes nothing),
+    a figure and CIs; PMRL and Greedy at the default point equal the main sweep's (the
+    V.B-only item splits its keys as the full one does)."""
+    wd = tmp_path / "work"
+    shutil.copytree(reference["workdir"], wd)
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(SWEEP), CONFIG, *SMALL, f"--workdir={wd}",
+           "--axis=f_server", "--values=2.5e9,3.5e9", "--methods=PMRL,Greedy,Local execution",
+           f"--results={out}"]
+    proc = _run(cmd, env, timeout=600)
+    assert "4 records of axis_f_server" in proc.stdout
+    data = json.loads((out / "axis_f_server.json").read_text())
+    delay = data["metrics"]["delay"]
+    assert delay["x"] == [2.5e9, 3.5e9]
+    assert set(delay["series"]) == {"PMRL", "Greedy", "Local execution"}
+    assert all(n == 2 for s in delay["series"].values() for n in s["n"])
+    assert (out / "axis_f_server.png").stat().st_size > 1000
+    recs = sorted((wd / "store" / "axis_f_server").rglob("seed_*.json"))
+    stamps = [r.stat().st_mtime_ns for r in recs]
+    assert len(recs) == 4 and "4 records" in _run(cmd, env).stdout
+    assert [r.stat().st_mtime_ns for r in recs] == stamps
+    main = reference["dump"]
+    for r in recs:
+        rec = json.loads(r.read_text())
+        if rec["point"]["f_server"] != 2.5e9:
+            continue
+        pre = [k.rsplit("/vb/", 1)[0] for k in main
+               if f"/seed_{rec['seed']}/vb/PMRL/delay" in k and k.startswith("sweep_main/")]
+        assert len(pre) == 1
+        for m in ("PMRL", "Greedy", "Local execution"):
+            for metric in ("delay", "energy", "cost"):
+                np.testing.assert_allclose(rec["result"][f"vb/{m}/{metric}"],
+                                           main[f"{pre[0]}/vb/{m}/{metric}"], rtol=1e-5)
+
+
+def test_axis_sweep_rejects_bad_input_in_one_line(tmp_path, env):
+    for args, needle in ((["--axis=gamma", "--values=1"], "unknown SystemParams field"),
+                         (["--axis=beta", "--values=1,x"], "'x' is not a number"),
+                         (["--axis=beta", "--values=-1"], "beta must be >= 0"),
+                         (["--axis=beta", "--values=1", "--methods=PPO"], "unknown method")):
+        proc = subprocess.run([sys.executable, str(SWEEP), CONFIG, f"--workdir={tmp_path}",
+                               *args], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert needle in proc.stderr
+
+
 def _launch(args, env, timeout=120):
     return subprocess.run([sys.executable, str(REPRODUCE), *args], env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -121,6 +121,13 @@ def allocators_ready(cfg, workdir) -> bool:
                for name, c in (("moe", cfg.allocator), ("static", static_config(cfg))))
 
 
+def claim_allocator_workdirs(cfg, workdir) -> None:
+    """Records the allocator configs under ``workdir``; ``ValueError`` (before any compute)
+    if it holds allocators trained with other configs."""
+    for name, c in (("moe", cfg.allocator), ("static", static_config(cfg))):
+        files.claim_workdir(c, pathlib.Path(workdir) / f"allocator_{name}")
+
+
 def train_allocators(cfg, workdir: pathlib.Path, progress: bool = True) -> dict:
     """Trains (or resumes) the MoE and static allocators; returns their records and models.
 

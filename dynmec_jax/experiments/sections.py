@@ -83,81 +83,109 @@ def _mean_metrics(prefix: str, per_method: dict, out: dict) -> None:
             out[f"{prefix}/{name}/{k}"] = jnp.mean(m[k])
 
 
-def make_item(cfg, n_users: int, moe_stack, static_stack, n_alloc: int):
+#: Section V.B methods a sweep over any field can compute (:func:`make_item`'s ``methods``).
+VB_CHOICES = VB_METHODS + ("Fix MoE", VB_OPTIMUM)
+
+
+def make_item(cfg, n_users: int, moe_stack, static_stack, n_alloc: int,
+              methods: tuple[str, ...] | None = None):
     """``item(point, seed) -> {name: scalar}``: one sweep item (a pure, vmap-able program).
 
     ``point``: ``{field: scalar}`` overrides of :class:`SystemParams` (traced);
     ``seed``: int32 (traced).  See the module doc for what an item does.
-    Result names: ``va/<method>/<metric>``, ``vb/<method>/<metric>`` and
-    ``train/...`` (policy accuracy after pre-training, the last episodes' mean
-    reward and cost).
+    Result names: ``va/<method>/<metric>``, ``vb/<method>/<metric>``,
+    ``policy/...`` (regret against the Eq. 28 label) and ``train/...`` (policy
+    accuracy after pre-training, the last episodes' mean reward and cost).
+
+    ``methods``: None computes every method of Sections V.A and V.B (the
+    figures); a tuple of :data:`VB_CHOICES` computes only Section V.B and
+    only what those methods need (PMRL's pipeline always: Rand and Fix MoE
+    use it).  The keys are split the same way either way, so a method's
+    numbers do not depend on which others are computed.
     """
     tcs = train_configs(cfg, n_users)
     base = base_params(cfg).replace(n_users=n_users)
     va, vb = cfg.va, cfg.vb
+    if methods is not None:
+        unknown = [m for m in methods if m not in VB_CHOICES]
+        if unknown:
+            raise ValueError(f"methods {unknown} are not among {VB_CHOICES}")
+    want = set(VB_CHOICES if methods is None else methods)
+    all_sections = methods is None
+    paper = PMRL_PAPER in want and bool(vb.paper_scheduler or not all_sections)
 
     def item(point: dict, seed: Array) -> dict:
         sp = base.replace(**point)
         idx = seed % n_alloc
         alloc = jax.tree.map(lambda a: a[idx], moe_stack)
-        static = jax.tree.map(lambda a: a[idx], static_stack)
         key = jax.random.fold_in(jax.random.PRNGKey(1), seed)
         k_pre, k_pmrl, k_rl, k_va, k_vb, k_ga = jax.random.split(key, 6)
         k_eval = jax.random.fold_in(jax.random.PRNGKey(int(cfg.eval_seed)), seed)
         out = {}
 
-        # The three policy variants of Section V.A, pre-trained together (Algorithm 1, 2-6).
-        variants = {v: tcs[v] for v in VARIANTS.values()}
-        pre = train_joint.make_pretrain(variants, alloc)(k_pre, sp)
+        # The three policy variants of Section V.A, pre-trained together (Algorithm 1, 2-6);
+        # Section V.B alone needs only the full one (the first: the same stream).
+        names = VARIANTS.values() if all_sections else ("full",)
+        pre = train_joint.make_pretrain({v: tcs[v] for v in names}, alloc)(k_pre, sp)
         pols = {v: (p, o) for v, (p, o, _) in pre.items()}
         for v, (_, _, m) in pre.items():
             out[f"train/{v}/pretrain_accuracy"] = jnp.mean(m["accuracy"][-20:])
 
-        # Section V.A: every task offloaded.
-        scn = system.sample_scenarios(k_eval, sp, int(va.eval_batch))
-        res = evaluation.section_va(k_va, scn, sp, alloc, pols["full"][0], static,
-                                    pols["fix_width"][0], pols["fix_depth"][0], ga_iters=None)
-        sub = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn)
-        ga = evaluation.genetic(k_ga, sub, sp, joint=False, n_iters=int(va.ga_iters),
-                                pop_factor=int(va.ga_pop_factor))
-        res["GA"] = evaluation.scenario_metrics(sub, ga, sp)
-        _mean_metrics("va", {k: res[k] for k in VA_METHODS}, out)
+        if all_sections:
+            # Section V.A: every task offloaded.
+            static = jax.tree.map(lambda a: a[idx], static_stack)
+            scn = system.sample_scenarios(k_eval, sp, int(va.eval_batch))
+            res = evaluation.section_va(k_va, scn, sp, alloc, pols["full"][0], static,
+                                        pols["fix_width"][0], pols["fix_depth"][0],
+                                        ga_iters=None)
+            sub = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn)
+            ga = evaluation.genetic(k_ga, sub, sp, joint=False, n_iters=int(va.ga_iters),
+                                    pop_factor=int(va.ga_pop_factor))
+            res["GA"] = evaluation.scenario_metrics(sub, ga, sp)
+            _mean_metrics("va", {k: res[k] for k in VA_METHODS}, out)
 
         # Section V.B: users have computing power; Algorithm 1.
         state, joint = train_joint.make_joint(tcs["pmrl"], alloc)(k_pmrl, sp, *pols["full"])
         pmrl = pipeline.make_pipeline(tcs["pmrl"], alloc, state)
-        rl_state, rl_m = train_joint.make_train(tcs["rl"], alloc)(k_rl, sp)
-        rl = pipeline.make_pipeline(tcs["rl"], alloc, rl_state)
         tail = max(1, int(vb.episodes) // 10)
         out["train/pmrl/reward"] = jnp.mean(joint["reward"][-tail:])
         out["train/pmrl/cost"] = jnp.mean(joint["cost"][-tail:])
-        out["train/rl/cost"] = jnp.mean(rl_m["joint"]["cost"][-tail:])
+        rl = None
+        if "RL" in want:
+            rl_state, rl_m = train_joint.make_train(tcs["rl"], alloc)(k_rl, sp)
+            rl = pipeline.make_pipeline(tcs["rl"], alloc, rl_state)
+            out["train/rl/cost"] = jnp.mean(rl_m["joint"]["cost"][-tail:])
         scn_b = system.sample_scenarios(jax.random.fold_in(k_eval, 1), sp, int(vb.eval_batch))
         res_b = evaluation.section_vb(k_vb, scn_b, sp, pmrl, rl, ga_iters=None)
-        if bool(vb.paper_scheduler):
+        if paper:
             p_state, _ = train_joint.make_joint(tcs["pmrl_paper"], alloc)(k_pmrl, sp,
                                                                           *pols["full"])
             pmrl_paper = pipeline.make_pipeline(tcs["pmrl_paper"], alloc, p_state)
             res_b[PMRL_PAPER] = evaluation.scenario_metrics(
                 scn_b, evaluation.pipeline_method(pmrl_paper, scn_b, sp), sp)
-        sub_b = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn_b)
-        ga_b = evaluation.genetic(jax.random.fold_in(k_ga, 1), sub_b, sp, joint=True,
-                                  n_iters=int(va.ga_iters), pop_factor=int(va.ga_pop_factor))
-        res_b["GA"] = evaluation.scenario_metrics(sub_b, ga_b, sp)
-        if n_users <= exhaustive.MAX_USERS:
+        if "GA" in want:
+            sub_b = jax.tree.map(lambda a: a[: int(va.ga_batch)], scn_b)
+            ga_b = evaluation.genetic(jax.random.fold_in(k_ga, 1), sub_b, sp, joint=True,
+                                      n_iters=int(va.ga_iters),
+                                      pop_factor=int(va.ga_pop_factor))
+            res_b["GA"] = evaluation.scenario_metrics(sub_b, ga_b, sp)
+        if VB_OPTIMUM in want and n_users <= exhaustive.MAX_USERS:
             res_b[VB_OPTIMUM] = evaluation.scenario_metrics(
                 scn_b, evaluation.exhaustive(scn_b, sp), sp)
-        _mean_metrics("vb", {k: res_b[k] for k in VB_METHODS + (VB_OPTIMUM,) if k in res_b},
-                      out)
+        shown = VB_METHODS + (VB_OPTIMUM,) if all_sections else tuple(methods)
+        _mean_metrics("vb", {k: res_b[k] for k in shown if k in res_b}, out)
 
         # The policy against the per-scenario best sub-network (Eq. 28), on the offload
         # sets it serves: all tasks (V.A, PolicyMoE) and PMRL's (V.B).
-        m_va = pipeline.build_models(tcs["full"], alloc)
-        reg_va = evaluation.policy_regret(m_va, pols["full"][0], alloc, scn,
-                                          jnp.ones(scn.shape, bool), sp)
+        regrets = {}
+        if all_sections:
+            m_va = pipeline.build_models(tcs["full"], alloc)
+            regrets["va"] = evaluation.policy_regret(m_va, pols["full"][0], alloc, scn,
+                                                     jnp.ones(scn.shape, bool), sp)
         x_b = pipeline.decide_body(pmrl, scn_b, sp).offload
-        reg_vb = evaluation.policy_regret(pmrl.models, state.policy, alloc, scn_b, x_b, sp)
-        for sec, reg in (("va", reg_va), ("vb", reg_vb)):
+        regrets["vb"] = evaluation.policy_regret(pmrl.models, state.policy, alloc, scn_b, x_b,
+                                                 sp)
+        for sec, reg in regrets.items():
             for k, v in reg.items():
                 out[f"policy/{sec}/{k}"] = jnp.mean(v)
         return out

@@ -1,0 +1,109 @@
+"""A sweep over any field of ``SystemParams``: Section V.B methods against one parameter.
+
+``launch/sweep.py --axis=beta --values=0,0.001,0.01,0.1,1,10`` runs
+:func:`run_axis` over the points ``{field: value}`` with the other fields at
+the run's defaults (Table II and ``cfg.allocator.system``): one compiled
+program (:func:`dynmec_jax.experiments.sections.make_item`, ``vmap``-ed over
+points and seeds, sharded over the devices), stored per (point, seed) in the
+run's result store under ``axis_<field>`` (resumable).  :func:`axis_table`
+aggregates the stored records (mean and 95% t-CI over seeds) and
+:func:`write_axis` draws the delay and energy panels and writes their numbers
+(JSON).  The number of users changes shapes and has its own sweep (Fig. 7(c)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+
+import jax
+import numpy as np
+
+from dynmec_jax import files, plotting, sweep, system
+from dynmec_jax.experiments import reproduce, sections
+from dynmec_jax.experiments.names import METRICS
+
+#: The methods of a study when none are named: the learned pipeline and the baselines
+#: a reader compares it with (the beta study of docs/reproduction.md).
+DEFAULT_METHODS = ("PMRL", "Greedy", "Rand", "Local execution")
+
+
+def check_axis(field: str, values, base: system.SystemParams) -> list[float]:
+    """The swept values as floats; ``ValueError`` (one line) for an unknown or unsweepable
+    field, a value that is not a finite number, or one that makes the system invalid."""
+    names = [f.name for f in dataclasses.fields(system.SystemParams)]
+    if field not in names:
+        raise ValueError(f"--axis: unknown SystemParams field {field!r} (fields: "
+                         f"{', '.join(n for n in names if n != 'n_users')})")
+    if field == "n_users":
+        raise ValueError("--axis: n_users changes array shapes; its sweep is the config's "
+                         "sweeps.n_users (Fig. 7(c))")
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"--values: {v!r} is not a number") from None
+        if not math.isfinite(x):
+            raise ValueError(f"--values: {v!r} is not finite")
+        try:
+            system.validate(base.replace(**{field: x}))
+        except ValueError as e:
+            raise ValueError(f"--values: {field}={v}: {e}") from None
+        out.append(x)
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"--values must be distinct numbers, got {list(values)}")
+    return out
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    """The requested Section V.B methods; ``ValueError`` naming an unknown one."""
+    methods = tuple(methods) or DEFAULT_METHODS
+    for m in methods:
+        if m not in sections.VB_CHOICES:
+            raise ValueError(f"--methods: unknown method {m!r} (choose among "
+                             f"{', '.join(sections.VB_CHOICES)})")
+    return methods
+
+
+def run_axis(cfg, store: sweep.ResultStore, allocs: dict, field: str, values: list[float],
+             methods: tuple[str, ...], progress: bool = True, mesh=None) -> list[dict]:
+    """Runs (or resumes) the sweep of ``field`` over ``values``; returns its records."""
+    base = sections.base_params(cfg)
+    moe_stack = reproduce.stack_allocators(allocs["moe_models"])
+    item = sections.make_item(cfg, base.n_users, moe_stack, None, len(allocs["moe_models"]),
+                              methods=methods)
+    conf = {"config": files.to_jsonable(cfg.to_dict()), "axis": field,
+            "methods": list(methods)}
+    return sweep.run_sweep(store, f"axis_{field}", [{field: v} for v in values],
+                           [int(s) for s in cfg.seeds], jax.vmap(item), config=conf,
+                           mesh=mesh, chunk_size=int(cfg.chunk_size), progress=progress)
+
+
+def axis_table(records: list[dict], field: str, methods: tuple[str, ...]) -> dict:
+    """``{metric: sweep_table}`` of the records (x = the field's value, SI units)."""
+    rows = [{"method": m, "x": r["point"][field], "seed": r["seed"],
+             "metrics": {k: r["result"][f"vb/{m}/{k}"] for k in METRICS}}
+            for r in records for m in methods if f"vb/{m}/{METRICS[0]}" in r["result"]]
+    return {k: plotting.sweep_table(rows, k)
+            for k in ("delay", "energy", "miss_ratio", "cost", "offload_fraction")}
+
+
+def write_axis(tables: dict, field: str, out_dir: pathlib.Path) -> list[str]:
+    """``axis_<field>.png`` (delay and energy panels) and ``axis_<field>.json``."""
+    xs = np.asarray(tables["delay"]["x"])
+    positive = xs[xs > 0]
+    log = positive.size > 1 and positive.max() / positive.min() >= 100
+    panels = [{"xlabel": field, "table": tables["delay"], "y_scale": 1e3,
+               "ylabel": "Mean delay [ms]", "title": "Delay", "letter": "a"},
+              {"xlabel": field, "table": tables["energy"], "ylabel": "Mean energy [J]",
+               "title": "User energy", "letter": "b", "yscale": "log"}]
+    if log:
+        for p in panels:   # symlog keeps 0 on the axis next to the log-spaced values
+            p.update(xscale="symlog", linthresh=float(positive.min()))
+    png = plotting.plot_sweep(panels, out_dir / f"axis_{field}.png", ylabel="",
+                              right_axis_methods=(), title=f"Section V.B methods against {field}")
+    js = files.write_json({"field": field, "unit": "SI", "metrics": tables},
+                          out_dir / f"axis_{field}.json")
+    return [png, js]
