@@ -116,6 +116,13 @@ class TaskCosts(NamedTuple):
     scale: Array | None = None
 
 
+def per_scenario(value, like: Array) -> Array:
+    """A number, or a per-scenario ``(B,)`` array given trailing axes to broadcast against
+    ``like`` ``(B, ...)`` (e.g. M_Sced of scenarios with different N, Eq. 34-35)."""
+    v = jnp.asarray(value)
+    return v.reshape(v.shape + (1,) * (jnp.ndim(like) - v.ndim)) if v.ndim else value
+
+
 def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
                decide_fn: Callable[[Array], tuple], sys_params: SystemParams,
                scheduler_macs, policy_macs) -> TaskCosts:
@@ -148,7 +155,7 @@ def task_costs(allocator, logits_all: Array, scn: Scenario, offload: Array,
     f_alloc = jnp.sum(jnp.where(eye, share_f, 0.0), -1)
     n_served = jnp.sum(masks, axis=-1).astype(jnp.int32)         # (B, N_i)
     t_loc, t_edge = inference_delays(
-        sys_params, scheduler_macs, policy_macs,
+        sys_params, per_scenario(scheduler_macs, width), policy_macs,
         allocator.macs(width, depth, n_served))
     c_loc = system.cost_local(scn, sys_params, t_loc)
     c_edge = system.cost_edge(scn, bandwidth, f_alloc, sys_params, t_edge)
@@ -163,8 +170,8 @@ def _set_costs(allocator, logits_all, scn, masks, decide_fn, sys_params, schedul
     logits = allocator_lib.gather_subnet(logits_all, width, depth)             # (B, M, N, 2)
     bandwidth, f_alloc = allocator_lib.shares(logits, masks, sys_params)
     n_served = jnp.sum(masks, axis=-1)
-    t_loc, t_edge = inference_delays(sys_params, scheduler_macs, policy_macs,
-                                     allocator.macs(width, depth, n_served))
+    t_loc, t_edge = inference_delays(sys_params, per_scenario(scheduler_macs, width),
+                                     policy_macs, allocator.macs(width, depth, n_served))
     scn_b = jax.tree.map(lambda a: a[..., None, :], scn)         # (B, 1, N)
     c_edge = system.cost_edge(scn_b, jnp.where(masks, bandwidth, 1.0),
                               jnp.where(masks, f_alloc, 1.0), sys_params, t_edge[..., None])
@@ -267,7 +274,7 @@ def bernoulli_entropy(logits: Array) -> Array:
 
 def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
                    estimator: str = "eq23", advantage: str = "raw",
-                   entropy: Array = 0.0) -> Array:
+                   entropy: Array = 0.0, valid: Array | None = None) -> Array:
     """Loss whose gradient *descent* is the Eq. 26-27 gradient *ascent* on R(A).
 
     ``estimator="eq23"``: ``-mean_{b,i} R_bi`` with R from :func:`rewards`;
@@ -280,21 +287,29 @@ def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
     costs of :func:`marginal_costs` (the caller picks the costs;
     :func:`dynmec_jax.train.joint.make_update` does).  ``entropy``: weight of
     an entropy bonus ``-entropy mean H(p)`` (0 = none).  ``logits``: the
-    scheduler's output ``(B, N)``.  Scalar (cost units for "raw", else
-    dimensionless).
+    scheduler's output ``(B, N)``.  ``valid`` (bool ``(B, N)``, optional):
+    the real users of padded scenarios; the means run over them only.
+    Scalar (cost units for "raw", else dimensionless).
     """
     x = jnp.asarray(offload).astype(bool)
-    bonus = entropy * jnp.mean(bernoulli_entropy(logits))
+    if valid is None:
+        mean = jnp.mean
+    else:
+        v = jnp.asarray(valid, bool)
+
+        def mean(a):
+            return jnp.sum(jnp.where(v, a, 0.0)) / jnp.maximum(jnp.sum(v), 1)
+    bonus = entropy * mean(bernoulli_entropy(logits))
     if estimator in ("eq23", "marginal"):
-        return -jnp.mean(rewards(jax.nn.sigmoid(logits), costs, x, advantage)) - bonus
+        return -mean(rewards(jax.nn.sigmoid(logits), costs, x, advantage)) - bonus
     if estimator == "reinforce":
         taken = jax.lax.stop_gradient(jnp.where(x, costs.edge, costs.local))
         finite = jnp.isfinite(taken)
         cap = jnp.max(jnp.where(finite, taken, 0.0))
         taken = jnp.where(finite, taken, cap)
-        adv = jnp.mean(taken) - taken
+        adv = mean(taken) - taken
         log_pi = jnp.where(x, jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits))
-        return -jnp.mean(adv * log_pi) - bonus
+        return -mean(adv * log_pi) - bonus
     raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 

@@ -137,6 +137,11 @@ class Pipeline:
         unchecked, or ``system.check_scenario`` under ``checkify``);
         ``sys_params`` defaults to the allocator's.  Returns a
         :class:`Decision` of the same leading shape.
+
+        Any N: with the per-user scheduler, scenarios are padded to
+        :func:`padded_users` (64 up to N = 64, then the next power of two)
+        with a mask (:func:`dynmec_jax.system.pad_users`), so one compiled
+        program serves every N up to 64; the padding is cut from the result.
         """
         sp = self.allocator.sys_params if sys_params is None else sys_params
         if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(scn)):
@@ -145,29 +150,45 @@ class Pipeline:
         single = jnp.ndim(scn.size) == 1
         if single:
             scn = jax.tree.map(lambda a: a[None], scn)
-        d = _decide_jit(self, scn, sp)
+        n = scn.shape[-1]
+        if self.n_users is None:
+            padded, valid = system.pad_users(scn, padded_users(n), sp)
+            d = jax.tree.map(lambda a: a[..., :n] if a.ndim == 2 else a,
+                             _decide_jit(self, padded, sp, None, valid))
+        else:
+            d = _decide_jit(self, scn, sp)
         return jax.tree.map(lambda a: a[0], d) if single else d
 
 
+def padded_users(n: int, smallest: int = 64) -> int:
+    """The padded N of :meth:`Pipeline.decide`: ``smallest`` up to it, else the next power of 2."""
+    return max(smallest, 1 << (int(n) - 1).bit_length())
+
+
 def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
-                offload: Array | None = None) -> Decision:
-    """:meth:`Pipeline.decide` for ``(B, N)`` scenarios (jit-able).
+                offload: Array | None = None, valid: Array | None = None) -> Decision:
+    """:meth:`Pipeline.decide` for ``(B, N)`` scenarios (jit-able, unchecked).
 
     ``offload``: override the scheduler (e.g. the Rand baseline); None uses
-    the greedy scheduler.  Inference delays follow Eq. 34-35 with the
-    pipeline's M_Sced and M_Poli.
+    the greedy scheduler.  ``valid``: the real users of padded scenarios
+    (padded users never offload; M_Sced counts the real ones).  Inference
+    delays follow Eq. 34-35 with the pipeline's M_Sced and M_Poli.
     """
     m = pipe.models
     if offload is None:
         probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
-                                                    pipe.allocator.scales)
+                                                    pipe.allocator.scales, valid)
         offload = scheduler_net.greedy_actions(probs)
     x = jnp.asarray(offload).astype(bool)
+    if valid is not None:
+        x = x & valid
     width, depth = decide_subnet(m, pipe.policy_params, pipe.allocator, scn, x, sys_params)
     bandwidth, f_alloc = allocator_lib.allocate(pipe.allocator, scn, x, width, depth, sys_params)
     n = jnp.sum(x, axis=-1)
     t_loc, t_edge = costs.inference_delays(
-        sys_params, scheduler_net.module_macs(m.scheduler, x.shape[-1]), m.policy_macs,
+        sys_params, scheduler_net.module_macs(
+            m.scheduler, x.shape[-1] if valid is None else jnp.sum(valid, axis=-1)),
+        m.policy_macs,
         pipe.allocator.macs(width, depth, n))
     shape = n.shape
     return Decision(x, width, depth, bandwidth, f_alloc, jnp.broadcast_to(t_loc, shape),
@@ -180,7 +201,8 @@ _decide_jit = jax.jit(decide_body)
 def make_pipeline(config: TrainConfig, allocator, state, record: dict | None = None) -> Pipeline:
     """A :class:`Pipeline` from trained weights: ``state`` has ``scheduler`` and ``policy``
     fields (a :class:`~dynmec_jax.train.joint.JointState` of one seed, not vmapped)."""
-    rec = {"config": dataclasses.asdict(config), **(record or {})}
+    rec = {"config": dataclasses.asdict(config), **(record or {}),
+           "train_config": dataclasses.asdict(config)}
     return Pipeline(scheduler_params=state.scheduler, policy_params=state.policy,
                     allocator=allocator, models=build_models(config, allocator),
                     record=json.dumps(rec))
@@ -197,13 +219,14 @@ def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
     path.mkdir(parents=True, exist_ok=True)
     m = pipe.models
     is_set = isinstance(m.scheduler, scheduler_net.SetScheduler)
+    trained = json.loads(pipe.record or "{}").get("train_config", {})
     meta = {
         "scheduler": {"kind": "set" if is_set else "paper",
                       "n_users": None if is_set else m.scheduler.n_users,
                       "n_layers": m.scheduler.n_layers if is_set else 1,
                       "passes": m.scheduler.passes if is_set else 1,
-                      "trained_n_users": json.loads(pipe.record or "{}").get(
-                          "config", {}).get("n_users"),
+                      "trained_n_users": trained.get("n_users"),
+                      "trained_n_users_min": trained.get("n_users_min"),
                       "hidden": m.scheduler.hidden,
                       "negative_slope": m.scheduler.negative_slope},
         "policy": {"hidden": m.policy.hidden, "negative_slope": m.policy.negative_slope},

@@ -285,6 +285,52 @@ def sample_scenarios(key: Array, sys_params: SystemParams, batch: int) -> Scenar
     )
 
 
+def mask_padding(scn: Scenario, valid: Array, sys_params: SystemParams) -> Scenario:
+    """Scenarios padded to a common N: users outside ``valid`` become empty tasks.
+
+    A padded user has size 0 and workload 0 (so kept local it costs exactly
+    0: no delay, no energy, importance 0, Eq. 1-6, 19, 24), the largest
+    deadline, distance and local CPU of ``sys_params`` (finite features).
+    ``valid``: bool, broadcastable to the fields' ``(..., N)``.
+    """
+    v = jnp.asarray(valid, bool)
+
+    def fill(x, value):
+        return jnp.where(v, x, jnp.asarray(value, jnp.result_type(x)))
+
+    return Scenario(size=fill(scn.size, 0.0), workload=fill(scn.workload, 0.0),
+                    deadline=fill(scn.deadline, sys_params.deadline_max),
+                    distance=fill(scn.distance, sys_params.distance_max),
+                    f_local=fill(scn.f_local, sys_params.f_local_max))
+
+
+def pad_users(scn: Scenario, n_max: int, sys_params: SystemParams):
+    """``(scenario, valid)``: fields ``(..., N)`` padded to ``(..., n_max)`` with empty tasks
+    (:func:`mask_padding`); ``valid`` bool ``(..., n_max)`` marks the real users."""
+    n = jnp.shape(scn.size)[-1]
+    if n > n_max:
+        raise ValueError(f"{n} users do not fit in {n_max}")
+    pad = [(0, 0)] * (jnp.ndim(scn.size) - 1) + [(0, n_max - n)]
+    padded = jax.tree.map(lambda a: jnp.pad(jnp.asarray(a), pad), scn)
+    valid = jnp.broadcast_to(jnp.arange(n_max) < n, jnp.shape(padded.size))
+    return mask_padding(padded, valid, sys_params), valid
+
+
+def sample_mixed_scenarios(key: Array, sys_params: SystemParams, batch: int, n_min: int):
+    """``batch`` scenarios of N ~ U{n_min, ..., sys_params.n_users} users each (Section V's
+    task distribution), padded to ``sys_params.n_users``: returns ``(scenario, valid)``.
+
+    The first N users of a scenario are real (``valid``); the rest are empty
+    tasks (:func:`mask_padding`).  Shapes are static, so one compiled program
+    trains or evaluates every N in the range.
+    """
+    k_scn, k_n = jax.random.split(key)
+    scn = sample_scenarios(k_scn, sys_params, batch)
+    n = jax.random.randint(k_n, (batch, 1), n_min, sys_params.n_users + 1)
+    valid = jnp.arange(sys_params.n_users) < n
+    return mask_padding(scn, valid, sys_params), valid
+
+
 def _safe_ratio(num: Array, den: Array) -> Array:
     """num / den with 0/0 -> 0 and x/0 -> inf (x > 0), and finite gradients.
 

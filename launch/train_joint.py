@@ -55,17 +55,10 @@ def main(argv):
 
     keys = files.seed_keys(int(cfg.seed), int(cfg.n_seeds))
     t0 = time.time()
-    states, metrics = train_joint.train_seeds(tc, alloc, sp, keys)
-    jax.block_until_ready(states)
+    states, metrics, per_seed, best = train_joint.train_and_select(
+        tc, alloc, sp, keys, jax.random.key(int(cfg.eval.seed) + VALIDATION_OFFSET),
+        int(cfg.eval.batch))
     wall = time.time() - t0
-
-    val = system.sample_scenarios(jax.random.key(int(cfg.eval.seed) + VALIDATION_OFFSET),
-                                  sp, int(cfg.eval.batch))
-    per_seed = []
-    for i in range(int(cfg.n_seeds)):
-        ev = train_joint.evaluate_state(tc, alloc, train_joint.unstack(states, i), val, sp)
-        per_seed.append({k: float(v) for k, v in ev.items()})
-    best = int(np.argmin([r["cost"] for r in per_seed]))
     joint = {k: np.asarray(v) for k, v in metrics["joint"].items()}
     tail = max(1, tc.episodes // 10)
     record = {
@@ -77,7 +70,7 @@ def main(argv):
     }
     pipe = pipeline.make_pipeline(tc, alloc, train_joint.unstack(states, best), record)
     pipeline.save_pipeline(pipe, workdir / "pipeline")
-    (workdir / "train_joint.json").write_text(json.dumps(record, indent=1))
+    files.atomic_write(workdir / "train_joint.json", json.dumps(record, indent=1))
     print(f"{tc.pretrain_steps} pre-training steps + {tc.episodes} episodes x {cfg.n_seeds} "
           f"seeds in {wall:.1f} s")
     for i, r in enumerate(per_seed):

@@ -253,3 +253,68 @@ def test_joint_starts_from_the_given_trained_policy(alloc, sp):
         key, sp, p, o)
     assert int(run.episode) == 3
     assert not np.allclose(jax.tree.leaves(run.policy)[0], jax.tree.leaves(p)[0])
+
+
+def test_padded_users_are_invisible_to_the_set_scheduler_and_cost_nothing(alloc, sp):
+    scn = system.sample_scenarios(jax.random.key(11), sp.replace(n_users=5), 3)
+    padded, valid = system.pad_users(scn, 9, sp)
+    assert padded.size.shape == (3, 9) and bool(valid[:, :5].all()) and not valid[:, 5:].any()
+    c_loc = system.cost_local(padded, sp)
+    assert np.all(np.asarray(c_loc)[:, 5:] == 0.0)          # empty tasks kept local: free
+    model = scheduler_net.SetScheduler()
+    params = model.init(jax.random.key(0), jnp.zeros((5, 5)))
+    params = jax.tree.map(lambda a: 0.3 * jax.random.normal(jax.random.key(1), a.shape), params)
+    a = scheduler_net.offload_logits(model, params, scn, alloc.scales)
+    b = scheduler_net.offload_logits(model, params, padded, alloc.scales, valid)[:, :5]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="set"):
+        scheduler_net.offload_logits(scheduler_net.Scheduler(9), None, padded, alloc.scales,
+                                     valid)
+
+
+def test_mixed_n_training_never_offloads_padding(alloc, sp):
+    cfg = train_config.TrainConfig(n_users=7, n_users_min=2, batch=8, pretrain_steps=3,
+                                   episodes=4)
+    state, metrics = jax.jit(train_joint.make_train(cfg, alloc))(jax.random.key(2), sp)
+    chex.assert_tree_all_finite((state, metrics))
+    scn, valid = train_joint.sample_training_scenarios(cfg, jax.random.key(3), sp)
+    n = np.asarray(valid).sum(-1)
+    assert scn.size.shape == (8, 7) and n.min() >= 2 and n.max() <= 7
+    ev = train_joint.evaluate_state(cfg, alloc, state, scn, sp, valid)
+    chex.assert_tree_all_finite(ev)
+    update = train_joint.make_update(cfg, alloc)
+    _, m = jax.jit(update)(state, scn, jax.random.key(4), sp, valid)
+    assert 0.0 <= float(m["offload_fraction"]) <= 1.0
+    with pytest.raises(ValueError, match="n_users_min"):
+        train_config.TrainConfig(n_users=7, n_users_min=8)
+    with pytest.raises(ValueError, match="set"):
+        train_config.TrainConfig(n_users=7, n_users_min=2, scheduler="paper")
+
+
+def test_decide_serves_any_n_with_one_compiled_program(alloc, sp):
+    cfg = train_config.TrainConfig(n_users=N)
+    models = pipeline.build_models(cfg, alloc)
+    s_params = scheduler_net.init_scheduler(jax.random.key(1), models.scheduler)
+    s_params = jax.tree.map(lambda a: 0.3 * jax.random.normal(jax.random.key(5), a.shape),
+                            s_params)
+    p_params = policy_net.init_policy(jax.random.key(2), models.policy)
+    pipe = pipeline.Pipeline(s_params, p_params, alloc, models)
+    assert pipe.n_users is None
+    scns = {n: system.sample_scenarios(jax.random.key(n), sp.replace(n_users=n), 2)
+            for n in (3, 17, 40, 64)}
+    sizes = []
+    decisions = {}
+    for n, scn in scns.items():
+        decisions[n] = pipe.decide(scn)
+        sizes.append(pipeline._decide_jit._cache_size())
+    assert sizes[1:] == sizes[:1] * 3                 # no new compilation after N = 3
+    for n, scn in scns.items():
+        d = decisions[n]
+        assert d.offload.shape == (2, n) and d.bandwidth.shape == (2, n)
+        ref = pipeline._decide_jit(pipe, system.as_scenario(scn), sp)   # unpadded
+        np.testing.assert_array_equal(d.offload, ref.offload)
+        np.testing.assert_allclose(d.bandwidth, ref.bandwidth, rtol=1e-4,
+                                   atol=1e-6 * sp.bandwidth_max)
+        np.testing.assert_allclose(d.inference_delay_edge, ref.inference_delay_edge, rtol=1e-6)
+    assert pipeline.padded_users(3) == pipeline.padded_users(64) == 64
+    assert pipeline.padded_users(65) == 128

@@ -60,6 +60,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         advantage="relative",         # "relative" (default) or "raw" (Eq. 23 as printed)
         entropy=0.0,                  # entropy bonus at episode 0, decaying linearly to 0
         clip_norm=0.0,                # global-norm gradient clip of the scheduler (0 = off)
+        # Mixed N: each scenario has N ~ U{n_users_min..system.n_users} users, padded to
+        # system.n_users (None: all have system.n_users).  The shipped pipeline: 5..60.
+        n_users_min=ml_collections.config_dict.placeholder(int),
     ))
     c.eval = ml_collections.ConfigDict(dict(
         batch=1024,        # held-out scenarios

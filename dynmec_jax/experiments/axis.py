@@ -97,8 +97,8 @@ def write_axis(tables: dict, field: str, out_dir: pathlib.Path) -> list[str]:
     log = positive.size > 1 and positive.max() / positive.min() >= 100
     panels = [{"xlabel": field, "table": tables["delay"], "y_scale": 1e3,
                "ylabel": "Mean delay [ms]", "title": "Delay", "letter": "a"},
-              {"xlabel": field, "table": tables["energy"], "ylabel": "Mean energy [J]",
-               "title": "User energy", "letter": "b", "yscale": "log"}]
+              {"xlabel": field, "table": tables["energy"], "ylabel": "User energy per scenario [J]",
+               "title": "User energy (sum over the tasks)", "letter": "b", "yscale": "log"}]
     if log:
         for p in panels:   # symlog keeps 0 on the axis next to the log-spaced values
             p.update(xscale="symlog", linthresh=float(positive.min()))

@@ -117,17 +117,31 @@ class SetScheduler(nn.Module):
         return out[..., 0]
 
     @nn.compact
-    def __call__(self, z: Array) -> Array:
+    def __call__(self, z: Array, valid: Array | None = None) -> Array:
+        """Logits ``(..., N)`` from features ``z (..., N, 5)``.
+
+        ``valid`` (bool ``(..., N)``, optional): the real users of scenarios
+        padded to a common N; the pooled summaries are over them only, so a
+        padded scenario gets the logits of the unpadded one (up to float
+        rounding).  Padded users' logits are meaningless.
+        """
         if z.shape[-1] != accounting.N_FEATURES:
             raise ValueError(f"scheduler input must be (..., N, {accounting.N_FEATURES}), "
                              f"got {z.shape}")
-        ctx = jnp.broadcast_to(jnp.mean(z, axis=-2, keepdims=True), z.shape)
+        if valid is None:
+            ctx = jnp.mean(z, axis=-2, keepdims=True)
+            weight, n = 1.0, z.shape[-2]
+        else:
+            weight = jnp.asarray(valid, z.dtype)[..., None]
+            n = jnp.maximum(jnp.sum(weight, axis=-2, keepdims=True), 1.0)
+            ctx = jnp.sum(weight * z, axis=-2, keepdims=True) / n
+        ctx = jnp.broadcast_to(ctx, z.shape)
         logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
         for k in range(1, self.passes):
-            q = jax.nn.sigmoid(logits)[..., None]
+            q = jax.nn.sigmoid(logits)[..., None] * weight
             nq = jnp.sum(q, axis=-2, keepdims=True)
             ctx_q = jnp.sum(q * z, axis=-2, keepdims=True) / jnp.maximum(nq, 1e-3)
-            frac = nq / z.shape[-2]
+            frac = nq / n
             extra = jnp.broadcast_to(jnp.concatenate([ctx_q, frac], -1),
                                      z.shape[:-1] + (z.shape[-1] + 1,))
             logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
@@ -174,19 +188,25 @@ def init_scheduler(key: Array, model: nn.Module, n_users: int | None = None) -> 
 
 
 def offload_logits(model: Scheduler, params: dict, scn: Scenario,
-                   scales: features.FeatureScales) -> Array:
+                   scales: features.FeatureScales, valid: Array | None = None) -> Array:
     """Logits of the offloading probabilities of Eq. 22, ``(..., N)`` (dimensionless).
 
     ``scn`` fields ``(..., N)``; ``scales``: the allocator's feature scales
-    (Eq. 21's state is the normalised feature set).
+    (Eq. 21's state is the normalised feature set); ``valid``: the real users
+    of padded scenarios (:class:`SetScheduler` only).
     """
-    return model.apply(params, features.normalize_features(scn, scales))
+    z = features.normalize_features(scn, scales)
+    if valid is None:
+        return model.apply(params, z)
+    if not isinstance(model, SetScheduler):
+        raise ValueError("padded scenarios (valid=...) need the per-user 'set' scheduler")
+    return model.apply(params, z, valid)
 
 
 def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,
-                          scales: features.FeatureScales) -> Array:
+                          scales: features.FeatureScales, valid: Array | None = None) -> Array:
     """p_i of Eq. 22: the probability of offloading task i, ``(..., N)`` in (0, 1)."""
-    return jax.nn.sigmoid(offload_logits(model, params, scn, scales))
+    return jax.nn.sigmoid(offload_logits(model, params, scn, scales, valid))
 
 
 def sample_actions(key: Array, probs: Array) -> Array:

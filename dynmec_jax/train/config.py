@@ -228,7 +228,13 @@ class TrainConfig:
 
     Attributes:
       n_users: N of the training scenarios (the paper's scheduler is built
-        for it; the set scheduler serves any N).
+        for it; the set scheduler serves any N); with ``n_users_min``, the
+        largest N.
+      n_users_min: None (every scenario has ``n_users`` users) or the
+        smallest N of mixed-N training: each scenario has N ~ U{n_users_min,
+        ..., n_users} users, padded to ``n_users`` with a mask
+        (:func:`dynmec_jax.system.sample_mixed_scenarios`; "set" scheduler
+        only).
       batch: scenarios per step (pre-training and episodes).
       pretrain_steps: policy pre-training steps with all tasks offloaded
         (Algorithm 1, lines 2-6).
@@ -279,6 +285,7 @@ class TrainConfig:
     advantage: str = "relative"
     entropy: float = 0.0
     clip_norm: float = 0.0
+    n_users_min: int | None = None
 
     def __post_init__(self):
         for name in ("n_users", "batch", "scheduler_hidden", "policy_hidden",
@@ -298,6 +305,12 @@ class TrainConfig:
         for name in ("fixed_width", "fixed_depth"):
             if getattr(self, name) is not None:
                 _at_least(f"train.{name}", getattr(self, name), 1)
+        if self.n_users_min is not None:
+            if not 1 <= self.n_users_min <= self.n_users:
+                raise ValueError(f"train.n_users_min must be in [1, n_users={self.n_users}], "
+                                 f"got {self.n_users_min}")
+            if self.scheduler != "set":
+                raise ValueError("train.n_users_min (mixed N) needs train.scheduler='set'")
 
     def fixed(self, n_experts: int, n_layers: int):
         """(width, depth) of variant "fixed" (defaults: K, L)."""
@@ -331,4 +344,6 @@ def joint_config(cfg, variant: str | None = None, n_users: int | None = None) ->
     kw = {name: type(getattr(TrainConfig, name))(t[name]) for name in JOINT_FIELDS}
     if variant is not None:
         kw["variant"] = variant
+    if t.get("n_users_min", None) is not None:
+        kw["n_users_min"] = int(t.n_users_min)
     return TrainConfig(n_users=int(cfg.system.n_users if n_users is None else n_users), **kw)

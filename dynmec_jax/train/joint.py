@@ -22,6 +22,7 @@ Units: SI throughout; costs as in :mod:`dynmec_jax.costs`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -83,9 +84,28 @@ def policy_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return make_optimizer(config.policy_lr, config.policy_optimizer)
 
 
+def sample_training_scenarios(config: TrainConfig, key, sys_params: SystemParams):
+    """``(scn, valid)``: ``config.batch`` training scenarios of N = ``config.n_users`` users
+    (``valid`` None), or of mixed N padded to it (``config.n_users_min``; ``valid`` marks
+    the real users, :func:`dynmec_jax.system.sample_mixed_scenarios`)."""
+    sp = sys_params.replace(n_users=config.n_users)
+    if config.n_users_min is None:
+        return system.sample_scenarios(key, sp, config.batch), None
+    return system.sample_mixed_scenarios(key, sp, config.batch, config.n_users_min)
+
+
+def with_users(models: Models, valid: Array | None) -> Models:
+    """``models`` with M_Sced (Eq. 34-35) per scenario for its number of real users."""
+    if valid is None:
+        return models
+    n = jnp.sum(jnp.asarray(valid), axis=-1)
+    return models._replace(scheduler_macs=scheduler_net.module_macs(models.scheduler, n))
+
+
 def joint_step_quantities(models: Models, state: JointState, allocator, scn: Scenario,
                           offload: Array, sys_params: SystemParams, logits_all=None,
-                          marginal: bool = False, advantage: str = "raw"):
+                          marginal: bool = False, advantage: str = "raw",
+                          valid: Array | None = None):
     """Everything one episode needs for the sampled/greedy actions ``offload``.
 
     Returns a dict: ``logits`` (scheduler, ``(B, N)``), ``probs``,
@@ -95,11 +115,13 @@ def joint_step_quantities(models: Models, state: JointState, allocator, scn: Sce
     ``width``/``depth`` ``(B,)``, Eq. 28
     ``label_width``/``label_depth`` on the current offload set, ``valid``
     (scenarios with an offloaded task) and the ``logits_all`` table.
+    ``valid``: the real users of padded scenarios (``models`` then carries
+    per-scenario M_Sced, :func:`with_users`).
     """
     if logits_all is None:
         logits_all = allocator.logits_all(scn)
     logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
-                                          allocator.scales)
+                                          allocator.scales, valid)
     probs = jax.nn.sigmoid(logits)
 
     def decide(masks):
@@ -139,25 +161,25 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
     configs = {"policy": configs} if single else dict(configs)
     first = next(iter(configs.values()))
     for name, c in configs.items():
-        if (c.n_users, c.batch, c.pretrain_steps) != (first.n_users, first.batch,
-                                                      first.pretrain_steps):
-            raise ValueError(f"pre-training {name!r} differs in n_users/batch/pretrain_steps")
+        if (c.n_users, c.n_users_min, c.batch, c.pretrain_steps) != (
+                first.n_users, first.n_users_min, first.batch, first.pretrain_steps):
+            raise ValueError(f"pre-training {name!r} differs in n_users/n_users_min/batch/"
+                             "pretrain_steps")
     models = {name: build_models(c, allocator) for name, c in configs.items()}
     txs = {name: policy_optimizer(c) for name, c in configs.items()}
     trained = [name for name, c in configs.items() if c.variant != "fixed"]
 
     def step(carry, key, sys_params):
         params, opts = carry
-        scn = system.sample_scenarios(key, sys_params.replace(n_users=first.n_users),
-                                      first.batch)
-        x = jnp.ones(scn.shape, bool)
+        scn, users = sample_training_scenarios(first, key, sys_params)
+        x = jnp.ones(scn.shape, bool) if users is None else users
         la = allocator.logits_all(scn)
         feats = policy_net.policy_features(scn, x, allocator.scales, sys_params,
                                            allocator.sys_params)
         valid = jnp.ones(scn.shape[:1], bool)
         new_p, new_o, metrics = dict(params), dict(opts), {}
         for name in trained:
-            m = models[name]
+            m = with_users(models[name], users)
             lw, ld, _ = costs.labels(allocator, la, scn, x, sys_params, m.scheduler_macs,
                                      m.policy_macs, m.variant, m.fixed)
 
@@ -193,8 +215,10 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
 def make_update(config: TrainConfig, allocator):
     """The update of one episode of Algorithm 1 (lines 12-16) on given scenarios.
 
-    ``update(state, scn, key, sys_params) -> (state, metrics)``, ``scn``
-    fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a test).
+    ``update(state, scn, key, sys_params, valid=None) -> (state, metrics)``,
+    ``scn`` fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a
+    test); ``valid`` marks the real users of padded scenarios (padded users
+    never offload and do not enter the losses or the metrics).
 
     Samples x ~ Bernoulli(p) from the scheduler (``key``), lets the
     policy pick (width, depth) (and, for each flip, on S u {i}), computes the
@@ -211,21 +235,27 @@ def make_update(config: TrainConfig, allocator):
     tx_s = scheduler_optimizer(config)
     tx_p = policy_optimizer(config)
 
-    def update(state: JointState, scn: Scenario, k_act, sys_params: SystemParams):
+    def update(state: JointState, scn: Scenario, k_act, sys_params: SystemParams,
+               valid: Array | None = None):
+        m = with_users(models, valid)
         z = features.normalize_features(scn, allocator.scales)
-        logits = models.scheduler.apply(state.scheduler, z)
+        extra = () if valid is None else (valid,)
+        logits = m.scheduler.apply(state.scheduler, z, *extra)
         x = scheduler_net.sample_actions(k_act, jax.nn.sigmoid(logits))
-        q = joint_step_quantities(models, state, allocator, scn, x, sys_params,
+        if valid is not None:
+            x = x & valid
+        q = joint_step_quantities(m, state, allocator, scn, x, sys_params,
                                   marginal=config.estimator == "marginal",
-                                  advantage=config.advantage)
+                                  advantage=config.advantage, valid=valid)
         task = q["costs"]
         # Entropy bonus: config.entropy at the first episode, linearly down to 0 at the last.
         frac = state.episode.astype(logits.dtype) / max(config.episodes, 1)
         ent = config.entropy * jnp.maximum(1.0 - frac, 0.0)
 
         def s_loss(p):
-            lg = models.scheduler.apply(p, z)
-            return costs.scheduler_loss(lg, task, x, config.estimator, config.advantage, ent)
+            lg = m.scheduler.apply(p, z, *extra)
+            return costs.scheduler_loss(lg, task, x, config.estimator, config.advantage, ent,
+                                        valid)
 
         g_s = jax.grad(s_loss)(state.scheduler)
         upd, s_opt = tx_s.update(g_s, state.scheduler_opt, state.scheduler)
@@ -247,15 +277,20 @@ def make_update(config: TrainConfig, allocator):
 
         probs = q["probs"]
         taken = jnp.where(x, task.edge, task.local)
-        valid = q["valid"].astype(probs.dtype)
+        served = q["valid"].astype(probs.dtype)
         hit = ((q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"]))
+        if valid is None:
+            mean = jnp.mean
+        else:
+            def mean(a):   # over the real users of padded scenarios
+                return jnp.sum(jnp.where(valid, a, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
         metrics = {
-            "reward": jnp.mean(q["rewards"]),
-            "cost": jnp.mean(taken),
-            "expected_cost": jnp.mean(probs * task.edge + (1 - probs) * task.local),
-            "offload_fraction": jnp.mean(x),
+            "reward": mean(q["rewards"]),
+            "cost": mean(taken),
+            "expected_cost": mean(probs * task.edge + (1 - probs) * task.local),
+            "offload_fraction": mean(x),
             "policy_loss": loss_p,
-            "policy_accuracy": jnp.sum(hit * valid) / jnp.maximum(jnp.sum(valid), 1.0),
+            "policy_accuracy": jnp.sum(hit * served) / jnp.maximum(jnp.sum(served), 1.0),
             "width": jnp.mean(q["width"]), "depth": jnp.mean(q["depth"]),
         }
         return JointState(s_params, s_opt, p_params, p_opt, state.episode + 1), metrics
@@ -268,15 +303,15 @@ def make_episode(config: TrainConfig, allocator):
 
     ``episode(state, key, sys_params) -> (state, metrics)``: samples
     ``config.batch`` scenarios of ``sys_params`` (Section V's distribution,
-    N = ``config.n_users``) and applies :func:`make_update` to them.
+    N = ``config.n_users``, or mixed N, :func:`sample_training_scenarios`)
+    and applies :func:`make_update` to them.
     """
     update = make_update(config, allocator)
 
     def episode(state: JointState, key, sys_params: SystemParams):
         k_scn, k_act = jax.random.split(key)
-        scn = system.sample_scenarios(k_scn, sys_params.replace(n_users=config.n_users),
-                                      config.batch)
-        return update(state, scn, k_act, sys_params)
+        scn, valid = sample_training_scenarios(config, k_scn, sys_params)
+        return update(state, scn, k_act, sys_params, valid)
 
     return episode
 
@@ -349,29 +384,58 @@ def train_seeds(config: TrainConfig, allocator, sys_params: SystemParams, keys: 
     return jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, sys_params)
 
 
+def train_and_select(config: TrainConfig, allocator, sys_params: SystemParams, keys: Array,
+                     val_key, val_batch: int):
+    """Algorithm 1 for every seed (:func:`train_seeds`), each scored on held-out scenarios
+    of the training distribution (:func:`evaluate_state`, mean cost C of the greedy
+    decisions, Eq. 24-25).
+
+    Returns ``(states, metrics, per_seed, best)``: the stacked states and
+    training metrics, the per-seed scores (dicts of floats) and the index of
+    the seed with the lowest held-out cost.
+    """
+    states, metrics = train_seeds(config, allocator, sys_params, keys)
+    val, users = sample_training_scenarios(dataclasses.replace(config, batch=int(val_batch)),
+                                           val_key, sys_params)
+    per_seed = []
+    for i in range(keys.shape[0]):
+        ev = evaluate_state(config, allocator, unstack(states, i), val, sys_params, users)
+        per_seed.append({k: float(v) for k, v in ev.items()})
+    best = min(range(len(per_seed)), key=lambda i: per_seed[i]["cost"])
+    return states, metrics, per_seed, best
+
+
 def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scenario,
-                   sys_params: SystemParams) -> dict:
+                   sys_params: SystemParams, valid: Array | None = None) -> dict:
     """Held-out check of a training state with greedy actions (x = [p > 0.5]).
 
     Returns scalars: ``reward`` (mean Eq. 23 reward of the greedy actions),
     ``cost`` (mean cost C of the taken actions, Eq. 24-25),
     ``expected_cost`` (mean p C^edge + (1-p) C^loc), ``offload_fraction``,
-    ``policy_accuracy`` (greedy (width, depth) == Eq. 28 label).
+    ``policy_accuracy`` (greedy (width, depth) == Eq. 28 label).  ``valid``:
+    the real users of padded scenarios (the means run over them).
     """
-    models = build_models(config, allocator)
+    models = with_users(build_models(config, allocator), valid)
     scn = system.as_scenario(scn)
     probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
-                                                allocator.scales)
+                                                allocator.scales, valid)
     x = scheduler_net.greedy_actions(probs)
-    q = joint_step_quantities(models, state, allocator, scn, x, sys_params)
+    if valid is None:
+        mean = jnp.mean
+    else:
+        x = x & valid
+
+        def mean(a):
+            return jnp.sum(jnp.where(valid, a, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    q = joint_step_quantities(models, state, allocator, scn, x, sys_params, valid=valid)
     c = q["costs"]
-    valid = q["valid"].astype(probs.dtype)
+    served = q["valid"].astype(probs.dtype)
     hit = (q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"])
-    return {"reward": jnp.mean(q["rewards"]),
-            "cost": jnp.mean(jnp.where(x, c.edge, c.local)),
-            "expected_cost": jnp.mean(probs * c.edge + (1 - probs) * c.local),
-            "offload_fraction": jnp.mean(x),
-            "policy_accuracy": jnp.sum(hit * valid) / jnp.maximum(jnp.sum(valid), 1.0)}
+    return {"reward": mean(q["rewards"]),
+            "cost": mean(jnp.where(x, c.edge, c.local)),
+            "expected_cost": mean(probs * c.edge + (1 - probs) * c.local),
+            "offload_fraction": mean(x),
+            "policy_accuracy": jnp.sum(hit * served) / jnp.maximum(jnp.sum(served), 1.0)}
 
 
 def unstack(tree, i: int):
