@@ -60,10 +60,12 @@ def build_models(config: TrainConfig, allocator) -> Models:
     fixed = config.fixed(K, L)
     if not (1 <= fixed[0] <= K and 1 <= fixed[1] <= L):
         raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
+    # Mixed-N training gives the set scheduler the count features it needs to tell N apart.
     sched, sched_macs = scheduler_net.build_scheduler(config.scheduler, config.n_users,
                                                       config.scheduler_hidden,
                                                       config.scheduler_layers,
-                                                      config.scheduler_passes)
+                                                      config.scheduler_passes,
+                                                      counts=config.n_users_min is not None)
     policy_macs = 0 if config.variant == "fixed" else policy_net.policy_macs(config.policy_hidden)
     return Models(scheduler=sched, policy=policy_net.Policy(K, L, config.policy_hidden),
                   n_experts=K, n_layers=L, variant=config.variant, fixed=fixed,
@@ -225,6 +227,7 @@ def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
                       "n_users": None if is_set else m.scheduler.n_users,
                       "n_layers": m.scheduler.n_layers if is_set else 1,
                       "passes": m.scheduler.passes if is_set else 1,
+                      "counts": bool(getattr(m.scheduler, "counts", False)),
                       "trained_n_users": trained.get("n_users"),
                       "trained_n_users_min": trained.get("n_users_min"),
                       "hidden": m.scheduler.hidden,
@@ -270,7 +273,8 @@ def load_pipeline(path=None) -> Pipeline:
         if kind == "set":
             sched = scheduler_net.SetScheduler(int(s["hidden"]), int(s["n_layers"]),
                                                float(s["negative_slope"]),
-                                               int(s.get("passes", 1)))
+                                               int(s.get("passes", 1)),
+                                               bool(s.get("counts", False)))
             n_ref = int(s.get("trained_n_users") or system.SystemParams().n_users)
         else:
             sched = scheduler_net.Scheduler(int(s["n_users"]), int(s["hidden"]),

@@ -224,8 +224,9 @@ def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(tmp_path, en
         rec = json.loads(r.read_text())
         if rec["point"]["f_server"] != 2.5e9:
             continue
+        default = "sweep_main/f_server=2500000000,size_avg=1000,workload_avg=797.5"
         pre = [k.rsplit("/vb/", 1)[0] for k in main
-               if f"/seed_{rec['seed']}/vb/PMRL/delay" in k and k.startswith("sweep_main/")]
+               if k.startswith(f"{default}/seed_{rec['seed']}/vb/PMRL/delay")]
         assert len(pre) == 1
         for m in ("PMRL", "Greedy", "Local execution"):
             for metric in ("delay", "energy", "cost"):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynmec_jax import costs, pipeline, system
+from dynmec_jax import accounting, costs, pipeline, system
 from dynmec_jax.configs import joint as joint_config
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
@@ -261,12 +261,17 @@ def test_padded_users_are_invisible_to_the_set_scheduler_and_cost_nothing(alloc,
     assert padded.size.shape == (3, 9) and bool(valid[:, :5].all()) and not valid[:, 5:].any()
     c_loc = system.cost_local(padded, sp)
     assert np.all(np.asarray(c_loc)[:, 5:] == 0.0)          # empty tasks kept local: free
-    model = scheduler_net.SetScheduler()
-    params = model.init(jax.random.key(0), jnp.zeros((5, 5)))
-    params = jax.tree.map(lambda a: 0.3 * jax.random.normal(jax.random.key(1), a.shape), params)
-    a = scheduler_net.offload_logits(model, params, scn, alloc.scales)
-    b = scheduler_net.offload_logits(model, params, padded, alloc.scales, valid)[:, :5]
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for counts in (False, True):      # with count features, log N is the real users' N
+        model = scheduler_net.SetScheduler(counts=counts)
+        params = model.init(jax.random.key(0), jnp.zeros((5, 5)))
+        params = jax.tree.map(lambda a: 0.3 * jax.random.normal(jax.random.key(1), a.shape),
+                              params)
+        a = scheduler_net.offload_logits(model, params, scn, alloc.scales)
+        b = scheduler_net.offload_logits(model, params, padded, alloc.scales, valid)[:, :5]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        dims = accounting.set_scheduler_dims(counts=counts)
+        assert n_params == sum(accounting.mlp_params(d) for d in dims)
     with pytest.raises(ValueError, match="set"):
         scheduler_net.offload_logits(scheduler_net.Scheduler(9), None, padded, alloc.scales,
                                      valid)

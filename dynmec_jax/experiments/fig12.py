@@ -109,14 +109,14 @@ def training_cost(config: AllocatorConfig, sys_params: SystemParams, case: str, 
         final = g
     else:
         final = np.full((K, L), np.nan)
-        for k, l in zip(*np.nonzero(members), strict=True):
+        for k, d in zip(*np.nonzero(members), strict=True):
             one = np.zeros((K, L), bool)
-            one[k, l] = True
-            k_init = jax.random.fold_in(key, 1 + k * L + l)
+            one[k, d] = True
+            k_init = jax.random.fold_in(key, 1 + k * L + d)
             state = train_allocator.init_state(k_init, s.model, s.tx)
             state, n, wall, g, ok = run_stage(state, one, one)
-            final[k, l] = g[k, l]
-            stages.append({"stage": f"width={k + 1},depth={l + 1}", "steps": n,
+            final[k, d] = g[k, d]
+            stages.append({"stage": f"width={k + 1},depth={d + 1}", "steps": n,
                            "wall_time_s": wall, "reached": ok})
     return {
         "case": case, "method": method, "seed": seed, "target": target,

@@ -96,17 +96,26 @@ class SetScheduler(nn.Module):
     MACs per user :func:`dynmec_jax.accounting.set_scheduler_macs` (2,944;
     88,320 at N = 30).
 
+    Count features (``counts``, for training over mixed N): means and
+    shares do not change with N, so without them the network cannot tell
+    10 users from 60 with the same task distribution, while the best share
+    to offload does depend on N (fewer users, less competition for the
+    server).  With ``counts`` every pass also reads log N and the later ones
+    log(1 + sum_j q_j), the expected number offloaded.
+
     Attributes:
       hidden: hidden units per layer (Section V: 32).
       n_layers: hidden layers per pass.
       negative_slope: LeakyReLU slope.
       passes: 1 or more (above).
+      counts: also read log N and log(1 + expected offloaded) (above).
     """
 
     hidden: int = HIDDEN
     n_layers: int = 2
     negative_slope: float = NEGATIVE_SLOPE
     passes: int = 2
+    counts: bool = False
 
     def _mlp(self, h, tag):
         for i in range(self.n_layers):
@@ -136,14 +145,18 @@ class SetScheduler(nn.Module):
             n = jnp.maximum(jnp.sum(weight, axis=-2, keepdims=True), 1.0)
             ctx = jnp.sum(weight * z, axis=-2, keepdims=True) / n
         ctx = jnp.broadcast_to(ctx, z.shape)
+        if self.counts:
+            log_n = jnp.broadcast_to(jnp.log(jnp.asarray(n, z.dtype)), z.shape[:-1] + (1,))
+            ctx = jnp.concatenate([ctx, log_n], axis=-1)
         logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
         for k in range(1, self.passes):
             q = jax.nn.sigmoid(logits)[..., None] * weight
             nq = jnp.sum(q, axis=-2, keepdims=True)
             ctx_q = jnp.sum(q * z, axis=-2, keepdims=True) / jnp.maximum(nq, 1e-3)
             frac = nq / n
-            extra = jnp.broadcast_to(jnp.concatenate([ctx_q, frac], -1),
-                                     z.shape[:-1] + (z.shape[-1] + 1,))
+            pooled = [ctx_q, frac] + ([jnp.log1p(nq)] if self.counts else [])
+            extra = jnp.concatenate([jnp.broadcast_to(a, z.shape[:-1] + a.shape[-1:])
+                                     for a in pooled], -1)
             logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
         return logits
 
@@ -153,15 +166,16 @@ SCHEDULERS = ("set", "paper")
 
 
 def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
-                    passes: int = 2):
+                    passes: int = 2, counts: bool = False):
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers`` and ``passes`` apply to "set" only).
+    (one hidden layer; ``n_layers``, ``passes`` and ``counts`` apply to "set" only).
     """
     if kind == "set":
-        return (SetScheduler(hidden, n_layers, passes=passes),
-                accounting.set_scheduler_macs(n_users, hidden, n_layers, passes))
+        return (SetScheduler(hidden, n_layers, passes=passes, counts=counts),
+                accounting.set_scheduler_macs(n_users, hidden, n_layers, passes,
+                                              counts=counts))
     if kind == "paper":
         return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
@@ -171,7 +185,7 @@ def module_macs(model: nn.Module, n_users: int) -> int:
     """M_Sced [MACs] of a scheduler module applied to a scenario of ``n_users`` users."""
     if isinstance(model, SetScheduler):
         return accounting.set_scheduler_macs(n_users, model.hidden, model.n_layers,
-                                             model.passes)
+                                             model.passes, counts=model.counts)
     return accounting.scheduler_macs(model.n_users, model.hidden)
 
 
