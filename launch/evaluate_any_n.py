@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import time
 
 import jax
@@ -128,14 +129,16 @@ def main(argv):
                      "best_gap": float(g.min())})
         print(f"allocator at N = {n}: largest network {100 * g[-1, -1]:.3f}%, worst sub-network "
               f"{100 * g.max():.3f}% above the optimal weighted delay", flush=True)
-    record = {"pipelines": rows, "allocator_gap": gaps, "batch": _BATCH.value,
+    record = {"command": ["launch/evaluate_any_n.py", *sys.argv[1:]],
+              "pipelines": rows, "allocator_gap": gaps, "batch": _BATCH.value,
               "seed": _SEED.value, "mixed": _MIXED.value or "shipped",
               "mixed_record": json.loads(mixed.record).get("config"),
               "versions": files.versions()}
     files.write_json(record, out.with_suffix(".json"))
     lines = ["# One pipeline for any N", "",
-             f"Made by `python launch/evaluate_any_n.py` ({_BATCH.value} held-out scenarios per "
-             "N; cost = sum C_i of Eq. 24-25 per scenario, inference delays included).", "",
+             f"Made by `{' '.join(['python launch/evaluate_any_n.py', *sys.argv[1:]])}` "
+             f"({_BATCH.value} held-out scenarios per N; cost = sum C_i of Eq. 24-25 per "
+             "scenario, inference delays included).", "",
              "| N | mixed-N pipeline | per-N pipeline | mixed / per-N - 1 (95% CI) | "
              "greedy + KKT |", "|---|---|---|---|---|"]
     lines += [f"| {r['n_users']} | {r['mixed_cost']:.2f} | {r['per_n_cost']:.2f} | "

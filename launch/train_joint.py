@@ -11,6 +11,11 @@ pipeline to ``WORKDIR/pipeline`` (``pipeline.load_pipeline(WORKDIR/pipeline)``);
 ``WORKDIR/train_joint.json`` holds the per-seed numbers.
 ``--export_pretrained`` also writes it into the package
 (``dynmec_jax/pretrained/pipeline``, the default of ``load_pipeline()``).
+
+Mixed N (the shipped pipeline): ``--config.system.n_users=60
+--config.train.n_users_min=5`` trains on scenarios of N ~ U{5..60} users,
+padded to 60 with a mask; the scheduler then also reads count features
+(docs/reproduction.md, "Any number of users").
 """
 
 from __future__ import annotations
