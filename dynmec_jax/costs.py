@@ -116,6 +116,19 @@ class TaskCosts(NamedTuple):
     scale: Array | None = None
 
 
+def masked_mean(valid: Array | None) -> Callable[[Array], Array]:
+    """The mean over the real users of padded scenarios (``valid`` bool ``(B, N)``), as a
+    function of an array ``(B, N)``; ``jnp.mean`` when ``valid`` is None.  Units of the array."""
+    if valid is None:
+        return jnp.mean
+    v = jnp.asarray(valid, bool)
+
+    def mean(a):
+        return jnp.sum(jnp.where(v, a, 0.0)) / jnp.maximum(jnp.sum(v), 1)
+
+    return mean
+
+
 def per_scenario(value, like: Array) -> Array:
     """A number, or a per-scenario ``(B,)`` array given trailing axes to broadcast against
     ``like`` ``(B, ...)`` (e.g. M_Sced of scenarios with different N, Eq. 34-35)."""
@@ -292,13 +305,7 @@ def scheduler_loss(logits: Array, costs: TaskCosts, offload: Array,
     Scalar (cost units for "raw", else dimensionless).
     """
     x = jnp.asarray(offload).astype(bool)
-    if valid is None:
-        mean = jnp.mean
-    else:
-        v = jnp.asarray(valid, bool)
-
-        def mean(a):
-            return jnp.sum(jnp.where(v, a, 0.0)) / jnp.maximum(jnp.sum(v), 1)
+    mean = masked_mean(valid)
     bonus = entropy * mean(bernoulli_entropy(logits))
     if estimator in ("eq23", "marginal"):
         return -mean(rewards(jax.nn.sigmoid(logits), costs, x, advantage)) - bonus

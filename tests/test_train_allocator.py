@@ -284,10 +284,10 @@ def _driver(workdir, out, pause=None):
                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
 
 
-def test_sigkill_then_rerun_records_what_an_uninterrupted_run_records(tmp_path):
+def test_sigkill_then_rerun_records_what_an_uninterrupted_run_records(tmp_path, smoke_run):
     """kill -9 between two chunks, rerun: the record (history included) and the model
-    equal an uninterrupted run's, timing fields aside."""
-    full = _driver(tmp_path / "full", tmp_path / "full.json")
+    equal an uninterrupted run's (``smoke_run``, the same config), timing fields aside."""
+    workdir, record = smoke_run
     killed = _driver(tmp_path / "killed", tmp_path / "killed.json", pause=30)
     for line in killed.stdout:                     # wait for the second checkpoint
         if line.startswith("saved step 20"):
@@ -295,15 +295,14 @@ def test_sigkill_then_rerun_records_what_an_uninterrupted_run_records(tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=60)
     assert not (tmp_path / "killed.json").exists()
-    assert full.wait(timeout=600) == 0
     rerun = _driver(tmp_path / "killed", tmp_path / "killed.json")
     assert rerun.wait(timeout=600) == 0
-    a = json.loads((tmp_path / "full.json").read_text())
+    a = json.loads(json.dumps(record))
     b = json.loads((tmp_path / "killed.json").read_text())
     assert [h["step"] for h in b["history"]] == [10, 20, 30, 40]
     assert b["history"] == a["history"]
     assert {k: v for k, v in b.items() if k not in TIMING} == \
         {k: v for k, v in a.items() if k not in TIMING}
-    pa = allocator_lib.load_allocator(tmp_path / "full" / "allocator").params
+    pa = allocator_lib.load_allocator(workdir / "allocator").params
     pb = allocator_lib.load_allocator(tmp_path / "killed" / "allocator").params
     chex.assert_trees_all_equal(pa, pb)

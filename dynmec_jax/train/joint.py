@@ -279,11 +279,7 @@ def make_update(config: TrainConfig, allocator):
         taken = jnp.where(x, task.edge, task.local)
         served = q["valid"].astype(probs.dtype)
         hit = ((q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"]))
-        if valid is None:
-            mean = jnp.mean
-        else:
-            def mean(a):   # over the real users of padded scenarios
-                return jnp.sum(jnp.where(valid, a, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+        mean = costs.masked_mean(valid)   # over the real users of padded scenarios
         metrics = {
             "reward": mean(q["rewards"]),
             "cost": mean(taken),
@@ -420,13 +416,9 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
                                                 allocator.scales, valid)
     x = scheduler_net.greedy_actions(probs)
-    if valid is None:
-        mean = jnp.mean
-    else:
+    if valid is not None:
         x = x & valid
-
-        def mean(a):
-            return jnp.sum(jnp.where(valid, a, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    mean = costs.masked_mean(valid)
     q = joint_step_quantities(models, state, allocator, scn, x, sys_params, valid=valid)
     c = q["costs"]
     served = q["valid"].astype(probs.dtype)

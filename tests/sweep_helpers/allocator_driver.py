@@ -2,8 +2,8 @@
 
     python allocator_driver.py WORKDIR OUT.json [PAUSE_S]
 
-Runs ``train.allocator.train_and_evaluate`` on the smoke allocator config with
-``chunk_steps=10`` and writes the record to OUT.json.  With PAUSE_S > 0 every
+Runs ``train.allocator.train_and_evaluate`` on the smoke allocator config (10-step
+chunks, 4 checkpoints) and writes the record to OUT.json.  With PAUSE_S > 0 every
 checkpoint save is followed by a sleep (orbax's ``CheckpointManager.save`` is
 wrapped here, in this process only), so that a test can SIGKILL the run
 between two chunks.
@@ -21,13 +21,6 @@ from dynmec_jax.configs import allocator as allocator_configs
 from dynmec_jax.train import allocator as train_allocator
 
 
-def config():
-    """The smoke allocator config in 10-step chunks (4 checkpoints)."""
-    cfg = allocator_configs.get_config("smoke")
-    cfg.train.chunk_steps = 10
-    return cfg
-
-
 def main(argv):
     workdir, out = argv[1], argv[2]
     pause = float(argv[3]) if len(argv) > 3 else 0.0
@@ -42,7 +35,8 @@ def main(argv):
             return result
 
         ocp.CheckpointManager.save = slow_save
-    record = train_allocator.train_and_evaluate(config(), workdir, progress=False)
+    record = train_allocator.train_and_evaluate(allocator_configs.get_config("smoke"), workdir,
+                                                  progress=False)
     with open(out, "w") as f:
         json.dump(record, f)
 
