@@ -7,22 +7,35 @@ is: sample the scenarios, offload masks and one (width, depth) per scenario
 update (forward, backward, Adam) and the CPU update (forward at the updated
 parameters, backward, its own Adam), with the noisy top-k gate of Eq. 16.
 
-* ``jax``: :func:`dynmec_jax.train_allocator.make_train_step`, jitted, one call
-  per step (Python dispatch included), parameters and optimiser states donated.
-* ``jax_scan``: the same step inside :func:`dynmec_jax.train_allocator.train_chunk`
-  (``lax.scan`` over ``--chunk`` steps, the path the training driver runs),
-  time per step.
-* ``jax_scan_mb``: as ``jax_scan`` with ``make_train_step(...,
-  micro_batch=--micro_batch)``: each update's gradient summed over slices of
-  that many scenarios (same gradient up to float summation order; opt-in,
-  off by default in the library), so the activations stay in cache.
-* ``torch``: the same model, losses and two Adam updates written eagerly in
-  PyTorch (``torch.bmm`` over the stacked experts, the same masked compute,
-  the same rank-based top-k gate), same shapes, same FLOPs.
+* ``jax``: the library's default training path, the program
+  :func:`dynmec_jax.train.allocator.train_and_evaluate` runs: the step of
+  :func:`~dynmec_jax.train.allocator.make_train_step` inside
+  :func:`~dynmec_jax.train.allocator.train_chunk` (``lax.scan`` over
+  ``--chunk`` steps; time per step) with the depth strata of the schedule
+  (hidden layers run only on the scenarios deep enough to use them; widths
+  still masked) and the default config's ``micro_batch``.
+* ``jax_mb``: the same with ``micro_batch=--micro_batch`` (each update's
+  gradient summed over slices of that many scenarios, so the activations
+  stay in cache; the same gradient up to float summation order).
+* ``jax_single``: ``jax``'s step as one jitted call per step (Python
+  dispatch included), parameters and optimiser states donated.
+* ``jax_masked``: ``jax`` with ``strata=None``: every expert and layer
+  computed and masked, (width, depth) i.i.d. uniform (the path before depth
+  strata; the same FLOPs as the dense torch peers).
+* ``torch_<peer>``: the same model, losses, sampling and two Adam updates in
+  PyTorch (``benchmarks/torch_peers.py``, ``--peers``): ``a`` eager
+  ``nn.Module`` written the usual way (``ModuleList`` of experts, dense,
+  masked depth), ``b`` / ``b_max`` that under ``torch.compile`` (default /
+  ``max-autotune-no-cudagraphs``), ``c`` eager ``torch.bmm`` over the
+  stacked experts (same masked compute, same rank-based top-k gate, same
+  FLOPs), ``d`` eager and sparse (only the selected experts and layers
+  computed: fewer FLOPs, its GFLOP/s are against the dense count),
+  ``d_compiled`` that under ``torch.compile(dynamic=True)``.  ``--check``
+  checks that they agree with each other and with JAX, and exits.
 * ``matmul``: a large float32 matmul (``--matmul`` square), jitted JAX and
   torch; the better of the two is the peak the step is compared with.
 
-The four are timed round-robin (one call of each per round) so that load from
+All are timed round-robin (one call of each per round) so that load from
 other processes hits them alike; figures are medians over ``--rounds``
 (wall clock, ``block_until_ready``), after warm-up.
 
@@ -42,161 +55,56 @@ them (``mallopt``, this process only, helps both sides) unless
 
 Needs the ``bench`` extra (``pip install -e .[bench]``: torch 2.13.0, CPU).
 
+The torch peers draw (width, depth) i.i.d. (``--subnet_sampling``); the
+sparse peer ``d`` then computes only the selected experts and layers, the
+saving the JAX path takes in depth, in its natural PyTorch form.
+
 Usage: ``python benchmarks/compare_pytorch.py [--rounds 20] [--quick]``.
-Last two lines: ``gflops_fraction <best step GFLOP/s / best matmul GFLOP/s>``
-and ``torch_ratio <jax step time / torch step time>`` (the faster of the
-``jax`` and ``jax_scan`` paths, library defaults).
+Last lines: ``gflops_fraction <best step GFLOP/s (dense-equivalent) / best
+matmul GFLOP/s>``, ``sparse_ratio <jax / fastest torch peer of all>`` and
+``torch_ratio <jax step time / fastest dense torch peer's>`` (``jax`` is the
+library's default path).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import math
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dynmec_jax import system
+from dynmec_jax import cli, system
+from dynmec_jax.configs import allocator as allocator_configs
 from dynmec_jax.nets import features, moe
 from dynmec_jax.train import allocator as train_allocator
 
 
-def tune_malloc() -> None:
-    """Raises glibc's mmap/trim thresholds so big temporaries are reused, not re-mapped."""
-    libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(-3, 1 << 30) and libc.mallopt(-1, 1 << 31) and libc.mallopt(-2, 1 << 28)):
-        raise RuntimeError("mallopt failed")
+def step_flops(B: int, N: int, K: int, L: int, H: int, F: int = 5,
+               hidden_rows: tuple[int, ...] | None = None) -> tuple[int, list[str]]:
+    """FLOPs of one training step (both updates) and the lines of their derivation.
 
-
-def step_flops(B: int, N: int, K: int, L: int, H: int, F: int = 5) -> tuple[int, list[str]]:
-    """FLOPs of one training step (both updates) and the lines of their derivation."""
+    ``hidden_rows``: users each hidden layer runs on (the depth strata's
+    ``layer_rows``); None: every layer on all ``B N`` users (dense count).
+    """
     M = B * N
+    rows = [M] * (L - 1) if hidden_rows is None else list(hidden_rows)
     parts = [("experts layer 1", K * 2 * M * F * H),
-             (f"experts layers 2..{L}", (L - 1) * K * 2 * M * H * H),
+             (f"experts layers 2..{L}", sum(K * 2 * r * H * H for r in rows)),
              ("gate W_g, W_noise", 2 * 2 * M * F * K),
              ("gated sum", 2 * M * K * H),
              ("heads A, B", 2 * M * H * 2)]
     fwd = sum(p for _, p in parts)
-    lines = [f"M = B*N = {B}*{N} = {M} users per batch; all K={K} experts and L={L} layers "
-             f"computed (masked compute costs full FLOPs)"]
+    what = ("all K={K} experts and L={L} layers computed (masked compute costs full FLOPs)"
+            if hidden_rows is None else
+            f"all K={K} experts; hidden layers on {rows} of the {M} users (depth strata)")
+    lines = [f"M = B*N = {B}*{N} = {M} users per batch; " + what.format(K=K, L=L)]
     lines += [f"  forward {name:22s} {p / 1e6:10.1f} MFLOP" for name, p in parts]
     lines.append(f"  forward total {fwd / 1e9:.4f} GFLOP; x3 (forward + backward) x2 updates "
                  f"= {6 * fwd / 1e9:.4f} GFLOP per step")
     return 6 * fwd, lines
-
-
-# ----------------------------------------------------------------------------
-# PyTorch: the same step, eagerly
-# ----------------------------------------------------------------------------
-
-def make_torch_step(jax_variables, B, sp, lr=1e-3, loss_scale=1e-3, slope=0.01,
-                    offload_all_fraction=0.5):
-    """Eager PyTorch version of :func:`dynmec_jax.train_allocator.make_train_step`.
-
-    Same parameters (copied from the JAX initialisation), same gate (Eq. 16,
-    rank-based top-k with masks), same masked depth, same losses, two Adam
-    optimisers.  Returns ``step() -> (tra, com)``.
-    """
-    import torch  # deferred: an optional, heavy dependency of this benchmark only
-
-    p = {k: torch.tensor(np.asarray(v), requires_grad=True)
-         for k, v in jax_variables["params"].items()}
-    params = list(p.values())
-    opt_b = torch.optim.Adam(params, lr=lr)
-    opt_f = torch.optim.Adam(params, lr=lr)
-    K = p["w_in"].shape[0]
-    L = p["w_hidden"].shape[0] + 1
-    N = sp.n_users
-    ln2 = math.log(2.0)
-    log_k_const = (math.log(sp.path_loss_const) + sp.path_loss_exp * math.log(sp.ref_distance)
-                   + math.log(sp.tx_power) - math.log(sp.noise_psd))
-    idx = torch.arange(K)
-    tie = idx[None, :] < idx[:, None]
-
-    def leaky(x):
-        return torch.where(x >= 0, x, slope * x)
-
-    def masked_softmax(x, m):
-        top = torch.where(m, x, torch.full_like(x, -torch.inf)).amax(-1, keepdim=True).detach()
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        e = torch.where(m, torch.exp(torch.where(m, x - top, torch.zeros_like(x))),
-                        torch.zeros_like(x))
-        tot = e.sum(-1, keepdim=True)
-        return e / torch.where(tot > 0, tot, torch.ones_like(tot))
-
-    def sample():
-        u = lambda lo, hi: lo + (hi - lo) * torch.rand(B, N)
-        scn = dict(size=u(0.0, 2 * sp.size_avg), workload=u(0.0, 2 * sp.workload_avg),
-                   deadline=torch.clamp(u(0.0, sp.deadline_max), min=sp.deadline_min),
-                   distance=u(sp.distance_min, sp.distance_max),
-                   f_local=u(sp.f_local_min, sp.f_local_max))
-        everyone = torch.rand(B, 1) < offload_all_fraction
-        prob = 0.2 + 0.8 * torch.rand(B, 1)
-        mask = everyone | (torch.rand(B, N) < prob)
-        sub = torch.randint(0, K * L, (B,))
-        width, depth = sub // L + 1, sub % L + 1
-        return scn, mask, width, depth
-
-    def forward(scn, mask, width, depth, eps, z):
-        M = z.shape[0]
-        logits = z @ p["w_gate"] + eps * torch.nn.functional.softplus(z @ p["w_noise"])
-        other, me = logits[:, None, :], logits[:, :, None]
-        ranks = ((other > me) | ((other == me) & tie)).sum(-1)
-        w = width.repeat_interleave(N)[:, None]
-        keep = ranks < w
-        top = logits.amax(-1, keepdim=True).detach()
-        e = torch.where(keep, torch.clamp(torch.exp(torch.where(keep, logits - top, 0.0)),
-                                          min=4 * K * 1.1754944e-38), 0.0)
-        gates = e / e.sum(-1, keepdim=True)                                       # (M, K)
-        d = depth.repeat_interleave(N)[None, :, None]
-        h = leaky(torch.bmm(z.expand(K, M, z.shape[1]), p["w_in"]) + p["b_in"][:, None, :])
-        for i in range(L - 1):
-            nxt = leaky(torch.bmm(h, p["w_hidden"][i]) + p["b_hidden"][i][:, None, :])
-            h = torch.where(i + 1 < d, nxt, h)
-        y = gates[:, 0, None] * h[0]
-        for k in range(1, K):
-            y = y + gates[:, k, None] * h[k]
-        out = (y @ p["w_heads"] + p["b_heads"]).reshape(B, N, 2)
-        bw = sp.bandwidth_max * masked_softmax(out[..., 0], mask)
-        fa = sp.f_server * masked_softmax(out[..., 1], mask)
-        # weighted_parts: Eq. 19 weights, Eq. 1-2 delays of offloaded users.
-        wgt = (sp.importance_scale * (scn["workload"] / sp.workload_avg)
-               * (scn["size"] / sp.size_avg) / scn["deadline"])
-        active = mask & (wgt > 0)
-        b = torch.where(mask, bw, 1.0)
-        logk = log_k_const - sp.path_loss_exp * torch.log(scn["distance"])
-        rate = b * torch.nn.functional.softplus(logk - torch.log(b)) / ln2
-        t_tra = torch.where(mask, scn["size"] / rate, 0.0)
-        t_com = torch.where(mask, scn["workload"] * scn["size"] / torch.where(mask, fa, 1.0), 0.0)
-        tra = torch.where(active, wgt * torch.where(active, t_tra, 0.0), 0.0).sum(-1)
-        com = torch.where(active, wgt * torch.where(active, t_com, 0.0), 0.0).sum(-1)
-        return tra, com
-
-    def step():
-        with torch.no_grad():
-            scn, mask, width, depth = sample()
-            eps = torch.randn(B * N, K)
-            f = lambda x, ref: torch.log(torch.clamp(x / ref, min=1e-4))
-            z = torch.stack([f(scn["size"], sp.size_avg), f(scn["workload"], sp.workload_avg),
-                             f(scn["deadline"], sp.deadline_max),
-                             f(scn["distance"], sp.distance_max),
-                             f(scn["f_local"], sp.f_local_max)], -1).reshape(B * N, 5)
-        opt_b.zero_grad(set_to_none=True)
-        tra, com = forward(scn, mask, width, depth, eps, z)
-        (tra.mean() * loss_scale).backward()
-        opt_b.step()
-        opt_f.zero_grad(set_to_none=True)
-        tra1, com1 = forward(scn, mask, width, depth, eps, z)
-        (com1.mean() * loss_scale).backward()
-        opt_f.step()
-        return float(tra.detach().mean()), float(com1.detach().mean())
-
-    return step
 
 
 # ----------------------------------------------------------------------------
@@ -211,40 +119,58 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=10, help="steps per lax.scan chunk")
     ap.add_argument("--matmul", type=int, default=2048, help="square matmul size for the peak")
     ap.add_argument("--micro_batch", type=int, default=64,
-                    help="scenarios per gradient slice of the jax_scan_mb path")
+                    help="scenarios per gradient slice of the jax_mb path")
     ap.add_argument("--quick", action="store_true", help="batch 64, 5 rounds (smoke test)")
     ap.add_argument("--plain-malloc", action="store_true", help="leave glibc malloc alone")
+    ap.add_argument("--peers", default="all",
+                    help="torch peers, comma-separated from a,b,b_max,c,d,d_compiled "
+                         "(benchmarks/torch_peers.py), or all")
+    ap.add_argument("--subnet_sampling", choices=("uniform", "stratified"), default="uniform",
+                    help="(width, depth) sampling of the torch peers")
+    ap.add_argument("--check", action="store_true",
+                    help="check that the torch peers agree with each other and JAX, then exit")
     args = ap.parse_args()
     if args.quick:
         args.batch, args.rounds, args.chunk, args.matmul = 64, 5, 4, 1024
         args.micro_batch = 16
     if not args.plain_malloc:
-        tune_malloc()
+        cli.tune_malloc()
 
     import torch  # deferred: an optional, heavy dependency of this benchmark only
+    import torch_peers  # torch is optional: its peers are imported only here (benchmarks/)
+
+    n_threads = torch_peers.set_threads()   # explicitly: all the cores this process may use
+    peer_names = torch_peers.PEERS if args.peers == "all" else args.peers.split(",")
 
     sp = system.SystemParams(n_users=args.users)
     scales = features.FeatureScales.from_params(sp)
     model = moe.MoEAllocator()
     K, L, H = model.n_experts, model.n_layers, model.hidden
     tx = optax.adam(1e-3)
-    step = train_allocator.make_train_step(model, tx, args.batch)
-    allowed = jnp.ones((K, L), bool)
+    table = jnp.ones((args.chunk, K, L), bool)   # the last phase: every sub-network
+    strata = train_allocator.table_strata(table)
+    default_mb = allocator_configs.get_config("default").train.micro_batch
 
-    # JAX, one dispatch per step (state donated).
-    step_jit = jax.jit(lambda st, k: step(st, k, sp, scales, allowed)[0], donate_argnums=0)
-    state = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
-    torch_step = make_torch_step(jax.device_get(state.params), args.batch, sp)
-    # JAX, a lax.scan chunk of steps (the training driver's path).
-    table = jnp.ones((args.chunk, K, L), bool)
-    chunk_jit = jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales,
-                                                                  table)[0],
-                        donate_argnums=0)
-    state_c = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
-    step_mb = train_allocator.make_train_step(model, tx, args.batch, micro_batch=args.micro_batch)
-    chunk_mb = jax.jit(lambda st, k: train_allocator.train_chunk(step_mb, st, k, sp, scales,
-                                                                 table)[0], donate_argnums=0)
-    state_m = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
+    state0 = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
+    if args.check:
+        torch_peers.check_peers_agree(jax.device_get(state0.params), sp, peer_names)
+        return
+    peers = torch_peers.build_peers(peer_names, jax.device_get(state0.params)["params"],
+                                    args.batch, sp, args.subnet_sampling)
+
+    def chunk(micro_batch, strata):
+        step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro_batch)
+        return jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales, table,
+                                                                 strata)[0],
+                       donate_argnums=0), args.chunk
+
+    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=default_mb)
+    single = jax.jit(lambda st, k: step(st, k, sp, scales, table[0], strata)[0],
+                     donate_argnums=0)
+    jax_paths = {"jax": chunk(default_mb, strata), "jax_mb": chunk(args.micro_batch, strata),
+                 "jax_single": (single, 1), "jax_masked": chunk(default_mb, None)}
+    states = {name: train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
+              for name in jax_paths}
     n = args.matmul
     a = jax.random.normal(jax.random.PRNGKey(3), (n, n), jnp.float32)
     mm_jax = jax.jit(lambda x: x @ x)
@@ -252,29 +178,26 @@ def main() -> None:
 
     key = jax.random.PRNGKey(1)
     for i in range(3):   # compile and warm up
-        state = jax.block_until_ready(step_jit(state, jax.random.fold_in(key, i)))
-        state_c = jax.block_until_ready(chunk_jit(state_c, jax.random.fold_in(key, i)))
-        state_m = jax.block_until_ready(chunk_mb(state_m, jax.random.fold_in(key, i)))
-        torch_step()
+        for name, (fn, _) in jax_paths.items():
+            states[name] = jax.block_until_ready(fn(states[name], jax.random.fold_in(key, i)))
+        for peer in peers.values():
+            peer.step()
         jax.block_until_ready(mm_jax(a))
         a_t @ a_t
 
-    t = {"jax": [], "jax_scan": [], "jax_scan_mb": [], "torch": [], "matmul_jax": [],
-         "matmul_torch": []}
+    t = {name: [] for name in jax_paths}
+    t.update({"matmul_jax": [], "matmul_torch": []})
+    t.update({f"torch_{name}": [] for name in peers})
     for r in range(args.rounds):
         k = jax.random.fold_in(key, 100 + r)
-        t0 = time.perf_counter()
-        state = jax.block_until_ready(step_jit(state, k))
-        t["jax"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        state_c = jax.block_until_ready(chunk_jit(state_c, k))
-        t["jax_scan"].append((time.perf_counter() - t0) / args.chunk)
-        t0 = time.perf_counter()
-        state_m = jax.block_until_ready(chunk_mb(state_m, k))
-        t["jax_scan_mb"].append((time.perf_counter() - t0) / args.chunk)
-        t0 = time.perf_counter()
-        torch_step()
-        t["torch"].append(time.perf_counter() - t0)
+        for name, (fn, steps) in jax_paths.items():
+            t0 = time.perf_counter()
+            states[name] = jax.block_until_ready(fn(states[name], k))
+            t[name].append((time.perf_counter() - t0) / steps)
+        for name, peer in peers.items():
+            t0 = time.perf_counter()
+            peer.step()
+            t[f"torch_{name}"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         jax.block_until_ready(mm_jax(a))
         t["matmul_jax"].append(time.perf_counter() - t0)
@@ -282,32 +205,57 @@ def main() -> None:
         a_t @ a_t
         t["matmul_torch"].append(time.perf_counter() - t0)
     med = {name: statistics.median(v) for name, v in t.items()}
+    fastest = lambda names: min(names, key=lambda p: med[f"torch_{p}"]) if names else None
+    fastest_dense = fastest([p for p in peers if p in torch_peers.DENSE_PEERS])
+    fastest_all = fastest(list(peers))
 
     flops, lines = step_flops(args.batch, args.users, K, L, H)
+    counts = train_allocator.depth_counts(strata[0], args.batch)
+    rows = train_allocator.layer_rows(counts, args.users)
+    flops_strata, lines_strata = step_flops(args.batch, args.users, K, L, H, hidden_rows=rows)
     mm_gflops = {s: 2 * n ** 3 / med[f"matmul_{s}"] / 1e9 for s in ("jax", "torch")}
     peak = max(mm_gflops.values())
-    best_jax = min(med["jax"], med["jax_scan"])           # library defaults
-    best_any = min(best_jax, med["jax_scan_mb"])           # with the opt-in micro_batch
+    best = min(med["jax"], med["jax_mb"])
     print(f"backend {jax.default_backend()}, jax {jax.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), B={args.batch}, N={args.users}, K={K}, L={L}, "
-          f"H={H}, rounds={args.rounds}, tune_malloc={not args.plain_malloc}")
-    print("FLOP count of one training step:")
+          f"H={H}, rounds={args.rounds}, tune_malloc={not args.plain_malloc}; library default "
+          f"micro_batch {default_mb}, depth strata {strata} -> {counts} scenarios per depth")
+    print("FLOP count of one training step (dense):")
     for line in lines:
         print(line)
-    for name in ("jax", "jax_scan", "jax_scan_mb", "torch"):
-        print(f"{name:9s} median {1e3 * med[name]:8.2f} ms/step (min {1e3 * min(t[name]):.2f}, "
+    print("FLOPs computed by the depth-strata path:")
+    for line in lines_strata:
+        print(line)
+    print("GFLOP/s below are dense-equivalent (dense FLOP count / time); the strata paths "
+          f"compute {flops_strata / flops:.3f} of it")
+    for name in jax_paths:
+        print(f"{name:16s} median {1e3 * med[name]:8.2f} ms/step (min {1e3 * min(t[name]):.2f}, "
               f"max {1e3 * max(t[name]):.2f})  {flops / med[name] / 1e9:6.1f} GFLOP/s")
+    print(f"torch peers: {n_threads} threads (set), {args.subnet_sampling} (width, depth) "
+          f"sampling")
+    for p in peers:
+        v = t[f"torch_{p}"]
+        print(f"torch_{p:10s} median {1e3 * med[f'torch_{p}']:8.2f} ms/step (min "
+              f"{1e3 * min(v):.2f}, max {1e3 * max(v):.2f})  "
+              f"{flops / med[f'torch_{p}'] / 1e9:6.1f} GFLOP/s  {torch_peers.PEER_LABELS[p]}")
     for s in ("jax", "torch"):
         print(f"matmul {n}x{n} f32 ({s}): median {1e3 * med[f'matmul_{s}']:.2f} ms, "
               f"{mm_gflops[s]:.1f} GFLOP/s")
-    print(f"ratio jax/torch {med['jax'] / med['torch']:.3f}, jax_scan/torch "
-          f"{med['jax_scan'] / med['torch']:.3f}, jax_scan_mb/torch "
-          f"{med['jax_scan_mb'] / med['torch']:.3f} (micro_batch {args.micro_batch})")
-    print(f"step GFLOP/s: library defaults {flops / best_jax / 1e9:.1f}, with micro_batch "
-          f"{flops / best_any / 1e9:.1f}; matmul peak {peak:.1f} (jax {mm_gflops['jax']:.1f})")
-    print(f"gflops_fraction of XLA's own matmul {flops / best_any / 1e9 / mm_gflops['jax']:.3f}")
-    print(f"gflops_fraction {flops / best_any / 1e9 / peak:.3f}")
-    print(f"torch_ratio {best_jax / med['torch']:.3f}")
+    for what, p in (("dense (a, b, b_max, c)", fastest_dense),
+                    ("of all (incl. sparse d)", fastest_all)):
+        if p:
+            ref = med[f"torch_{p}"]
+            print(f"fastest torch peer {what}: {p}, {1e3 * ref:.2f} ms/step "
+                  f"({torch_peers.PEER_LABELS[p]}); ratios " + ", ".join(
+                      f"{name}/{p} {med[name] / ref:.3f}" for name in jax_paths))
+    print(f"step GFLOP/s (dense-equivalent): library default {flops / med['jax'] / 1e9:.1f}, "
+          f"best {flops / best / 1e9:.1f}; computed {flops_strata / best / 1e9:.1f}; matmul "
+          f"peak {peak:.1f} (jax {mm_gflops['jax']:.1f})")
+    print(f"gflops_fraction {flops / best / 1e9 / peak:.3f}")
+    if fastest_all:
+        print(f"sparse_ratio {med['jax'] / med[f'torch_{fastest_all}']:.3f}")
+    if fastest_dense:
+        print(f"torch_ratio {med['jax'] / med[f'torch_{fastest_dense}']:.3f}")
 
 
 if __name__ == "__main__":

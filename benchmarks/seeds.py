@@ -20,7 +20,6 @@ Last line: ``seeds_throughput_ratio <throughput(seeds) / throughput(1)>``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynmec_jax import files, system
+from dynmec_jax import cli, files, system
 from dynmec_jax.nets import features, moe
 from dynmec_jax.train import allocator as train_allocator
 from dynmec_jax.train import config as train_config
@@ -48,9 +47,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.batch, args.rounds, args.chunk = 32, 2, 2
-    if not args.plain_malloc:   # see benchmarks/compare_pytorch.py
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30), libc.mallopt(-1, 1 << 31), libc.mallopt(-2, 1 << 28)
+    if not args.plain_malloc:
+        cli.tune_malloc()
 
     sp = system.SystemParams(n_users=args.users)
     scales = features.FeatureScales.from_params(sp)
@@ -61,6 +59,7 @@ def main() -> None:
     phases = train_config.progressive_phases("full", K, L)
     table = train_config.schedule_table(phases, [args.chunk * (args.rounds + 1)] * len(phases))
 
+    strata = train_allocator.table_strata(table)   # as train_and_evaluate
     traces = {}
 
     def make(n):
@@ -68,7 +67,7 @@ def main() -> None:
 
         def chunk(st, k, allowed):
             traces[n] += 1   # runs only when jax traces (compiles) the program
-            return train_allocator.train_chunk(step, st, k, sp, scales, allowed)
+            return train_allocator.train_chunk(step, st, k, sp, scales, allowed, strata)
 
         fn = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=0)
         keys = files.seed_keys(0, n)

@@ -27,7 +27,6 @@ Usage: ``python benchmarks/subnets.py [--rounds 20] [--batch 256] [--users 30]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import time
 
@@ -36,19 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynmec_jax import allocator as allocator_lib
-from dynmec_jax import system
+from dynmec_jax import cli, system
 from dynmec_jax.nets import features, moe
-
-
-def _tune_malloc() -> None:
-    """Raises glibc's mmap and trim thresholds (mallopt), so that large buffers
-    are reused from the heap instead of mmap-ed (and page-faulted) per call."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 31)
-          and libc.mallopt(m_top_pad, 1 << 28))
-    if not ok:
-        raise RuntimeError("mallopt failed")
 
 
 def main() -> None:
@@ -67,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     tune_malloc = not args.plain_malloc
     if tune_malloc:
-        _tune_malloc()
+        cli.tune_malloc()
 
     sys_params = system.SystemParams(n_users=args.users)
     model = moe.MoEAllocator(n_experts=args.experts, n_layers=args.layers, hidden=args.hidden,

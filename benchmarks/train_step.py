@@ -1,12 +1,23 @@
 """Time of one allocator training step at paper size (Fig. 2(b), both updates).
 
-Batch 256 scenarios, N = 30, K = 10, L = 3, progressive-shrinking sampling over
-all sub-networks.  Jitted, warmed up, ``block_until_ready``; prints the median
-of --repeats single-step calls and, for comparison, the per-step time of a
-``lax.scan`` chunk of 20 steps (no Python dispatch between steps).  The last
-line is ``train_step_ms <median>``.
+Batch 256 scenarios, N = 30, K = 10, L = 3, progressive shrinking's last
+phase (every sub-network allowed).  Three ways of running the same step,
+jitted, warmed up, ``block_until_ready``, timed round-robin:
 
-    python benchmarks/train_step.py [--batch 256] [--repeats 30]
+* ``driver``: the library's default training path, the one
+  :func:`dynmec_jax.train.allocator.train_and_evaluate` runs: the step inside
+  a ``lax.scan`` chunk of ``--chunk`` steps (time per step), with the depth
+  strata of the schedule (``table_strata``: each hidden layer runs only on
+  the scenarios deep enough to use it) and the config's default
+  ``micro_batch``;
+* ``single``: the same step, one jitted call per step (Python dispatch
+  included);
+* ``masked``: the driver's path with ``strata=None`` (every layer computed
+  and masked, i.i.d. uniform sub-networks: the path before depth strata).
+
+The last line is ``train_step_ms <median>`` of ``driver``.
+
+    python benchmarks/train_step.py [--batch 256] [--rounds 10] [--chunk 10]
 """
 
 from __future__ import annotations
@@ -17,10 +28,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dynmec_jax import system
+from dynmec_jax import cli, system
+from dynmec_jax.configs import allocator as allocator_configs
 from dynmec_jax.nets import features, moe
 from dynmec_jax.train import allocator as train_allocator
 
@@ -29,44 +40,50 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--n_users", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--chunk", type=int, default=10, help="steps per lax.scan chunk")
+    ap.add_argument("--plain-malloc", action="store_true", help="leave glibc malloc alone")
     args = ap.parse_args()
+    if not args.plain_malloc:
+        cli.tune_malloc()
 
     sp = system.SystemParams(n_users=args.n_users)
     scales = features.FeatureScales.from_params(sp)
     model = moe.MoEAllocator()
+    K, L = model.n_experts, model.n_layers
     tx = optax.adam(1e-3)
-    step = train_allocator.make_train_step(model, tx, args.batch)
-    state = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
-    allowed = jnp.ones((model.n_experts, model.n_layers), bool)
-    step_jit = jax.jit(step)
-    key = jax.random.PRNGKey(1)
-    for _ in range(3):
-        state, _ = step_jit(state, key, sp, scales, allowed)
-    jax.block_until_ready(state)
-    times = []
-    for i in range(args.repeats):
-        k = jax.random.fold_in(key, i)
-        t0 = time.perf_counter()
-        state, m = step_jit(state, k, sp, scales, allowed)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    med = 1e3 * statistics.median(times)
+    micro = allocator_configs.get_config("default").train.micro_batch
+    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro)
+    table = jnp.ones((args.chunk, K, L), bool)
+    strata = train_allocator.table_strata(table)
 
-    chunk = jax.jit(lambda st, k, tab: train_allocator.train_chunk(step, st, k, sp, scales, tab))
-    table = jnp.asarray(np.broadcast_to(np.asarray(allowed), (20,) + allowed.shape))
-    jax.block_until_ready(chunk(state, key, table))
-    ctimes = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        jax.block_until_ready(chunk(state, key, table))
-        ctimes.append((time.perf_counter() - t0) / 20)
-    print(f"devices: {jax.devices()}")
-    print(f"batch {args.batch}, N {args.n_users}, K {model.n_experts}, L {model.n_layers}: "
-          f"single step min {1e3 * min(times):.2f} / median {med:.2f} / max {1e3 * max(times):.2f} ms "
-          f"over {args.repeats}; inside a 20-step lax.scan chunk: median "
-          f"{1e3 * statistics.median(ctimes):.2f} ms/step")
-    print(f"train_step_ms {med:.3f}")
+    def chunk_fn(strata):
+        return jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales, table,
+                                                                 strata)[0], donate_argnums=0)
+
+    single = jax.jit(lambda st, k: step(st, k, sp, scales, table[0], strata)[0],
+                     donate_argnums=0)
+    runs = {"driver": [chunk_fn(strata), args.chunk], "single": [single, 1],
+            "masked": [chunk_fn(None), args.chunk]}
+    states = {name: train_allocator.init_state(jax.random.PRNGKey(0), model, tx) for name in runs}
+    key = jax.random.PRNGKey(1)
+    for name, (fn, _) in runs.items():   # compile and warm up
+        for i in range(2):
+            states[name] = jax.block_until_ready(fn(states[name], jax.random.fold_in(key, i)))
+    times = {name: [] for name in runs}
+    for r in range(args.rounds):
+        k = jax.random.fold_in(key, 100 + r)
+        for name, (fn, steps) in runs.items():
+            t0 = time.perf_counter()
+            states[name] = jax.block_until_ready(fn(states[name], k))
+            times[name].append((time.perf_counter() - t0) / steps)
+    med = {name: 1e3 * statistics.median(v) for name, v in times.items()}
+    print(f"devices: {jax.devices()}; batch {args.batch}, N {args.n_users}, K {K}, L {L}, "
+          f"micro_batch {micro}, strata {strata}, rounds {args.rounds}")
+    for name, v in times.items():
+        print(f"{name:7s} median {med[name]:8.2f} ms/step (min {1e3 * min(v):.2f}, "
+              f"max {1e3 * max(v):.2f}); / driver {med[name] / med['driver']:.3f}")
+    print(f"train_step_ms {med['driver']:.3f}")
 
 
 if __name__ == "__main__":

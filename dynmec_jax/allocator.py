@@ -208,14 +208,17 @@ class Allocator:
         """L, the maximum depth."""
         return self.model.n_layers
 
-    def logits(self, scn: Scenario, width, depth, noise_key=None, gate_noise=None):
+    def logits(self, scn: Scenario, width, depth, noise_key=None, gate_noise=None,
+               layer_rows=None):
         """Per-user head logits ``(..., N, 2)`` and gates ``(..., N, K)`` of sub-network
-        (width, depth) (Eq. 12-17; ``noise_key`` or ``gate_noise`` for Eq. 16's noise)."""
+        (width, depth) (Eq. 12-17; ``noise_key`` or ``gate_noise`` for Eq. 16's noise;
+        ``layer_rows``: users sorted by depth, see
+        :meth:`~dynmec_jax.nets.moe.MoEAllocator.expert_outputs`)."""
         z = normalize_features(scn, self.scales)
         lead = z.shape[:-1]
         w = per_user(width, lead, "width")
         d = per_user(depth, lead, "depth")
-        return self.model.apply(self.params, z, w, d, noise_key, gate_noise)
+        return self.model.apply(self.params, z, w, d, noise_key, gate_noise, layer_rows)
 
     def logits_all(self, scn: Scenario, noise_key=None):
         """Head logits of every sub-network, ``(K, L, ..., N, 2)`` (one pass)."""
@@ -387,7 +390,8 @@ def load_allocator(path=None) -> Allocator:
     try:
         meta = json.loads(meta_file.read_text())
         model = model_from_dict(meta["model"])
-        template = init_params(jax.random.key(0), model)
+        # Shapes only (no eager initialisation: that compiles ~100 tiny programs).
+        template = jax.eval_shape(lambda: init_params(jax.random.key(0), model))
         params = serialization.from_bytes(template, params_file.read_bytes())
         shapes_ok = jax.tree.all(jax.tree.map(lambda a, b: np.shape(a) == np.shape(b),
                                               template, params))

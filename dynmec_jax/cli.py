@@ -6,6 +6,7 @@ before any compute.
 
 from __future__ import annotations
 
+import ctypes
 import logging as pylogging
 import os
 import pathlib
@@ -44,8 +45,38 @@ def parse_flags(argv):
         fail(f"invalid flag or config override: {e}")
 
 
+#: Set (to anything) to leave glibc's malloc settings alone in the launchers.
+PLAIN_MALLOC_ENV = "DYNMEC_JAX_PLAIN_MALLOC"
+
+
+def tune_malloc() -> bool:
+    """Raises glibc's mmap, trim and top-pad thresholds for this process (``mallopt``).
+
+    XLA's CPU temporaries (megabytes each) are otherwise ``mmap``-ed and
+    page-faulted afresh on every call and handed back on every free;
+    with the thresholds raised they are reused from the heap
+    (benchmarks/README.md, "Malloc", has the measurements).  glibc reads
+    ``MALLOC_*_`` environment variables only at start-up, so the launchers
+    call ``mallopt`` in the process instead.  Returns False (and changes
+    nothing) where glibc is not the C library.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 31)
+                and libc.mallopt(m_top_pad, 1 << 28))
+
+
 def run(main: Callable) -> None:
-    """``absl.app.run(main)`` with :func:`parse_flags`; exits with main's return code."""
+    """``absl.app.run(main)`` with :func:`parse_flags`; exits with main's return code.
+
+    Tunes malloc first (:func:`tune_malloc`) unless ``DYNMEC_JAX_PLAIN_MALLOC``
+    is set in the environment.
+    """
+    if not os.environ.get(PLAIN_MALLOC_ENV):
+        tune_malloc()
     sys.exit(app.run(main, flags_parser=parse_flags))
 
 

@@ -283,8 +283,10 @@ def load_pipeline(path=None) -> Pipeline:
         pol = policy_net.Policy(K, L, int(p["hidden"]), float(p["negative_slope"]))
         models = Models(sched, pol, K, L, variant, fixed, scheduler_net.module_macs(sched, n_ref),
                         0 if variant == "fixed" else policy_net.policy_macs(pol.hidden))
-        s_tmpl = scheduler_net.init_scheduler(jax.random.key(0), sched, n_ref)
-        p_tmpl = policy_net.init_policy(jax.random.key(0), pol)
+        # Shapes only (no eager initialisation: that compiles ~100 tiny programs).
+        s_tmpl = jax.eval_shape(lambda: scheduler_net.init_scheduler(jax.random.key(0), sched,
+                                                                     n_ref))
+        p_tmpl = jax.eval_shape(lambda: policy_net.init_policy(jax.random.key(0), pol))
         s_params = serialization.from_bytes(s_tmpl, paths[1].read_bytes())
         p_params = serialization.from_bytes(p_tmpl, paths[2].read_bytes())
         for t, v in ((s_tmpl, s_params), (p_tmpl, p_params)):

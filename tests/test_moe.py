@@ -11,6 +11,7 @@ import pytest
 from dynmec_jax import accounting, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.nets import features, moe
+from dynmec_jax.train.allocator import layer_rows
 
 K, L, H, N, B = 4, 3, 8, 5, 3
 SYS = system.SystemParams(n_users=N)
@@ -208,6 +209,28 @@ def test_per_scenario_width_and_depth():
                                           SYS, SCALES)
         np.testing.assert_allclose(bw[b], one[b], rtol=1e-6)
         np.testing.assert_allclose(fa[b], one_f[b], rtol=1e-6)
+
+
+def test_layer_rows_compute_only_the_used_layers_with_the_same_values():
+    """Users sorted deepest first and each hidden layer run on its prefix only give the
+    masked pass's logits and gates, and their gradients."""
+    params = _params()
+    z = jax.random.normal(jax.random.key(3), (6, N, 5))
+    depth = jnp.repeat(jnp.array([3, 3, 2, 2, 2, 1]), N).reshape(6, N)
+    width = jnp.array([1, 4, 2, 3, 4, 1])[:, None] * jnp.ones((1, N), jnp.int32)
+    rows = layer_rows((1, 3, 2), N)
+    assert rows == (5 * N, 2 * N)
+
+    def loss(p, rows):
+        logits, gates = MODEL.apply(p, z, width, depth, None, None, rows)
+        return jnp.sum(jnp.sin(logits)) + jnp.sum(gates ** 2), (logits, gates)
+
+    (_, masked), g_masked = jax.value_and_grad(loss, has_aux=True)(params, None)
+    (_, sliced), g_sliced = jax.value_and_grad(loss, has_aux=True)(params, rows)
+    chex.assert_trees_all_close(sliced, masked, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(g_sliced, g_masked, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layer_rows"):
+        MODEL.apply(params, z, width, depth, None, None, (N,))
 
 
 def test_out_of_range_width_or_depth_raises():

@@ -80,6 +80,74 @@ def test_sample_subnets_only_allowed():
     assert 0.45 < float(jnp.mean(w == 2)) < 0.55
 
 
+def test_depth_strata_counts_and_rows():
+    every = np.ones((4, 3), bool)
+    deep = np.zeros((4, 3), bool)
+    deep[:, 2] = True
+    assert train_allocator.depth_stratum(every) == (1, 1, 1)
+    assert train_allocator.depth_stratum(deep) == (0, 0, 1)
+    assert train_allocator.depth_stratum(deep | (np.arange(4)[:, None] == 3)) == (1, 1, 4)
+    with pytest.raises(ValueError, match="no sub-network"):
+        train_allocator.depth_stratum(np.zeros((4, 3), bool))
+    table = train_config.schedule_table(train_config.progressive_phases("full", 4, 3), [2] * 4)
+    assert train_allocator.table_strata(table) == ((0, 0, 1), (1, 1, 1))
+    # Largest remainder, ties to the deeper depth; empty depths stay empty.
+    assert train_allocator.depth_counts((1, 1, 1), 32) == (10, 11, 11)
+    assert train_allocator.depth_counts((0, 0, 1), 32) == (0, 0, 32)
+    assert train_allocator.depth_counts((1, 0, 2), 7) == (2, 0, 5)
+    # Hidden layer i serves the scenarios of depth >= i + 2 (sorted deepest first).
+    assert train_allocator.layer_rows((10, 11, 11), 5) == (5 * 22, 5 * 11)
+    assert train_allocator.layer_rows((0, 0, 32), 5) == (160, 160)
+
+
+def test_stratified_sampling_trains_every_subnet_as_often_as_uniform():
+    allowed = np.zeros((4, 3), bool)
+    allowed[:, 2] = True
+    allowed[3, :] = True                  # 6 sub-networks: depth 3 at every width, width 4
+    counts = train_allocator.depth_counts(train_allocator.depth_stratum(allowed), 30)
+    assert counts == (5, 5, 20)
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    w, d = jax.vmap(lambda k: train_allocator.sample_subnets_stratified(
+        k, jnp.asarray(allowed), counts, tiles=2))(keys)
+    w, d = np.asarray(w), np.asarray(d)
+    assert w.shape == (400, 60)
+    # Deepest first within each of the 2 tiles; widths only where allowed.
+    np.testing.assert_array_equal(d[0], np.tile(np.repeat([3, 2, 1], [20, 5, 5]), 2))
+    assert allowed[w - 1, d - 1].all()
+    freq = [np.mean((w == a + 1) & (d == b + 1)) for a, b in zip(*np.nonzero(allowed),
+                                                                 strict=True)]
+    np.testing.assert_allclose(freq, 1 / 6, atol=0.01)
+
+
+def test_stratum_index_finds_the_profile_of_a_table():
+    strata = ((0, 0, 1), (1, 1, 1), (1, 0, 2))
+    for i, allowed in enumerate([np.zeros((4, 3), bool)] * 3):
+        allowed = allowed.copy()
+        if i == 0:
+            allowed[:, 2] = True
+        elif i == 1:
+            allowed[1:3, :] = True
+        else:
+            allowed[0, 0] = allowed[2:, 2] = True
+        assert train_allocator.depth_stratum(allowed) == strata[i]
+        assert int(train_allocator.stratum_index(jnp.asarray(allowed), strata)) == i
+
+
+def test_stratified_step_picks_the_branch_of_the_allowed_table(smoke_cfg):
+    """With two strata compiled into one step (lax.switch), a table of depth L only runs the
+    branch of its own stratum: the same result as a step compiled for that stratum alone."""
+    s, state = _setup(smoke_cfg)
+    K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
+    deep = jnp.zeros((K, L), bool).at[:, -1].set(True)
+    both = ((0,) * (L - 1) + (1,), (1,) * L)
+    run = jax.jit(lambda st, strata: s.step_fn(st, jax.random.PRNGKey(4), s.sys_params,
+                                               s.scales, deep, strata), static_argnums=1)
+    out, m = run(state, both)
+    ref, m_ref = run(state, both[:1])
+    chex.assert_tree_all_finite(m)
+    chex.assert_trees_all_close((out.params, m), (ref.params, m_ref), rtol=1e-6, atol=1e-7)
+
+
 def _setup(cfg):
     s = train_allocator.setup(train_config.allocator_config(cfg),
                               system.params_from_overrides(cfg.system.to_dict()))

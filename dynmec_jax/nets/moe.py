@@ -22,7 +22,9 @@ depth l = layers per expert), and one compiled function serves every
   exp(z_c)`` is used.  At equal logits the lower expert index ranks first
   (as in ``top_k``), so ties still give exactly ``width`` experts.
 * **Depth by masks** (Eq. 32).  All ``L`` layers run; layer ``i`` (0-based)
-  is kept where ``i < depth`` and skipped (identity) otherwise.
+  is kept where ``i < depth`` and skipped (identity) otherwise.  Training
+  orders its users by depth instead and runs each layer only on the users
+  that need it (``layer_rows``, static slices; same values).
 * **All sub-networks in one pass** (:meth:`MoEAllocator.all_subnets`).  The depth-``l``
   expert outputs are the intermediate activations of the deepest pass.  The
   heads are linear, so ``head(sum_k G_k E_k) = sum_k G_k head(E_k)``; with the
@@ -249,17 +251,36 @@ class MoEAllocator(nn.Module):
         h = jnp.einsum("kmh,khg->kmg", h, self.w_hidden[i]) + self.b_hidden[i][:, None, :]
         return _leaky_relu(h, self.negative_slope)
 
-    def expert_outputs(self, zf: Array, depth: Array) -> Array:
+    def expert_outputs(self, zf: Array, depth: Array,
+                       layer_rows: tuple[int, ...] | None = None) -> Array:
         """E_k(x) of every expert truncated to ``depth`` layers (Eq. 32), ``(K, M, H)``.
 
         ``zf`` is ``(M, F)`` (users flattened); ``depth`` ``(M,)`` int, traced,
         clipped to ``[1, L]``.  Layer ``i`` (1-based) runs where ``i <= depth``
-        and is the identity elsewhere (all layers are computed: masked FLOPs).
+        and is the identity elsewhere.
+
+        ``layer_rows`` (static, one count per hidden layer, non-increasing)
+        says that the users are sorted by depth, deepest first, and that
+        hidden layer ``i`` (0-based among the L-1) is needed by the first
+        ``layer_rows[i]`` of them only: it then runs on those rows alone
+        (static slices, no masked FLOPs).  ``depth`` must agree with it
+        (:func:`dynmec_jax.train.allocator.layer_rows`); the values are the
+        same as the masked pass's.  None: every layer runs on every user and
+        is masked by ``depth`` (masked FLOPs; any order, traced depths).
         """
-        depth = jnp.clip(depth, 1, self.n_layers)[None, :, None]
         h = self._first_layer(zf)
-        for i in range(self.n_layers - 1):
-            h = jnp.where(i + 1 < depth, self._hidden_layer(h, i), h)
+        if layer_rows is None:
+            depth = jnp.clip(depth, 1, self.n_layers)[None, :, None]
+            for i in range(self.n_layers - 1):
+                h = jnp.where(i + 1 < depth, self._hidden_layer(h, i), h)
+            return h
+        if len(layer_rows) != self.n_layers - 1:
+            raise ValueError(f"layer_rows needs {self.n_layers - 1} entries, got {layer_rows}")
+        for i, rows in enumerate(layer_rows):
+            if rows >= h.shape[1]:
+                h = self._hidden_layer(h, i)
+            elif rows > 0:
+                h = jnp.concatenate([self._hidden_layer(h[:, :rows], i), h[:, rows:]], axis=1)
         return h
 
     def all_depth_outputs(self, zf: Array) -> list:
@@ -274,7 +295,8 @@ class MoEAllocator(nn.Module):
     # -- forward passes --------------------------------------------------------
 
     def __call__(self, z: Array, width: Array, depth: Array,
-                 noise_key: Array | None = None, gate_noise: Array | None = None):
+                 noise_key: Array | None = None, gate_noise: Array | None = None,
+                 layer_rows: tuple[int, ...] | None = None):
         """One sub-network (Eq. 12-18, 20): per-user head logits and gates.
 
         Args:
@@ -284,6 +306,9 @@ class MoEAllocator(nn.Module):
           noise_key: PRNG key for the gate noise of Eq. 16 (training), or None.
           gate_noise: the gate noise ``eps`` itself, ``(..., N, K)`` (instead
             of ``noise_key``), see :meth:`gate_logits`.
+          layer_rows: static; users (flattened in row-major order) sorted by
+            depth, deepest first, and hidden layer i computed on the first
+            ``layer_rows[i]`` only (:meth:`expert_outputs`).  None: masked.
         Returns:
           ``(logits, gates)``: ``logits (..., N, 2)`` (head A = bandwidth,
           head B = CPU; dimensionless) and ``gates (..., N, K)``.
@@ -295,7 +320,7 @@ class MoEAllocator(nn.Module):
         if gate_noise is not None:
             gate_noise = jnp.reshape(gate_noise, (zf.shape[0], self.n_experts))
         gates = self.gates(zf, width, noise_key, gate_noise)           # (M, K)
-        experts = self.expert_outputs(zf, depth)                       # (K, M, H)
+        experts = self.expert_outputs(zf, depth, layer_rows)           # (K, M, H)
         # Eq. 12, y = sum_k G_k E_k, unrolled over the static K: on CPU this
         # fuses into one elementwise pass (an einsum/reduce over k is ~2x slower).
         # The experts come from one split, not K slices: the gradient of a

@@ -21,8 +21,8 @@ class StaticAllocator(nn.Module):
     deepest expert module and the number of neurons in the hidden layer is
     384": read as one per-user MLP with ``n_layers`` LeakyReLU layers of
     ``hidden`` units and the same two linear heads (Eq. 18, 20).  Same call
-    signature as :class:`~dynmec_jax.nets.moe.MoEAllocator`; width and depth are
-    ignored (it cannot change its size) and the returned "gates" are ones
+    signature as :class:`~dynmec_jax.nets.moe.MoEAllocator`; width, depth and
+    ``layer_rows`` are ignored (it cannot change its size) and the returned "gates" are ones
     ``(..., N, 1)``.  Parameters: :func:`accounting.static_model_params`.
     """
 
@@ -36,8 +36,9 @@ class StaticAllocator(nn.Module):
         return 1
 
     @nn.compact
-    def __call__(self, z, width=None, depth=None, noise_key=None, gate_noise=None):
-        del width, depth, noise_key, gate_noise
+    def __call__(self, z, width=None, depth=None, noise_key=None, gate_noise=None,
+                 layer_rows=None):
+        del width, depth, noise_key, gate_noise, layer_rows
         gain = 2.0 / (1.0 + self.negative_slope ** 2)
         init = nn.initializers.variance_scaling(gain, "fan_in", "normal")
         h = z

@@ -23,6 +23,7 @@ Units: SI (Hz, cycles/s, s); weighted delays are dimensionless (w [1/s] x T [s])
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import time
@@ -82,13 +83,92 @@ def sample_subnets(key: Array, allowed: Array, batch: int):
     return idx // L + 1, idx % L + 1
 
 
+# ----------------------------------------------------------------------------
+# Depth strata: computing only the layers the sampled sub-networks use
+# ----------------------------------------------------------------------------
+
+def depth_stratum(allowed) -> tuple[int, ...]:
+    """The depth profile of ``allowed (K, L)`` (host, NumPy): allowed widths per
+    depth 1..L divided by their greatest common divisor, e.g. ``(0, 0, 1)``
+    (depth L only) or ``(1, 1, 1)`` (every depth equally often)."""
+    per_depth = np.asarray(allowed, bool).sum(0).astype(int)
+    if not per_depth.any():
+        raise ValueError("allowed holds no sub-network")
+    return tuple(int(c) for c in per_depth // np.gcd.reduce(per_depth[per_depth > 0]))
+
+
+def table_strata(table) -> tuple[tuple[int, ...], ...]:
+    """The distinct :func:`depth_stratum` of a schedule table ``(T, K, L)``, in order."""
+    out = []
+    for allowed in np.asarray(table, bool):
+        s = depth_stratum(allowed)
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
+
+def depth_counts(stratum: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    """Scenarios per depth 1..L of a stratified batch of ``batch`` scenarios.
+
+    Proportional to ``stratum`` (the expected counts of uniform sampling over
+    the allowed sub-networks), rounded by largest remainder, ties to the
+    deeper depth; depths with weight 0 get none and every other depth at
+    least one when ``batch`` allows.
+    """
+    w = np.asarray(stratum, float)
+    exact = batch * w / w.sum()
+    counts = np.floor(exact).astype(int)
+    order = sorted(range(len(w)), key=lambda d: (-(exact[d] - counts[d]), -d))
+    for d in order[:batch - counts.sum()]:
+        counts[d] += 1
+    return tuple(int(c) for c in counts)
+
+
+def layer_rows(counts: tuple[int, ...], n_users: int) -> tuple[int, ...]:
+    """Users per hidden layer when scenarios are sorted deepest first (static).
+
+    Hidden layer ``i`` (0-based among the L-1; layer ``i + 2`` of Eq. 32) is
+    used by the scenarios of depth ``>= i + 2``: the first
+    ``n_users * sum(counts[i + 1:])`` flattened users
+    (:meth:`~dynmec_jax.nets.moe.MoEAllocator.expert_outputs`).
+    """
+    return tuple(n_users * int(sum(counts[i + 1:])) for i in range(len(counts) - 1))
+
+
+def sample_subnets_stratified(key: Array, allowed: Array, counts: tuple[int, ...],
+                              tiles: int = 1):
+    """One (width, depth) per scenario, depths in fixed proportions, deepest first.
+
+    ``counts[d - 1]`` scenarios (static) get depth d, in the order L, ..., 1,
+    and this pattern is repeated ``tiles`` times (one per micro-batch); each
+    scenario's width is uniform over the widths ``allowed (K, L)``
+    allows at its depth.  With ``counts = depth_counts(depth_stratum(allowed),
+    B)`` every sub-network is as likely as under :func:`sample_subnets`
+    (up to the rounding of the counts); the depths are stratified, not drawn.
+    """
+    L = len(counts)
+    depth = np.tile(np.repeat(np.arange(L, 0, -1), counts[::-1]), tiles)  # static
+    logits = jnp.where(jnp.asarray(allowed)[:, depth - 1].T, 0.0, -jnp.inf)  # (B, K)
+    width = jax.random.categorical(key, logits) + 1
+    return width.astype(jnp.int32), jnp.asarray(depth, jnp.int32)
+
+
+def stratum_index(allowed: Array, strata: tuple[tuple[int, ...], ...]) -> Array:
+    """Index of the stratum of ``allowed`` (traced) among ``strata`` (0 if none matches)."""
+    per_depth = jnp.sum(jnp.asarray(allowed, jnp.int32), axis=0)
+    total = jnp.sum(per_depth)
+    s = jnp.asarray(strata, jnp.int32)                                    # (S, L)
+    match = jnp.all(per_depth * s.sum(-1, keepdims=True) == s * total, axis=-1)
+    return jnp.argmax(match)
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: int,
                     offload_all_fraction: float = 0.5, load_balance_weight: float = 0.0,
                     loss_scale: float = 1e-3, micro_batch: int | None = None) -> Callable:
     """The training step of Fig. 2(b): bandwidth update, then CPU update.
 
-    Returns ``step(state, key, sys_params, scales, allowed) -> (state,
-    metrics)``.  Both updates use the same sampled batch of scenarios,
+    Returns ``step(state, key, sys_params, scales, allowed, strata=None) ->
+    (state, metrics)``.  Both updates use the same sampled batch of scenarios,
     offload masks, sub-networks (one per scenario, from ``allowed``) and gate
     noise (Eq. 16); the second is evaluated at the weights after the
     first, as the paper describes.  ``loss_scale`` only rescales the loss
@@ -105,6 +185,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
     on CPU is much faster than streaming the whole batch's through memory
     (benchmarks/compare_pytorch.py).  Ignored when ``load_balance_weight``
     is non-zero (the importance loss couples the whole batch).
+
+    ``strata`` (static: a tuple of :func:`depth_stratum` profiles, e.g.
+    :func:`table_strata` of the schedule) switches on the computation of only
+    what the sampled sub-networks use in depth: the depths of a batch (of
+    each micro-batch) are stratified in the proportions of the stratum of
+    ``allowed`` (:func:`sample_subnets_stratified`, deepest first) and each
+    hidden layer runs only on the scenarios deep enough to use it
+    (``layer_rows``).  One branch is compiled per stratum and ``lax.switch``
+    picks the one of ``allowed`` (which must match one of them).  The same
+    sub-networks are trained as often in expectation as with ``strata=None``
+    (i.i.d. uniform over ``allowed``, every layer computed and masked); in
+    the elastic-depth phases at L = 3 the hidden layers cost half as much.
     """
     tiles = 1
     if micro_batch is not None and not load_balance_weight:
@@ -112,31 +204,34 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
             raise ValueError(f"micro_batch must divide batch={batch}, got {micro_batch}")
         tiles = batch // micro_batch
 
-    def losses(params, scn, mask, width, depth, scales, sys_params, noise_key, gate_noise=None):
+    def losses(params, scn, mask, width, depth, scales, sys_params, noise_key, gate_noise=None,
+               rows=None):
         """Per-scenario weighted T_tra and T_com sums, and the load-balance loss."""
         alloc = Allocator(params, scales, sys_params, model)
-        logits, gates = alloc.logits(scn, width, depth, noise_key, gate_noise)
+        logits, gates = alloc.logits(scn, width, depth, noise_key, gate_noise, rows)
         b, f = allocator_lib.shares(logits, mask, sys_params)
         tra, com = costs.weighted_parts(scn, mask, b, f, sys_params)
         lb = load_balance_loss(gates, mask) if load_balance_weight else 0.0
         return tra, com, lb
 
-    def batch_grad(params, part, data, scales, sys_params):
+    def batch_grad(params, part, data, scales, sys_params, rows):
         """Gradient of update ``part`` (0: bandwidth, 1: CPU) on the whole batch."""
         scn, mask, width, depth, k_noise = data
 
         def loss(p):
-            tra, com, lb = losses(p, scn, mask, width, depth, scales, sys_params, k_noise)
+            tra, com, lb = losses(p, scn, mask, width, depth, scales, sys_params, k_noise,
+                                  rows=rows)
             main = jnp.mean(tra if part == 0 else com) * loss_scale
             return main + load_balance_weight * lb, (jnp.mean(tra), jnp.mean(com))
 
         (_, (tra, com)), g = jax.value_and_grad(loss, has_aux=True)(params)
         return g, tra, com
 
-    def tiled_grad(params, part, data, scales, sys_params):
+    def tiled_grad(params, part, data, scales, sys_params, rows):
         """The same gradient summed over ``tiles`` slices of ``micro_batch`` scenarios."""
         def tile_loss(p, d):
-            tra, com, _ = losses(p, d[0], d[1], d[2], d[3], scales, sys_params, None, d[4])
+            tra, com, _ = losses(p, d[0], d[1], d[2], d[3], scales, sys_params, None, d[4],
+                                 rows)
             return jnp.sum(tra if part == 0 else com) * (loss_scale / batch), (
                 jnp.sum(tra), jnp.sum(com))
 
@@ -149,12 +244,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         (g, tra, com), _ = jax.lax.scan(body, (zero, 0.0, 0.0), data)
         return g, tra / batch, com / batch
 
-    def step(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
-             allowed):
+    def run(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
+            allowed, counts):
+        """One step; ``counts``: scenarios per depth of a micro-batch (None: masked)."""
         k_scn, k_off, k_sub, k_noise = jax.random.split(key, 4)
         scn = system.sample_scenarios(k_scn, sys_params, batch)
         mask = sample_offload(k_off, scn.shape, offload_all_fraction)
-        width, depth = sample_subnets(k_sub, allowed, batch)
+        if counts is None:
+            width, depth = sample_subnets(k_sub, allowed, batch)
+            rows = None
+        else:
+            width, depth = sample_subnets_stratified(k_sub, allowed, counts, tiles)
+            rows = layer_rows(counts, scn.shape[-1])
         if tiles > 1:
             n_experts = getattr(model, "n_experts", 1)
             # The noise gate_logits would draw for the whole batch (M = B N rows).
@@ -166,29 +267,44 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         else:
             data = (scn, mask, width, depth, k_noise)
             grad = batch_grad
-        g, tra0, com0 = grad(state.params, 0, data, scales, sys_params)
+        g, tra0, com0 = grad(state.params, 0, data, scales, sys_params, rows)
         upd, opt_b = tx.update(g, state.opt_bandwidth, state.params)
         p = optax.apply_updates(state.params, upd)
-        g, _, com1 = grad(p, 1, data, scales, sys_params)
+        g, _, com1 = grad(p, 1, data, scales, sys_params, rows)
         upd, opt_f = tx.update(g, state.opt_cpu, p)
         p = optax.apply_updates(p, upd)
         metrics = {"weighted_tra": tra0, "weighted_com": com1, "weighted_delay": tra0 + com0}
         return AllocatorState(p, opt_b, opt_f, state.step + 1), metrics
 
+    def step(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
+             allowed, strata: tuple[tuple[int, ...], ...] | None = None):
+        if strata is None:
+            return run(state, key, sys_params, scales, allowed, None)
+        branches = [functools.partial(run, counts=depth_counts(st, batch // tiles))
+                    for st in strata]
+        if len(branches) == 1:
+            return branches[0](state, key, sys_params, scales, allowed)
+        return jax.lax.switch(stratum_index(allowed, strata), branches, state, key, sys_params,
+                              scales, allowed)
+
     return step
 
 
 def train_chunk(step_fn: Callable, state: AllocatorState, key: Array, sys_params: SystemParams,
-                scales: FeatureScales, allowed_seq: Array):
+                scales: FeatureScales, allowed_seq: Array,
+                strata: tuple[tuple[int, ...], ...] | None = None):
     """``lax.scan`` of ``step_fn`` over a chunk; ``allowed_seq (T, K, L)`` per step.
 
     The key of step t is ``fold_in(key, state.step + t)``, so a chunk's result
     does not depend on how training was cut into chunks or resumed.
+    ``strata`` (static) is passed to every step (:func:`make_train_step`;
+    the drivers use :func:`table_strata` of the whole schedule, so that every
+    chunk compiles to the same program).
     Returns ``(state, metrics)`` with metrics stacked over the T steps.
     """
     def body(st, allowed):
         k = jax.random.fold_in(key, st.step)
-        return step_fn(st, k, sys_params, scales, allowed)
+        return step_fn(st, k, sys_params, scales, allowed, strata)
 
     return jax.lax.scan(body, state, allowed_seq)
 
@@ -298,8 +414,10 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
         state, history = AllocatorState(*restored["state"]), list(restored["history"])
         logging.info("resumed from step %d of %d (%s)", start, total, workdir / "checkpoints")
 
+    strata = table_strata(table)   # every chunk: one program, one branch per depth profile
     chunk_fn = jax.jit(jax.vmap(
-        lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed),
+        lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed,
+                                           strata),
         in_axes=(0, 0, None)))
     t_train = 0.0
     bar = tqdm(list(range(start, total, config.chunk_steps)),
