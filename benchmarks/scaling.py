@@ -41,8 +41,7 @@ the methods alike; a batch-sweep point identical to an N-sweep point (N =
 ``--batch-n`` at that method's N-sweep batch) is taken from the N sweep.
 
 Each row also has the point's setup time (sampling the scenarios; for
-``pmrl`` also ``load_pipeline``, whose eager Flax initialisation compiles
-about 130 small programs: seconds) and its measured wall time (first call
+``pmrl`` also ``load_pipeline``) and its measured wall time (first call
 plus warm calls).
 
 A method stops (remaining points skipped, reason printed) when its previous

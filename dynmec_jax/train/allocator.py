@@ -7,7 +7,11 @@
 * Progressive shrinking (Section IV.B, Fig. 3) as data: a per-step boolean
   table ``allowed (K, L)`` of the sub-networks that may be sampled
   (:meth:`~dynmec_jax.train.config.AllocatorConfig.schedule`); each scenario
-  of a batch trains one sampled (width, depth), drawn inside ``jit``.
+  of a batch trains one sampled (width, depth), drawn inside ``jit``.  The
+  drivers stratify the depths (a fixed number of scenarios per depth,
+  deepest first: :func:`depth_counts`), so that each hidden layer runs only
+  on the scenarios that use it; every sub-network is trained as often in
+  expectation as with i.i.d. draws.
   Phases: full network, then elastic width, then elastic depth, then both;
   sub-networks inherit the trained weights (Once-for-All).  The
   "traditional" baseline of Fig. 12 trains each sub-network from scratch:
@@ -112,8 +116,9 @@ def depth_counts(stratum: tuple[int, ...], batch: int) -> tuple[int, ...]:
 
     Proportional to ``stratum`` (the expected counts of uniform sampling over
     the allowed sub-networks), rounded by largest remainder, ties to the
-    deeper depth; depths with weight 0 get none and every other depth at
-    least one when ``batch`` allows.
+    deeper depth; depths with weight 0 get none.  A depth whose expected
+    count is below one can get none either: keep ``batch`` (the micro-batch
+    when micro-batching) at least a few times L.
     """
     w = np.asarray(stratum, float)
     exact = batch * w / w.sum()
@@ -182,8 +187,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
     scenarios, so this is the same gradient (same batch, same gate noise,
     drawn for the whole batch and sliced) up to float summation order; it
     keeps the ``(K, micro_batch * N, hidden)`` activations in cache, which
-    on CPU is much faster than streaming the whole batch's through memory
-    (benchmarks/compare_pytorch.py).  Ignored when ``load_balance_weight``
+    can be faster on CPU (0.64x the time on a 2-core Xeon with 4 MiB of L2;
+    1.08x, slower, on the 2-core AMD EPYC of benchmarks/README.md, so it is
+    off by default).  Ignored when ``load_balance_weight``
     is non-zero (the importance loss couples the whole batch).
 
     ``strata`` (static: a tuple of :func:`depth_stratum` profiles, e.g.
