@@ -71,7 +71,7 @@ def main() -> None:
     try:   # the policy MLP of Section IV.C (module may be in flux)
         pol = policy_net.Policy(n_experts=K, n_layers=L)
         pol_params = policy_net.init_policy(jax.random.PRNGKey(1), pol)
-        pol_macs = int(policy_net.policy_macs())
+        pol_macs = int(accounting.policy_macs())
 
         def policy_out(scn, x):
             f = policy_net.policy_features(scn, x, alloc.scales, alloc.sys_params, alloc.sys_params)

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from dynmec_jax.system import SystemParams
 
 N_FEATURES = 5  # |u_i| of Eq. 7: size, workload, deadline, distance, f_local.
+#: Inputs of the policy network (:data:`dynmec_jax.nets.policy.POLICY_INPUTS`).
+N_POLICY_INPUTS = 10
 
 
 def layer_macs(d_in: int, d_out: int, zeta: float = 1, iota: float = 0):
@@ -186,8 +188,9 @@ def policy_dims(n_inputs: int, hidden: int = 32) -> list[int]:
     return [n_inputs, hidden, 2]
 
 
-def policy_macs(n_inputs: int, hidden: int = 32, zeta: float = 1, iota: float = 0):
-    """M_Poli of Eq. 35."""
+def policy_macs(hidden: int = 32, n_inputs: int = N_POLICY_INPUTS, zeta: float = 1,
+                iota: float = 0):
+    """M_Poli of Eq. 35 [MACs]: the policy MLP ``n_inputs -> hidden -> 2`` (Eq. 8)."""
     return mlp_macs(policy_dims(n_inputs, hidden), zeta, iota)
 
 

@@ -125,36 +125,56 @@ def per_user(value: Array, user_shape: tuple, name: str) -> Array:
 # Building a network
 # ----------------------------------------------------------------------------
 
-def build_model(kind: str = "moe", n_experts: int = 10, n_layers: int = 3, hidden: int = 64,
-                static_hidden: int = 384, negative_slope: float = 0.01) -> nn.Module:
-    """The allocation network ``kind`` ("moe": :class:`MoEAllocator` with K experts
-    of L layers of ``hidden`` units; "static": :class:`StaticAllocator` with L
-    layers of ``static_hidden`` units).  Extra keys of a stored model config are
-    accepted by :func:`model_from_dict`."""
-    if kind == "moe":
-        return MoEAllocator(n_experts=n_experts, n_layers=n_layers, hidden=hidden,
-                            negative_slope=negative_slope)
-    if kind == "static":
-        return StaticAllocator(hidden=static_hidden, n_layers=n_layers,
-                               negative_slope=negative_slope)
-    raise ValueError(f"model.kind must be one of {KINDS}, got {kind!r}")
+@dataclasses.dataclass(frozen=True)
+class AllocatorSpec:
+    """The shape of an allocation network (Section IV.A, Table II), stored with its weights.
 
+    Attributes:
+      kind: "moe" (:class:`MoEAllocator`, Section IV.A) or "static"
+        (:class:`StaticAllocator`, Section V.A's baseline).
+      n_experts: K (the static model has width 1).
+      n_layers: L, layers per expert (the static model's layers).
+      hidden: units per expert layer (Table II: 64).
+      static_hidden: the static model's units per layer (Section V.A: 384).
+      negative_slope: LeakyReLU slope.
+    """
 
-def model_from_dict(model_cfg) -> nn.Module:
-    """:func:`build_model` from a model config mapping (``configs/allocator.py``'s
-    ``model`` or a checkpoint's ``allocator.json``)."""
-    keys = ("kind", "n_experts", "n_layers", "hidden", "static_hidden", "negative_slope")
-    return build_model(**{k: model_cfg[k] for k in keys if k in model_cfg})
+    kind: str = "moe"
+    n_experts: int = 10
+    n_layers: int = 3
+    hidden: int = 64
+    static_hidden: int = 384
+    negative_slope: float = 0.01
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"model.kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("n_experts", "n_layers", "hidden", "static_hidden"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
 
-def model_dict(model: nn.Module) -> dict:
-    """The model config of a network (inverse of :func:`model_from_dict`)."""
-    if isinstance(model, MoEAllocator):
-        return {"kind": "moe", "n_experts": model.n_experts, "n_layers": model.n_layers,
-                "hidden": model.hidden, "negative_slope": model.negative_slope}
-    return {"kind": "static", "n_experts": 1, "n_layers": model.n_layers,
-            "hidden": model.hidden, "static_hidden": model.hidden,
-            "negative_slope": model.negative_slope}
+    @property
+    def max_width(self) -> int:
+        """K of the network (1 for the static model)."""
+        return self.n_experts if self.kind == "moe" else 1
+
+    def build(self) -> nn.Module:
+        """The Flax network: :class:`MoEAllocator` (K experts of L layers of ``hidden``
+        units) or :class:`StaticAllocator` (L layers of ``static_hidden`` units)."""
+        if self.kind == "moe":
+            return MoEAllocator(n_experts=self.n_experts, n_layers=self.n_layers,
+                                hidden=self.hidden, negative_slope=self.negative_slope)
+        return StaticAllocator(hidden=self.static_hidden, n_layers=self.n_layers,
+                               negative_slope=self.negative_slope)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> AllocatorSpec:
+        """The spec of a built network (inverse of :meth:`build`)."""
+        if isinstance(model, MoEAllocator):
+            return cls("moe", model.n_experts, model.n_layers, model.hidden,
+                       negative_slope=model.negative_slope)
+        return cls("static", 1, model.n_layers, static_hidden=model.hidden,
+                   negative_slope=model.negative_slope)
 
 
 def init_params(key: Array, model: nn.Module) -> dict:
@@ -192,6 +212,11 @@ class Allocator:
     sys_params: SystemParams
     model: nn.Module = struct.field(pytree_node=False)
     record: str = struct.field(pytree_node=False, default="{}")
+
+    @property
+    def spec(self) -> AllocatorSpec:
+        """The network's :class:`AllocatorSpec`."""
+        return AllocatorSpec.of(self.model)
 
     @property
     def is_moe(self) -> bool:
@@ -352,17 +377,14 @@ def gather_subnet(table: Array, width: Array, depth: Array) -> Array:
 # Saving and loading
 # ----------------------------------------------------------------------------
 
-def save_allocator(alloc: Allocator, path, model_cfg: dict | None = None,
-                   extra: dict | None = None) -> pathlib.Path:
-    """Writes ``params.msgpack`` and ``allocator.json`` (model config, scales,
-    system parameters, training record ``extra``) under directory ``path``,
-    atomically per file.  ``model_cfg`` defaults to the config stored in
-    ``alloc.record``, else :func:`model_dict`."""
+def save_allocator(alloc: Allocator, path, extra: dict | None = None) -> pathlib.Path:
+    """Writes ``params.msgpack`` and ``allocator.json`` (the :class:`AllocatorSpec`,
+    scales, system parameters, training record ``extra``) under directory
+    ``path``, atomically per file (the spec is stored last-read-first: a
+    missing ``allocator.json`` means the save did not finish)."""
     path = pathlib.Path(path)
-    if model_cfg is None:
-        model_cfg = json.loads(alloc.record or "{}").get("model") or model_dict(alloc.model)
     meta = {
-        "model": dict(model_cfg),
+        "model": dataclasses.asdict(alloc.spec),
         "scales": {k: float(v) for k, v in dataclasses.asdict(alloc.scales).items()},
         "sys_params": {k: (float(v) if k != "n_users" else int(v))
                        for k, v in dataclasses.asdict(alloc.sys_params).items()},
@@ -389,7 +411,7 @@ def load_allocator(path=None) -> Allocator:
             raise FileNotFoundError(f"allocator checkpoint file missing: {f}")
     try:
         meta = json.loads(meta_file.read_text())
-        model = model_from_dict(meta["model"])
+        model = AllocatorSpec(**meta["model"]).build()
         # Shapes only (no eager initialisation: that compiles ~100 tiny programs).
         template = jax.eval_shape(lambda: init_params(jax.random.key(0), model))
         params = serialization.from_bytes(template, params_file.read_bytes())

@@ -1,14 +1,23 @@
-"""The methods of Section V and their metrics, as jit/vmap-able functions.
+"""Scoring decisions, and the methods of Section V, as jit/vmap-able functions.
 
-Every method maps a batch of scenarios (fields ``(B, N)``) to a
-:class:`MethodResult`: a :class:`~dynmec_jax.pipeline.Decision` (offloading,
-sub-network, allocation, inference delays per scenario) plus the operation
-count of its allocation algorithm.  :func:`scenario_metrics` turns a result
-into per-scenario metrics; :func:`summarize` averages them.
+* :func:`score` is the **public scorer**: any offloading decision (a
+  method's, or a researcher's own rule), with a given allocation or the
+  optimal one, becomes per-task delay, deadline miss, energy and cost C_i
+  (Eq. 1-6, 24-25, 34-35) in a :class:`Score`; :func:`metrics` reduces it to
+  the figures' per-scenario :class:`Metrics`.  Every Section V method is
+  scored through it (:func:`scenario_metrics`).
+* Each method maps a batch of scenarios (fields ``(B, N)``) to a
+  :class:`MethodResult`: a :class:`~dynmec_jax.pipeline.Decision`
+  (offloading, sub-network, allocation, inference delays per scenario) plus
+  the operation count of its allocation algorithm.  The methods are
+  registered, with their figure style and what they need, in
+  :mod:`dynmec_jax.methods`.
 
-Inference delay of each method (Eq. 9, 34-35: T = lambda M / f_ser [s]; which
-networks' MACs M includes; "edge" = paid by offloaded tasks, "local" = paid
-by local tasks):
+**Charging inference time (one rule).**  A method a deployment would run
+pays its own compute through Eq. 9, T = lambda M / f_ser [s], from its
+operation count M; a *bound* (Optimum, Oracle) pays nothing and is
+labelled a bound.  "Edge" = paid by offloaded tasks, "local" = paid by
+local tasks (they wait for the decision when the method decides for all):
 
 Section V.A (every task offloaded; no scheduler runs):
 
@@ -16,38 +25,29 @@ Section V.A (every task offloaded; no scheduler runs):
 PolicyMoE         edge: M_Poli + M_Alloc(k, l, N), (k, l) from the policy.
 Fix width MoE     edge: M_Poli + M_Alloc(K, l, N), l from the policy.
 Fix depth MoE     edge: M_Poli + M_Alloc(k, L, N), k from the policy.
-Fix MoE           edge: M_Alloc(k, l, N) at the fixed (default (K, L)).
+Fix MoE           edge: M_Alloc(K, L, N).
 Static model      edge: the static model's MACs for N users.
 GA                edge: ``ga.ga_ops(N)["total"]``, a *modelled* operation
-                  count of the GA as implemented (not a MAC count of a
-                  network; labelled ``allocator_ops_kind = "modelled"``).
-Oracle (beyond)   edge: M_Alloc(k*, l*, N) with (k*, l*) the Eq. 28 label
-                  used directly; the search over (k, l) is not counted (an
-                  idealised bound on what a policy can achieve).
-Optimal (beyond)  edge: ``baselines.optimal_allocation_ops(N)``, the traced
-                  op count of the KKT solver (modelled).
+                  count of the GA as implemented.
+KKT (beyond)      edge: ``baselines.optimal_allocation_ops(N)``, the traced
+                  operation count of the KKT solver.
+Oracle (bound)    none: the Eq. 28 label (k*, l*) used directly.
 ================  ==========================================================
 
 Section V.B (users have computing power):
 
 ================  ==========================================================
 PMRL              local: M_Sced; edge: M_Sced + M_Poli + M_Alloc(k, l, n).
-RL                local: M_Sced; edge: M_Sced + M_Alloc(K, L, n) (scheduler
-                  trained with the largest fixed allocator; no policy).
-Rand              local: 0; edge: M_Poli + M_Alloc(k, l, n) (offload with
-                  probability 1/2; no scheduler runs).
+RL                local: M_Sced; edge: M_Sced + M_Alloc(K, L, n).
+Rand              local: 0; edge: M_Poli + M_Alloc(k, l, n) (no scheduler).
 Fix MoE (joint)   local: M_Sced; edge: M_Sced + M_Alloc(K, L, n): PMRL's
-                  scheduler (its offloading decisions) with the largest fixed
-                  sub-network instead of the policy (our reading of "Fix MoE"
-                  in Section V.B, where the paper does not define it).
-Local execution   none (0 for every task).
-Greedy (beyond)   none: :func:`dynmec_jax.baselines.greedy.greedy_offloading`,
-                  removal-only greedy offloading on the Eq. 24-25 costs with
-                  the KKT allocation; its run time is not modelled (a
-                  favour to the baseline: its cost is a lower bound on what
-                  it would cost with any inference delay).
-GA (joint)        local and edge: ``ga.ga_ops(N, joint=True)["total"]``
-                  (modelled): every task waits for the GA's decision.
+                  scheduler with the largest fixed sub-network.
+Local execution   none (nothing runs).
+Greedy (beyond)   local and edge: ``greedy.greedy_ops(N, rounds)``, the
+                  traced operations of the rounds it ran plus one, and the
+                  final allocation.
+GA (joint)        local and edge: ``ga.ga_ops(N, joint=True)["total"]``.
+Optimum (bound)   none: the best offloading set with the exact allocation.
 ================  ==========================================================
 
 n is the number of offloaded tasks of the scenario.  MAC counts follow
@@ -73,9 +73,8 @@ from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
 
-SECTION_VA = ("PolicyMoE", "Fix width MoE", "Fix depth MoE", "Fix MoE", "Static model", "GA",
-              "Oracle", "Optimal")
-SECTION_VB = ("PMRL", "RL", "Fix MoE", "Rand", "Local execution", "Greedy", "GA")
+#: How :func:`score` allocates when no allocation is given.
+ALLOCATIONS = ("cost", "weighted_delay")
 
 
 class MethodResult(NamedTuple):
@@ -85,7 +84,7 @@ class MethodResult(NamedTuple):
       decision: offload ``(B, N)``, width/depth ``(B,)`` (1 where a method has
         no sub-network), bandwidth [Hz] and f_alloc [cycles/s] ``(B, N)``,
         inference delays [s] ``(B,)``.
-      allocator_macs: MACs (networks) or modelled operations (GA, Optimal)
+      allocator_macs: MACs (networks) or modelled operations (GA, KKT)
         of the allocation algorithm per scenario, ``(B,)`` (Fig. 10).
     """
 
@@ -93,9 +92,16 @@ class MethodResult(NamedTuple):
     allocator_macs: Array
 
 
-def _decision(x, width, depth, bandwidth, f_alloc, t_local, t_edge):
-    shape = jnp.shape(x)[:-1]
-    return Decision(jnp.asarray(x).astype(bool),
+def decision(offload, width, depth, bandwidth, f_alloc, t_local, t_edge) -> Decision:
+    """A :class:`~dynmec_jax.pipeline.Decision` with the scalars broadcast to the batch.
+
+    ``offload`` bool ``(..., N)``; ``width``/``depth`` int (scalar or
+    ``(...)``); ``bandwidth`` [Hz] and ``f_alloc`` [cycles/s] ``(..., N)``;
+    ``t_local``/``t_edge`` the inference delays of Eq. 34-35 [s] (scalar or
+    ``(...)``).
+    """
+    shape = jnp.shape(offload)[:-1]
+    return Decision(jnp.asarray(offload).astype(bool),
                     jnp.broadcast_to(jnp.asarray(width, jnp.int32), shape),
                     jnp.broadcast_to(jnp.asarray(depth, jnp.int32), shape),
                     bandwidth, f_alloc,
@@ -104,99 +110,189 @@ def _decision(x, width, depth, bandwidth, f_alloc, t_local, t_edge):
 
 
 # ----------------------------------------------------------------------------
-# Metrics
+# The public scorer and the figures' metrics
 # ----------------------------------------------------------------------------
 
-def scenario_metrics(scn: Scenario, result: MethodResult, sys_params: SystemParams) -> dict:
-    """Per-scenario metrics of Section V, each ``(B,)``.
+class Score(NamedTuple):
+    """Per-task outcome of a decision (each ``(..., N)`` unless noted), SI units.
 
-    * ``delay``: mean service delay over the N tasks [s], inference delay
-      included (Fig. 5, 7).
-    * ``miss_ratio``: fraction of tasks whose service delay exceeds the
-      deadline (Fig. 6, 8).
-    * ``energy``: total user-side energy of the scenario [J] (Eq. 5-6;
-      Fig. 9); ``energy_per_task`` [J].
-    * ``allocator_macs``: MACs / modelled ops of the allocation algorithm
-      (Fig. 10).
-    * ``inference_share``: sum of the tasks' inference delays over the sum of
-      their service delays (Fig. 11), dimensionless.
-    * ``weighted_delay``: sum_i w_i x service delay_i (Eq. 19 weights,
-      dimensionless); tasks with w_i = 0 contribute 0.
-    * ``objective``: Eq. 11a summed over tasks (alpha, beta, delta weights).
-    * ``cost``: sum_i C_i, the scheduler's cost (Eq. 24 for local tasks,
-      Eq. 25 for offloaded ones, each with the method's inference delay);
-      the value :func:`dynmec_jax.baselines.exhaustive.exhaustive_optimum`
-      minimises with ``objective="cost"``; ``cost_delay`` and ``cost_energy``
-      its two parts (:func:`cost_terms`).
-    * ``offload_fraction``, ``width``, ``depth``.
+    Attributes:
+      offload, bandwidth, f_alloc: the decision scored (bool; Hz; cycles/s).
+      infer_local, infer_edge: the inference delays T_l^infer and
+        T_e^infer of Eq. 34-35 charged to local and offloaded tasks [s], ``(...)``.
+      delay: service delay, inference delay included [s] (Eq. 3-4, 11a).
+      miss: 1.0 where the delay exceeds the deadline, else 0.0.
+      energy: user-side energy [J] (Eq. 5 or 6).
+      weighted: w_i x delay_i (Eq. 19 weights; dimensionless; 0 where w_i = 0).
+      cost: C_i = alpha w_i delay_i + beta E_i (Eq. 24 or 25 with the
+        inference delays; cost units).
+      t_tra, t_com, t_loc: Eq. 1, 2 (offloaded tasks) and 4 (local tasks) [s].
+    """
+
+    offload: Array
+    bandwidth: Array
+    f_alloc: Array
+    infer_local: Array
+    infer_edge: Array
+    delay: Array
+    miss: Array
+    energy: Array
+    weighted: Array
+    cost: Array
+    t_tra: Array
+    t_com: Array
+    t_loc: Array
+
+
+def score(scn: Scenario, offload: Array, bandwidth: Array | None = None,
+          f_alloc: Array | None = None, *, sys_params: SystemParams,
+          inference_delay=0.0, allocation: str = "cost") -> Score:
+    """Scores an offloading decision: per-task delay, miss, energy and C_i (Eq. 1-6, 24-25).
+
+    Args:
+      scn: the tasks, fields ``(..., N)`` (NumPy or JAX), SI units.
+      offload: x_i, bool or 0/1 ``(..., N)``.
+      bandwidth, f_alloc: the allocation [Hz], [cycles/s] ``(..., N)``
+        (ignored where x_i = 0).  None: the optimal allocation of the
+        offloaded set (``allocation``): ``"cost"`` minimises sum_i C_i^edge
+        of Eq. 25, energy term included
+        (:func:`~dynmec_jax.baselines.exhaustive.energy_aware_allocation`);
+        ``"weighted_delay"`` the importance-weighted delay alone
+        (:func:`~dynmec_jax.baselines.optimal_allocation`, the KKT optimum
+        of Eq. 18-20's objective).
+      sys_params: the system (keyword).
+      inference_delay: [s], paid by every task (a number or ``(...)`` per
+        scenario), or a pair ``(t_local, t_edge)`` (Eq. 34-35: what local and
+        offloaded tasks pay).  The project's rule (module doc): a deployed
+        method pays its own compute through Eq. 9; a bound pays 0.
+      allocation: see ``bandwidth``.
+    Returns:
+      :class:`Score`; :func:`metrics` gives the figures' per-scenario numbers.
+      jit/vmap-able.
     """
     scn = system.as_scenario(scn)
-    d = result.decision
-    x = d.offload
-    cost_d, cost_e = cost_terms(scn, result, sys_params)
-    t_edge = d.inference_delay_edge[..., None]
-    t_local = d.inference_delay_local[..., None]
-    out = system.task_outcomes(scn, x, d.bandwidth, d.f_alloc, sys_params,
-                               infer_edge=t_edge, infer_local=t_local)
-    infer = jnp.where(x, t_edge, t_local)
-    total_delay = jnp.sum(out.delay, -1)
-    ok = total_delay > 0
+    x = jnp.asarray(offload).astype(bool)
+    if (bandwidth is None) != (f_alloc is None):
+        raise ValueError("give both bandwidth and f_alloc, or neither (optimal allocation)")
+    if bandwidth is None:
+        if allocation == "cost":
+            bandwidth, f_alloc = exhaustive_lib.energy_aware_allocation(scn, x, sys_params)
+        elif allocation == "weighted_delay":
+            bandwidth, f_alloc = baselines.optimal_allocation(scn, x, sys_params)
+        else:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+        bandwidth, f_alloc = jnp.where(x, bandwidth, 0.0), jnp.where(x, f_alloc, 0.0)
+    if isinstance(inference_delay, (tuple, list)):
+        t_local, t_edge = inference_delay
+    else:
+        t_local = t_edge = inference_delay
+    batch = jnp.shape(x)[:-1]
+    dtype = jnp.result_type(bandwidth)
+    t_local = jnp.broadcast_to(jnp.asarray(t_local, dtype), batch)
+    t_edge = jnp.broadcast_to(jnp.asarray(t_edge, dtype), batch)
+    out = system.task_outcomes(scn, x, bandwidth, f_alloc, sys_params,
+                               infer_edge=t_edge[..., None], infer_local=t_local[..., None])
     w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
-    wd = jnp.sum(jnp.where(w > 0, w * jnp.where(w > 0, out.delay, 0.0), 0.0), -1)
-    return {
-        "delay": jnp.mean(out.delay, -1),
-        "miss_ratio": jnp.mean(out.miss, -1),
-        "energy": jnp.sum(out.energy, -1),
-        "energy_per_task": jnp.mean(out.energy, -1),
-        "allocator_macs": jnp.broadcast_to(
-            jnp.asarray(result.allocator_macs, out.delay.dtype), total_delay.shape),
-        "inference_share": jnp.where(
-            ok, jnp.sum(jnp.broadcast_to(infer, out.delay.shape), -1)
+    weighted = jnp.where(w > 0, w * jnp.where(w > 0, out.delay, 0.0), 0.0)
+    cost = sys_params.alpha * weighted + sys_params.beta * out.energy
+    return Score(x, bandwidth, f_alloc, t_local, t_edge, out.delay, out.miss, out.energy,
+                 weighted, cost, out.t_tra, out.t_com, out.t_loc)
+
+
+#: Metrics stored per method and scenario (:class:`Metrics`), in order.
+METRICS = ("delay", "miss_ratio", "energy", "allocator_macs", "inference_share",
+           "weighted_delay", "offload_fraction", "width", "depth", "cost", "cost_delay",
+           "cost_energy")
+
+
+class Metrics(NamedTuple):
+    """Per-scenario metrics of Section V (each ``(...)``; :func:`metrics`).
+
+    Attributes:
+      delay: mean service delay over the N tasks [s], inference delay
+        included (Figs. 5, 7).
+      miss_ratio: fraction of tasks past their deadline (Figs. 6, 8).
+      energy: total user-side energy of the scenario [J] (Eq. 5-6; Fig. 9).
+      allocator_macs: MACs / modelled operations of the allocation
+        algorithm (Fig. 10).
+      inference_share: sum of the tasks' inference delays over the sum of
+        their service delays (Fig. 11), dimensionless.
+      weighted_delay: sum_i w_i delay_i (Eq. 19 weights; dimensionless).
+      offload_fraction: share of tasks offloaded.
+      width, depth: the sub-network (1 where a method has none).
+      cost: sum_i C_i (Eq. 24-25 with the inference delays), the scheduler's
+        objective; cost_delay, cost_energy: its two parts (alpha sum w_i
+        delay_i and beta sum E_i).
+    """
+
+    delay: Array
+    miss_ratio: Array
+    energy: Array
+    allocator_macs: Array
+    inference_share: Array
+    weighted_delay: Array
+    offload_fraction: Array
+    width: Array
+    depth: Array
+    cost: Array
+    cost_delay: Array
+    cost_energy: Array
+
+
+def metrics(sc: Score, sys_params: SystemParams, width=1, depth=1,
+            allocator_macs=0.0) -> Metrics:
+    """The figures' per-scenario :class:`Metrics` of a :class:`Score`.
+
+    ``width``/``depth`` (the sub-network) and ``allocator_macs`` (Fig. 10)
+    are reported as given (scalars or ``(...)``).
+    """
+    total_delay = jnp.sum(sc.delay, -1)
+    ok = total_delay > 0
+    infer = jnp.where(sc.offload, sc.infer_edge[..., None], sc.infer_local[..., None])
+    dtype = sc.delay.dtype
+    wd = jnp.sum(sc.weighted, -1)
+    cost_d = sys_params.alpha * wd
+    cost_e = sys_params.beta * jnp.sum(sc.energy, -1)
+    return Metrics(
+        delay=jnp.mean(sc.delay, -1),
+        miss_ratio=jnp.mean(sc.miss, -1),
+        energy=jnp.sum(sc.energy, -1),
+        allocator_macs=jnp.broadcast_to(jnp.asarray(allocator_macs, dtype), total_delay.shape),
+        inference_share=jnp.where(
+            ok, jnp.sum(jnp.broadcast_to(infer, sc.delay.shape), -1)
             / jnp.where(ok, total_delay, 1.0), 0.0),
-        "weighted_delay": wd,
-        "objective": system.objective(out, sys_params),
-        "cost": cost_d + cost_e,
-        "cost_delay": cost_d,
-        "cost_energy": cost_e,
-        "offload_fraction": jnp.mean(x.astype(out.delay.dtype), -1),
-        "width": d.width.astype(out.delay.dtype),
-        "depth": d.depth.astype(out.delay.dtype),
-    }
+        weighted_delay=wd,
+        offload_fraction=jnp.mean(sc.offload.astype(dtype), -1),
+        width=jnp.broadcast_to(jnp.asarray(width), total_delay.shape).astype(dtype),
+        depth=jnp.broadcast_to(jnp.asarray(depth), total_delay.shape).astype(dtype),
+        cost=cost_d + cost_e, cost_delay=cost_d, cost_energy=cost_e)
+
+
+def score_result(scn: Scenario, result: MethodResult, sys_params: SystemParams) -> Score:
+    """:func:`score` of a method's decision (its allocation and inference delays)."""
+    d = result.decision
+    return score(scn, d.offload, d.bandwidth, d.f_alloc, sys_params=sys_params,
+                 inference_delay=(d.inference_delay_local, d.inference_delay_edge))
+
+
+def scenario_metrics(scn: Scenario, result: MethodResult, sys_params: SystemParams) -> Metrics:
+    """Per-scenario :class:`Metrics` of a method's result (through :func:`score`)."""
+    d = result.decision
+    return metrics(score_result(scn, result, sys_params), sys_params, d.width, d.depth,
+                   result.allocator_macs)
 
 
 def task_cost(scn: Scenario, result: MethodResult, sys_params: SystemParams) -> Array:
-    """sum_i C_i of a decision (Eq. 24-25 with its inference delays, Eq. 34-35), ``(B,)``.
-
-    C_i = C_i^edge (bandwidth, f_alloc and T_e^infer of the decision) if task
-    i is offloaded, C_i^loc (with T_l^infer) otherwise; cost units (alpha w T
-    with w [1/s], T [s], plus beta E [J]).  Local tasks' 0 allocation never
-    enters Eq. 1 (double ``where``).
-    """
-    delay_term, energy_term = cost_terms(scn, result, sys_params)
-    return delay_term + energy_term
+    """sum_i C_i of a method's decision (Eq. 24-25 with its inference delays), ``(B,)``."""
+    return scenario_metrics(scn, result, sys_params).cost
 
 
-def cost_terms(scn: Scenario, result: MethodResult, sys_params: SystemParams):
-    """The two parts of sum_i C_i (Eq. 24-25): ``(sum alpha w_i T_i, sum beta E_i)``, ``(B,)`` each.
-
-    T_i is the service delay with the decision's inference delay (Eq. 34-35;
-    w_i T_i dimensionless), E_i the user-side energy [J] (Eq. 5 or 6).  Tasks
-    with w_i = 0 have a 0 delay term.
-    """
-    scn = system.as_scenario(scn)
+def without_inference(result: MethodResult) -> MethodResult:
+    """``result`` with both inference delays set to 0 (e.g. to split a gap into its parts)."""
     d = result.decision
-    out = system.task_outcomes(scn, d.offload, d.bandwidth, d.f_alloc, sys_params,
-                               infer_edge=d.inference_delay_edge[..., None],
-                               infer_local=d.inference_delay_local[..., None])
-    w = system.importance_weights(scn.size, scn.workload, scn.deadline, sys_params)
-    delay_term = jnp.where(w > 0, w * jnp.where(w > 0, out.delay, 0.0), 0.0)
-    return (sys_params.alpha * jnp.sum(delay_term, -1),
-            sys_params.beta * jnp.sum(out.energy, -1))
-
-
-def summarize(metrics: dict) -> dict:
-    """Means over scenarios of :func:`scenario_metrics` (host floats)."""
-    return {k: float(jnp.mean(v)) for k, v in metrics.items()}
+    return result._replace(decision=d._replace(
+        inference_delay_local=jnp.zeros_like(d.inference_delay_local),
+        inference_delay_edge=jnp.zeros_like(d.inference_delay_edge)))
 
 
 # ----------------------------------------------------------------------------
@@ -231,7 +327,7 @@ def fixed_subnet(allocator, scn: Scenario, sys_params: SystemParams, width=None,
     t_loc, t_edge = costs.inference_delays(sys_params, scheduler_macs, 0, macs)
     if not scheduler_local:
         t_loc = jnp.zeros_like(t_edge)
-    return MethodResult(_decision(x, width, depth, b, f, t_loc, t_edge), macs)
+    return MethodResult(decision(x, width, depth, b, f, t_loc, t_edge), macs)
 
 
 def static_model(allocator, scn: Scenario, sys_params: SystemParams) -> MethodResult:
@@ -261,29 +357,30 @@ def policy_moe(allocator, policy_params, scn: Scenario, sys_params: SystemParams
     width, depth = policy_net.choose(model.apply(policy_params, feats), K, L, variant)
     b, f = allocator_lib.allocate(allocator, scn, x, width, depth, sys_params)
     macs = allocator.macs(width, depth, jnp.sum(x, -1))
-    _, t_edge = costs.inference_delays(sys_params, 0, policy_net.policy_macs(model.hidden), macs)
-    return MethodResult(_decision(x, width, depth, b, f, jnp.zeros_like(t_edge), t_edge), macs)
+    _, t_edge = costs.inference_delays(sys_params, 0, accounting.policy_macs(model.hidden), macs)
+    return MethodResult(decision(x, width, depth, b, f, jnp.zeros_like(t_edge), t_edge), macs)
 
 
 def oracle(allocator, scn: Scenario, sys_params: SystemParams, variant: str = "full",
            offload: Array | None = None) -> MethodResult:
-    """Oracle (beyond the paper): the Eq. 28 label used as the decision.
+    """Oracle (a bound, beyond the paper): the Eq. 28 label used as the decision.
 
     (width, depth) = argmin of the mean C^edge over the offloaded tasks
-    (inference delay included), found from one ``logits_all`` pass; edge
-    inference delay lambda M_Alloc(k*, l*, n) / f_ser (the search itself is
-    not counted: an idealised bound).
+    (inference delay included), found from one ``logits_all`` pass.  As a
+    bound it pays no inference delay (module doc); ``allocator_macs`` is the
+    label's M_Alloc(k*, l*, n) (Fig. 10's "Eq. 28 label").
     """
     scn = system.as_scenario(scn)
     x = _all(scn) if offload is None else jnp.asarray(offload).astype(bool)
     la = allocator.logits_all(scn)
     width, depth, _ = costs.labels(allocator, la, scn, x, sys_params, variant=variant)
-    return fixed_subnet(allocator, scn, sys_params, width, depth, offload=x)
+    res = fixed_subnet(allocator, scn, sys_params, width, depth, offload=x)
+    return without_inference(res)
 
 
 def optimal(scn: Scenario, sys_params: SystemParams, offload: Array | None = None,
             special_cost: float = 1.0) -> MethodResult:
-    """Optimal (beyond the paper): the KKT allocation of ``baselines.optimal_allocation``.
+    """KKT (beyond the paper): the allocation of ``baselines.optimal_allocation``, deployed.
 
     Edge inference delay lambda M / f_ser with M =
     ``baselines.optimal_allocation_ops(N, special_cost=...)``, the traced
@@ -298,7 +395,7 @@ def optimal(scn: Scenario, sys_params: SystemParams, offload: Array | None = Non
     ops = baselines.optimal_allocation_ops(n, special_cost=special_cost)
     t_edge = accounting.inference_delay(ops, sys_params)
     shape = x.shape[:-1]
-    return MethodResult(_decision(x, 1, 1, b, f, 0.0, t_edge),
+    return MethodResult(decision(x, 1, 1, b, f, 0.0, t_edge),
                         jnp.full(shape, ops, b.dtype))
 
 
@@ -322,7 +419,7 @@ def genetic(key: Array, scn: Scenario, sys_params: SystemParams, joint: bool = F
     ops = ga_lib.ga_ops(n, pop_factor, n_iters, joint)["total"]
     t = accounting.inference_delay(ops, sys_params)
     shape = x0.shape[:-1]
-    return MethodResult(_decision(res.offload, 1, 1, res.bandwidth, res.f_alloc,
+    return MethodResult(decision(res.offload, 1, 1, res.bandwidth, res.f_alloc,
                                   t if joint else 0.0, t),
                         jnp.full(shape, ops, res.bandwidth.dtype))
 
@@ -383,7 +480,7 @@ def local_execution(scn: Scenario, sys_params: SystemParams) -> MethodResult:
     scn = system.as_scenario(scn)
     shape = jnp.shape(scn.size)
     zeros = jnp.zeros(shape, scn.size.dtype)
-    return MethodResult(_decision(jnp.zeros(shape, bool), 1, 1, zeros, zeros, 0.0, 0.0),
+    return MethodResult(decision(jnp.zeros(shape, bool), 1, 1, zeros, zeros, 0.0, 0.0),
                         jnp.zeros(shape[:-1], scn.size.dtype))
 
 
@@ -391,28 +488,33 @@ def greedy(scn: Scenario, sys_params: SystemParams, objective: str = "cost") -> 
     """Greedy + KKT (beyond the paper): removal-only greedy offloading, optimal allocation.
 
     :func:`dynmec_jax.baselines.greedy.greedy_offloading` with ``objective``
-    ("cost": Eq. 24-25; "delay": service delay only).  No inference delay
-    (the greedy's run time is not modelled); no sub-network (width = depth
-    = 1 in the decision, 0 allocator MACs).
+    ("cost": Eq. 24-25; "delay": service delay only).  Deployed, it pays its
+    own compute (module doc): every task waits lambda ``greedy_ops(N,
+    rounds)`` / f_ser (Eq. 9), the rounds it ran plus one and the final
+    allocation.  No sub-network (width = depth = 1 in the decision, 0
+    allocator MACs).
     """
     scn = system.as_scenario(scn)
     g = greedy_lib.greedy_offloading(scn, sys_params, objective=objective)
+    ops = greedy_lib.greedy_ops(g.offload.shape[-1], g.rounds, objective)
+    t = accounting.inference_delay(ops, sys_params)
     shape = g.offload.shape[:-1]
-    return MethodResult(_decision(g.offload, 1, 1, g.bandwidth, g.f_alloc, 0.0, 0.0),
+    return MethodResult(decision(g.offload, 1, 1, g.bandwidth, g.f_alloc, t, t),
                         jnp.zeros(shape, g.bandwidth.dtype))
 
 
 def exhaustive(scn: Scenario, sys_params: SystemParams) -> MethodResult:
-    """Optimum (beyond the paper, N <= 12): the best of all 2^N offloading subsets.
+    """Optimum (a bound, beyond the paper, N <= 12): the best of all 2^N offloading subsets.
 
     :func:`dynmec_jax.baselines.exhaustive.exhaustive_optimum` on sum_i C_i
-    (Eq. 24-25) with the energy-aware exact allocation; no inference delay.
+    (Eq. 24-25) with the energy-aware exact allocation; as a bound it pays
+    no inference delay.
     """
     scn = system.as_scenario(scn)
     o = exhaustive_lib.exhaustive_optimum(scn, sys_params, objective="cost",
                                           allocation="energy_aware")
     shape = o.offload.shape[:-1]
-    return MethodResult(_decision(o.offload, 1, 1, o.bandwidth, o.f_alloc, 0.0, 0.0),
+    return MethodResult(decision(o.offload, 1, 1, o.bandwidth, o.f_alloc, 0.0, 0.0),
                         jnp.zeros(shape, o.bandwidth.dtype))
 
 
@@ -442,59 +544,3 @@ def policy_regret(models, policy_params, allocator, scn: Scenario, offload: Arra
             "label_depth": ld.astype(regret.dtype),
             "label_macs": allocator.macs(lw, ld, jnp.sum(x, -1))
             .astype(regret.dtype)}
-
-
-# ----------------------------------------------------------------------------
-# Convenience: all methods of a section
-# ----------------------------------------------------------------------------
-
-def section_va(key: Array, scn: Scenario, sys_params: SystemParams, allocator,
-               policy_params: dict, static_allocator=None, fix_width_params=None,
-               fix_depth_params=None, ga_iters: int | None = 200) -> dict:
-    """Metrics (per scenario) of the Section V.A methods, ``{name: metrics}``.
-
-    ``policy_params`` (variant "full"), ``fix_width_params`` and
-    ``fix_depth_params`` (policies pre-trained with those variants; None
-    skips the method), ``static_allocator`` (None skips "Static model"),
-    ``ga_iters`` (None skips "GA").
-    """
-    scn = system.as_scenario(scn)
-    out = {"PolicyMoE": policy_moe(allocator, policy_params, scn, sys_params),
-           "Fix MoE": fixed_subnet(allocator, scn, sys_params),
-           "Oracle": oracle(allocator, scn, sys_params),
-           "Optimal": optimal(scn, sys_params)}
-    if fix_width_params is not None:
-        out["Fix width MoE"] = policy_moe(allocator, fix_width_params, scn, sys_params,
-                                          "fix_width")
-    if fix_depth_params is not None:
-        out["Fix depth MoE"] = policy_moe(allocator, fix_depth_params, scn, sys_params,
-                                          "fix_depth")
-    if static_allocator is not None:
-        out["Static model"] = static_model(static_allocator, scn, sys_params)
-    if ga_iters is not None:
-        out["GA"] = genetic(key, scn, sys_params, joint=False, n_iters=ga_iters)
-    return {k: scenario_metrics(scn, v, sys_params) for k, v in out.items()}
-
-
-def section_vb(key: Array, scn: Scenario, sys_params: SystemParams, pmrl: Pipeline,
-               rl: Pipeline | None = None, ga_iters: int | None = 200) -> dict:
-    """Metrics (per scenario) of the Section V.B methods, ``{name: metrics}``.
-
-    ``pmrl``: the trained joint pipeline (also provides Rand's policy and
-    allocator, and "Fix MoE"'s scheduler, :func:`fixed_with_scheduler`);
-    ``rl``: the scheduler trained with the fixed largest allocator (None
-    skips "RL"); ``ga_iters`` (None skips "GA").  "Greedy" is
-    :func:`greedy` (greedy offloading + KKT allocation, beyond the paper).
-    """
-    scn = system.as_scenario(scn)
-    k_rand, k_ga = jax.random.split(key)
-    out = {"PMRL": pipeline_method(pmrl, scn, sys_params),
-           "Fix MoE": fixed_with_scheduler(pmrl, scn, sys_params),
-           "Rand": random_offload(k_rand, pmrl, scn, sys_params),
-           "Local execution": local_execution(scn, sys_params),
-           "Greedy": greedy(scn, sys_params)}
-    if rl is not None:
-        out["RL"] = pipeline_method(rl, scn, sys_params)
-    if ga_iters is not None:
-        out["GA"] = genetic(k_ga, scn, sys_params, joint=True, n_iters=ga_iters)
-    return {k: scenario_metrics(scn, v, sys_params) for k, v in out.items()}

@@ -141,6 +141,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
     return path
 
 
+def parent_dir(path: str | os.PathLike) -> pathlib.Path:
+    """The directory an output ``path`` goes into (``.`` for a bare file name)."""
+    return pathlib.Path(path).parent
+
+
 def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> str:
     """Writes ``data`` as strict, indented JSON, atomically; NaN/inf become ``null``.
 

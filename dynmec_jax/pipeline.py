@@ -26,16 +26,82 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, struct
 
+from dynmec_jax import accounting, costs, files, system
 from dynmec_jax import allocator as allocator_lib
-from dynmec_jax import costs, files, system
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.system import Scenario, SystemParams
-from dynmec_jax.train.config import TrainConfig
 
 Array = Any
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained" / "pipeline"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """The shape of a joint model (scheduler and policy), saved with its weights.
+
+    The one definition of these settings: :class:`dynmec_jax.train.config.TrainConfig`
+    extends it with the training fields, and :func:`save_pipeline` /
+    :func:`load_pipeline` store and rebuild it field by field (generically).
+
+    Attributes:
+      n_users: N the scheduler was trained for (the paper's scheduler takes
+        exactly N users; the per-user "set" scheduler any N, and N sets its
+        reference M_Sced); with ``n_users_min``, the largest N.
+      n_users_min: None, or the smallest N of mixed-N training (the set
+        scheduler then reads count features, :class:`SetScheduler`).
+      scheduler: "set" (per-user, the default) or "paper" (Eq. 21-22's ``5N -> 32 -> N``).
+      scheduler_hidden, scheduler_layers, scheduler_passes: the scheduler's
+        hidden units (Section V: 32), hidden layers per pass and passes ("set" only).
+      policy_hidden: the policy's hidden units (Section V: 32).
+      negative_slope: LeakyReLU slope of both networks.
+      variant: "full", "fix_width", "fix_depth" or "fixed" (:mod:`dynmec_jax.nets.policy`).
+      fixed_width, fixed_depth: the sub-network of variant "fixed" (None: the largest).
+    """
+
+    n_users: int = 30
+    n_users_min: int | None = None
+    scheduler: str = "set"
+    scheduler_hidden: int = scheduler_net.HIDDEN
+    scheduler_layers: int = 2
+    scheduler_passes: int = 2
+    policy_hidden: int = scheduler_net.HIDDEN
+    negative_slope: float = scheduler_net.NEGATIVE_SLOPE
+    variant: str = "full"
+    fixed_width: int | None = None
+    fixed_depth: int | None = None
+
+    def __post_init__(self):
+        for name in ("n_users", "scheduler_hidden", "policy_hidden", "scheduler_layers",
+                     "scheduler_passes"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.scheduler not in scheduler_net.SCHEDULERS:
+            raise ValueError(f"train.scheduler must be one of {scheduler_net.SCHEDULERS}, "
+                             f"got {self.scheduler!r}")
+        if self.variant not in policy_net.VARIANTS:
+            raise ValueError(f"train.variant must be one of {policy_net.VARIANTS}, "
+                             f"got {self.variant!r}")
+        for name in ("fixed_width", "fixed_depth"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_users_min is not None:
+            if not 1 <= self.n_users_min <= self.n_users:
+                raise ValueError(f"train.n_users_min must be in [1, n_users={self.n_users}], "
+                                 f"got {self.n_users_min}")
+            if self.scheduler != "set":
+                raise ValueError("train.n_users_min (mixed N) needs train.scheduler='set'")
+
+    @classmethod
+    def of(cls, config) -> PipelineSpec:
+        """The spec part of ``config`` (any object with these fields, e.g. a ``TrainConfig``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    def fixed(self, n_experts: int, n_layers: int):
+        """(width, depth) of variant "fixed" (defaults: K, L)."""
+        return (n_experts if self.fixed_width is None else self.fixed_width,
+                n_layers if self.fixed_depth is None else self.fixed_depth)
 
 
 class Models(NamedTuple):
@@ -51,24 +117,27 @@ class Models(NamedTuple):
     policy_macs: int
 
 
-def build_models(config: TrainConfig, allocator) -> Models:
-    """Modules and MAC counts (M_Sced, M_Poli of Eq. 34-35) for ``config``.
+def build_models(spec: PipelineSpec, allocator) -> Models:
+    """Modules and MAC counts (M_Sced at ``spec.n_users`` users, M_Poli of Eq. 34-35) of
+    ``spec`` (a :class:`PipelineSpec` or a config extending it) on ``allocator``.
 
     M_Poli is 0 for variant "fixed" (no policy runs).
     """
     K, L = allocator.n_experts, allocator.n_layers
-    fixed = config.fixed(K, L)
+    fixed = spec.fixed(K, L)
     if not (1 <= fixed[0] <= K and 1 <= fixed[1] <= L):
         raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
     # Mixed-N training gives the set scheduler the count features it needs to tell N apart.
-    sched, sched_macs = scheduler_net.build_scheduler(config.scheduler, config.n_users,
-                                                      config.scheduler_hidden,
-                                                      config.scheduler_layers,
-                                                      config.scheduler_passes,
-                                                      counts=config.n_users_min is not None)
-    policy_macs = 0 if config.variant == "fixed" else policy_net.policy_macs(config.policy_hidden)
-    return Models(scheduler=sched, policy=policy_net.Policy(K, L, config.policy_hidden),
-                  n_experts=K, n_layers=L, variant=config.variant, fixed=fixed,
+    sched, sched_macs = scheduler_net.build_scheduler(spec.scheduler, spec.n_users,
+                                                      spec.scheduler_hidden,
+                                                      spec.scheduler_layers,
+                                                      spec.scheduler_passes,
+                                                      counts=spec.n_users_min is not None,
+                                                      negative_slope=spec.negative_slope)
+    policy_macs = 0 if spec.variant == "fixed" else accounting.policy_macs(spec.policy_hidden)
+    return Models(scheduler=sched,
+                  policy=policy_net.Policy(K, L, spec.policy_hidden, spec.negative_slope),
+                  n_experts=K, n_layers=L, variant=spec.variant, fixed=fixed,
                   scheduler_macs=sched_macs, policy_macs=policy_macs)
 
 
@@ -115,20 +184,51 @@ class Pipeline:
       scheduler_params, policy_params: trained parameters (``policy_params``
         unused for variant "fixed").
       allocator: the fixed :class:`~dynmec_jax.allocator.Allocator`.
-      models: :class:`Models` (static): modules, variant, MAC counts.
+      spec: :class:`PipelineSpec` (static): the networks' shapes and variant;
+        :attr:`models` builds the modules and MAC counts from it.
       record: JSON text (training config and record), static.
     """
 
     scheduler_params: Any
     policy_params: Any
     allocator: Any
-    models: Models = struct.field(pytree_node=False)
+    spec: PipelineSpec = struct.field(pytree_node=False)
     record: str = struct.field(pytree_node=False, default="{}")
+
+    @property
+    def models(self) -> Models:
+        """The modules and MAC counts of :attr:`spec` on :attr:`allocator` (build_models)."""
+        return build_models(self.spec, self.allocator)
+
+    def with_allocator(self, allocator) -> Pipeline:
+        """This pipeline's scheduler and policy on another allocator, checked.
+
+        The policy chooses among the allocator's K x L sub-networks and both
+        networks read the features through the allocator's scales; a
+        different K or L, or different feature scales, raise ``ValueError``
+        saying what must be retrained (``launch/train_joint.py`` with
+        ``--config.allocator=DIR``).
+        """
+        old = self.allocator
+        if (allocator.n_experts, allocator.n_layers) != (old.n_experts, old.n_layers):
+            raise ValueError(
+                f"the policy chooses among K x L = {old.n_experts} x {old.n_layers} "
+                f"sub-networks, the new allocator has {allocator.n_experts} x "
+                f"{allocator.n_layers}: retrain the scheduler and policy on it "
+                "(launch/train_joint.py --config.allocator=DIR)")
+        same = jax.tree.all(jax.tree.map(lambda a, b: bool(np.allclose(a, b, rtol=1e-6)),
+                                         old.scales, allocator.scales))
+        if not same:
+            raise ValueError(
+                f"the scheduler and policy read features scaled by {old.scales}, the new "
+                f"allocator by {allocator.scales}: retrain them on it "
+                "(launch/train_joint.py --config.allocator=DIR)")
+        return self.replace(allocator=allocator)
 
     @property
     def n_users(self) -> int | None:
         """N the scheduler was built for; None for a per-user scheduler (any N)."""
-        return getattr(self.models.scheduler, "n_users", None)
+        return self.spec.n_users if self.spec.scheduler == "paper" else None
 
     def decide(self, scn: Scenario, sys_params: SystemParams | None = None) -> Decision:
         """Greedy joint decision: offload (p > 0.5), (width, depth), allocation, delays.
@@ -200,42 +300,36 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
 _decide_jit = jax.jit(decide_body)
 
 
-def make_pipeline(config: TrainConfig, allocator, state, record: dict | None = None) -> Pipeline:
-    """A :class:`Pipeline` from trained weights: ``state`` has ``scheduler`` and ``policy``
-    fields (a :class:`~dynmec_jax.train.joint.JointState` of one seed, not vmapped)."""
-    rec = {"config": dataclasses.asdict(config), **(record or {}),
-           "train_config": dataclasses.asdict(config)}
+def make_pipeline(spec: PipelineSpec, allocator, state, record: dict | None = None) -> Pipeline:
+    """A :class:`Pipeline` from trained weights.
+
+    ``spec``: a :class:`PipelineSpec` or a config extending it (a
+    ``TrainConfig``; its training fields go into the record); ``state`` has
+    ``scheduler`` and ``policy`` fields (a ``JointState`` of one seed, not
+    vmapped).
+    """
+    rec = dict(record or {})
+    if type(spec) is not PipelineSpec:
+        rec.setdefault("train_config", files.to_jsonable(spec))
     return Pipeline(scheduler_params=state.scheduler, policy_params=state.policy,
-                    allocator=allocator, models=build_models(config, allocator),
-                    record=json.dumps(rec))
+                    allocator=allocator, spec=PipelineSpec.of(spec), record=json.dumps(rec))
+
+
+#: Format of ``pipeline.json`` (:func:`save_pipeline`).
+FORMAT = 2
 
 
 def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
     """Writes a pipeline under directory ``path``.
 
     Files: ``scheduler.msgpack``, ``policy.msgpack`` (flax msgpack),
-    ``pipeline.json`` (module settings, variant, fixed sub-network, record)
-    and ``allocator/`` (:func:`dynmec_jax.allocator.save_allocator`).
+    ``pipeline.json`` (``{"format", "spec": the PipelineSpec's fields,
+    "record"}``) and ``allocator/`` (:func:`dynmec_jax.allocator.save_allocator`).
     """
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    m = pipe.models
-    is_set = isinstance(m.scheduler, scheduler_net.SetScheduler)
-    trained = json.loads(pipe.record or "{}").get("train_config", {})
-    meta = {
-        "scheduler": {"kind": "set" if is_set else "paper",
-                      "n_users": None if is_set else m.scheduler.n_users,
-                      "n_layers": m.scheduler.n_layers if is_set else 1,
-                      "passes": m.scheduler.passes if is_set else 1,
-                      "counts": bool(getattr(m.scheduler, "counts", False)),
-                      "trained_n_users": trained.get("n_users"),
-                      "trained_n_users_min": trained.get("n_users_min"),
-                      "hidden": m.scheduler.hidden,
-                      "negative_slope": m.scheduler.negative_slope},
-        "policy": {"hidden": m.policy.hidden, "negative_slope": m.policy.negative_slope},
-        "variant": m.variant, "fixed": list(m.fixed),
-        "record": json.loads(pipe.record or "{}"),
-    }
+    meta = {"format": FORMAT, "spec": dataclasses.asdict(pipe.spec),
+            "record": json.loads(pipe.record or "{}")}
     allocator_lib.save_allocator(pipe.allocator, path / "allocator",
                                  extra=json.loads(pipe.allocator.record or "{}").get("record"))
     files.atomic_write(path / "scheduler.msgpack",
@@ -264,36 +358,22 @@ def load_pipeline(path=None) -> Pipeline:
     allocator = allocator_lib.load_allocator(path / "allocator")
     try:
         meta = json.loads(paths[0].read_text())
-        s, p = meta["scheduler"], meta["policy"]
-        K, L = allocator.n_experts, allocator.n_layers
-        variant = meta["variant"]
-        policy_net.check_variant(variant)
-        fixed = tuple(int(v) for v in meta["fixed"])
-        kind = s.get("kind", "paper")
-        if kind == "set":
-            sched = scheduler_net.SetScheduler(int(s["hidden"]), int(s["n_layers"]),
-                                               float(s["negative_slope"]),
-                                               int(s.get("passes", 1)),
-                                               bool(s.get("counts", False)))
-            n_ref = int(s.get("trained_n_users") or system.SystemParams().n_users)
-        else:
-            sched = scheduler_net.Scheduler(int(s["n_users"]), int(s["hidden"]),
-                                            float(s["negative_slope"]))
-            n_ref = sched.n_users
-        pol = policy_net.Policy(K, L, int(p["hidden"]), float(p["negative_slope"]))
-        models = Models(sched, pol, K, L, variant, fixed, scheduler_net.module_macs(sched, n_ref),
-                        0 if variant == "fixed" else policy_net.policy_macs(pol.hidden))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"unknown pipeline.json format {meta.get('format')!r} "
+                             f"(this version reads format {FORMAT})")
+        spec = PipelineSpec(**meta["spec"])
+        models = build_models(spec, allocator)
         # Shapes only (no eager initialisation: that compiles ~100 tiny programs).
-        s_tmpl = jax.eval_shape(lambda: scheduler_net.init_scheduler(jax.random.key(0), sched,
-                                                                     n_ref))
-        p_tmpl = jax.eval_shape(lambda: policy_net.init_policy(jax.random.key(0), pol))
+        s_tmpl = jax.eval_shape(lambda: scheduler_net.init_scheduler(
+            jax.random.key(0), models.scheduler, spec.n_users))
+        p_tmpl = jax.eval_shape(lambda: policy_net.init_policy(jax.random.key(0), models.policy))
         s_params = serialization.from_bytes(s_tmpl, paths[1].read_bytes())
         p_params = serialization.from_bytes(p_tmpl, paths[2].read_bytes())
         for t, v in ((s_tmpl, s_params), (p_tmpl, p_params)):
             if not jax.tree.all(jax.tree.map(lambda a, b: np.shape(a) == np.shape(b), t, v)):
-                raise ValueError("parameter shapes do not match the stored config")
+                raise ValueError("parameter shapes do not match the stored spec")
     except Exception as e:  # msgpack/flax raise various types on corrupt bytes
         raise ValueError(f"corrupt pipeline checkpoint at {path}: {e}") from e
     return Pipeline(scheduler_params=jax.tree.map(jnp.asarray, s_params),
                     policy_params=jax.tree.map(jnp.asarray, p_params), allocator=allocator,
-                    models=models, record=json.dumps(meta.get("record", {})))
+                    spec=spec, record=json.dumps(meta.get("record", {})))

@@ -8,18 +8,16 @@ is created or leaked.
 
 Conventions
 -----------
-* Over-seed aggregation (:func:`aggregate`): the mean and the half-width of the
-  two-sided Student-t confidence interval, ``t_{(1+c)/2, n-1} * s / sqrt(n)``
-  with the sample standard deviation ``s`` (ddof=1).  Non-finite values (NaN,
-  +-inf) are dropped first; with one value the CI is 0.0 (not defined), with
-  none the mean, CI and std are NaN.
+* Over-seed aggregation (:func:`sweep_table`): the mean and the half-width of
+  the two-sided Student-t confidence interval of :func:`dynmec_jax.stats.mean_ci`.
 * Units: the plot functions draw ``value * y_scale`` against ``x * x_scale``;
   the caller states the resulting units in the axis labels (e.g. delay in s
   with ``y_scale=1e3`` and ``ylabel="... [ms]"``).  Error bars are the CI
   half-widths scaled the same way.
-* Method styles: :data:`METHOD_STYLES` fixes colour, marker and line style of
-  the paper's methods; unknown names get a style from :data:`FALLBACK_STYLES`
-  chosen by a CRC32 hash of the name, so they are stable across figures and runs.
+* Method styles come from the caller (``styles``: the method registry's,
+  :func:`dynmec_jax.methods.styles`); other names get a style from
+  :data:`FALLBACK_STYLES` chosen by a CRC32 hash of the name, so they are
+  stable across figures and runs.
 * Output files are written atomically (:func:`dynmec_jax.files.atomic_write`);
   parent folders are created.
 """
@@ -37,15 +35,13 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
 
-from dynmec_jax import files
+from dynmec_jax import files, stats
 
 __all__ = [
-    "METHOD_STYLES",
+    "OPTIMUM_COLOUR",
     "FALLBACK_STYLES",
     "method_style",
-    "aggregate",
     "sweep_table",
     "build_sweep_figure",
     "plot_sweep",
@@ -60,24 +56,8 @@ __all__ = [
 
 DPI = 120
 
-# method -> (colour, marker, linestyle); one fixed look per method in every figure.
-METHOD_STYLES: dict[str, tuple[str, str, str]] = {
-    "PolicyMoE": ("#d62728", "*", "-"),
-    "Fix width MoE": ("#1f77b4", "s", "-"),
-    "Fix depth MoE": ("#2ca02c", "^", "-"),
-    "Fix MoE": ("#9467bd", "D", "-"),
-    "Static model": ("#8c564b", "v", "-"),
-    "GA": ("#ff7f0e", "o", "--"),
-    "Oracle": ("#000000", "P", ":"),
-    "Optimal": ("#7f7f7f", "X", ":"),
-    "PMRL": ("#e377c2", "*", "-"),
-    "RL": ("#17becf", "h", "-"),
-    "Rand": ("#bcbd22", "d", "-"),
-    "Local execution": ("#393b79", "<", "-."),
-    "PMRL (paper)": ("#e377c2", "*", ":"),
-    "Greedy": ("#000000", "x", "--"),
-    "Eq. 28 label (oracle)": ("#7f7f7f", "P", ":"),
-}
+#: Colour of the optimum's line in Fig. 4.
+OPTIMUM_COLOUR = "#7f7f7f"
 
 FALLBACK_STYLES: tuple[tuple[str, str, str], ...] = (
     ("#637939", "o", "-"),
@@ -95,41 +75,18 @@ FALLBACK_STYLES: tuple[tuple[str, str, str], ...] = (
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-def method_style(method: str) -> tuple[str, str, str]:
-    """``(colour, marker, linestyle)`` of a method: fixed for the paper's, hashed otherwise."""
-    if method in METHOD_STYLES:
-        return METHOD_STYLES[method]
+def method_style(method: str, styles: Mapping[str, tuple] | None = None
+                 ) -> tuple[str, str, str]:
+    """``(colour, marker, linestyle)`` of a series: from ``styles`` (the method registry's,
+    :func:`dynmec_jax.methods.styles`) when it has the name, else hashed (stable)."""
+    if styles and method in styles:
+        return tuple(styles[method])
     return FALLBACK_STYLES[zlib.crc32(method.encode("utf-8")) % len(FALLBACK_STYLES)]
 
 
 # ----------------------------------------------------------------------------
 # Aggregation
 # ----------------------------------------------------------------------------
-
-def aggregate(values: Iterable[float], confidence: float = 0.95) -> dict:
-    """Mean and Student-t confidence half-width of per-seed values.
-
-    ``values``: any iterable / array of numbers (one per seed; same unit as the
-    result).  Non-finite entries (NaN, +-inf) are dropped and ``n`` counts the
-    rest.  Returns ``{"mean", "ci", "n", "std"}`` with ``std`` the sample
-    standard deviation (ddof=1) and ``ci = t.ppf((1 + confidence) / 2, n - 1)
-    * std / sqrt(n)`` (half-width; the interval is ``mean +- ci``).  ``n == 1``
-    gives ``ci = std = 0.0`` (no spread measurable); ``n == 0`` gives NaN for
-    mean, ci and std.
-    """
-    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                   dtype=float).ravel()
-    a = a[np.isfinite(a)]
-    n = int(a.size)
-    if n == 0:
-        return {"mean": math.nan, "ci": math.nan, "n": 0, "std": math.nan}
-    mean = float(np.mean(a))
-    if n == 1:
-        return {"mean": mean, "ci": 0.0, "n": 1, "std": 0.0}
-    std = float(np.std(a, ddof=1))
-    tq = float(stats.t.ppf(0.5 * (1.0 + confidence), n - 1))
-    return {"mean": mean, "ci": tq * std / math.sqrt(n), "n": n, "std": std}
-
 
 def sweep_table(records: Sequence[Mapping[str, Any]], metric: str,
                 confidence: float = 0.95) -> dict:
@@ -152,7 +109,7 @@ def sweep_table(records: Sequence[Mapping[str, Any]], metric: str,
             per_x[index[float(r["x"])]].append(float(v))
     series = {}
     for method, per_x in cells.items():
-        aggs = [aggregate(v, confidence) for v in per_x]
+        aggs = [stats.mean_ci(v, confidence) for v in per_x]
         series[method] = {k: [a[k] for a in aggs] for k in ("mean", "ci", "n", "std")}
     return {"x": xs, "series": series}
 
@@ -217,7 +174,8 @@ def _panel_title(letter: str, text: str) -> str:
 
 def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
                        right_axis_methods: Iterable[str] = ("GA",), title: str | None = None,
-                       yscale: str = "linear") -> Figure:
+                       yscale: str = "linear", styles: Mapping[str, tuple] | None = None
+                       ) -> Figure:
     """The Figure of :func:`plot_sweep` (not saved); see there for the arguments.
 
     Axes: one per panel (unused grid cells removed) plus one twin right-hand
@@ -259,7 +217,7 @@ def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
             if not np.isfinite(mean).any():
                 continue
             err = _clean_err(mean, _arr(s.get("ci", np.full_like(mean, np.nan)), ys_))
-            colour, marker, ls = method_style(method)
+            colour, marker, ls = method_style(method, styles)
             target = rax if method in right_here else ax
             if method in right_here:
                 ls = "--"
@@ -267,7 +225,7 @@ def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
                                 capsize=3, markersize=6, linewidth=1.4, label=method)
             handles.setdefault(method, h)
         if rax is not None:
-            rax.tick_params(axis="y", colors=method_style(right_here[0])[0])
+            rax.tick_params(axis="y", colors=method_style(right_here[0], styles)[0])
     if handles:
         labels = [m + (" (right axis)" if m in right else "") for m in handles]
         fig.legend(list(handles.values()), labels, loc="outside lower center",
@@ -279,7 +237,7 @@ def build_sweep_figure(panels: Sequence[Mapping[str, Any]], ylabel: str,
 
 def plot_sweep(panels: Sequence[Mapping[str, Any]], path: str | os.PathLike, ylabel: str,
                right_axis_methods: Iterable[str] = ("GA",), title: str | None = None,
-               yscale: str = "linear") -> str:
+               yscale: str = "linear", styles: Mapping[str, tuple] | None = None) -> str:
     """Line plot of up to four sweeps (Figs. 5-9), mean with 95% CI error bars.
 
     ``panels``: up to 4 dicts ``{"xlabel": str, "table": sweep_table output,
@@ -294,9 +252,10 @@ def plot_sweep(panels: Sequence[Mapping[str, Any]], path: str | os.PathLike, yla
     after scaling.  Methods in ``right_axis_methods`` are drawn dashed on a
     twin right-hand axis labelled ``"<ylabel> (GA, right axis)"`` (as GA in
     the paper's Figs. 5-8).  ``yscale``: "linear" or "log" (both axes).  One
-    shared legend below the panels.  Returns ``str(path)``.
+    shared legend below the panels.  ``styles``: ``{name: (colour, marker,
+    linestyle)}`` (:func:`method_style`).  Returns ``str(path)``.
     """
-    fig = build_sweep_figure(panels, ylabel, right_axis_methods, title, yscale)
+    fig = build_sweep_figure(panels, ylabel, right_axis_methods, title, yscale, styles)
     return save_figure(fig, path)
 
 
@@ -327,7 +286,7 @@ def build_fig04_figure(data: Mapping[str, Any], ylabel: str = "Weighted delay",
                             color=colour, marker=marker, capsize=3, linewidth=1.4, label=lbl)
             handles.setdefault(lbl, h)
         if opt is not None and np.isfinite(float(opt)):
-            colour = METHOD_STYLES["Optimal"][0]
+            colour = OPTIMUM_COLOUR
             h = ax.axhline(float(opt) * y_scale, color=colour, linestyle="--", linewidth=1.2,
                            label="Optimal (no inference)")
             handles.setdefault("Optimal (no inference)", h)
@@ -375,7 +334,7 @@ def _bars(ax, groups: Sequence[str], series: Mapping[str, tuple[np.ndarray, np.n
     pos = np.arange(len(groups), dtype=float)
     handles = {}
     for j, (name, (mean, ci)) in enumerate(series.items()):
-        colour = (styles or {}).get(name) or method_style(name)[0]
+        colour = method_style(name, styles)[0]
         heights = np.where(np.isfinite(mean), mean, 0.0)
         h = ax.bar(pos + (j - (n - 1) / 2) * width, heights, width * 0.95,
                    yerr=_clean_err(mean, ci), capsize=3, color=colour, edgecolor="black",
@@ -389,14 +348,15 @@ def _bars(ax, groups: Sequence[str], series: Mapping[str, tuple[np.ndarray, np.n
 
 def build_bars_figure(table: Mapping[str, Any], ylabel: str, xlabel: str,
                       title: str | None = None, y_scale: float = 1.0, log: bool = False,
-                      x_scale: float = 1.0, x_format: str = "{:g}") -> Figure:
+                      x_scale: float = 1.0, x_format: str = "{:g}",
+                      styles: Mapping[str, tuple] | None = None) -> Figure:
     """The Figure of :func:`plot_bars` (not saved); one axis."""
     xs = _arr(table["x"], x_scale)
     fig, (ax,) = _new_figure(1, 1, panel_w=7.0, panel_h=4.2)
     series = {m: (_arr(s["mean"], y_scale),
                   _arr(s.get("ci", [math.nan] * len(xs)), y_scale))
               for m, s in table["series"].items()}
-    handles = _bars(ax, [x_format.format(x) for x in xs], series)
+    handles = _bars(ax, [x_format.format(x) for x in xs], series, styles)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -410,16 +370,18 @@ def build_bars_figure(table: Mapping[str, Any], ylabel: str, xlabel: str,
 
 def plot_bars(table: Mapping[str, Any], path: str | os.PathLike, ylabel: str, xlabel: str,
               title: str | None = None, y_scale: float = 1.0, log: bool = False,
-              x_scale: float = 1.0, x_format: str = "{:g}") -> str:
+              x_scale: float = 1.0, x_format: str = "{:g}",
+              styles: Mapping[str, tuple] | None = None) -> str:
     """Grouped bars with 95% CI error bars (Fig. 10: MACs; Fig. 11: inference share).
 
     ``table``: :func:`sweep_table` output; one group per x (labelled with
     ``x_format.format(x * x_scale)``, e.g. ``x_scale=1e-3`` for bit -> kbit),
-    one bar per method (paper colours), heights ``mean * y_scale`` (e.g.
+    one bar per method (colours from ``styles``), heights ``mean * y_scale`` (e.g.
     ``1e-6`` for MACs -> MMACs, ``100`` for a fraction -> %); missing cells
     draw as empty.  ``log``: logarithmic y axis.  Returns ``str(path)``.
     """
-    fig = build_bars_figure(table, ylabel, xlabel, title, y_scale, log, x_scale, x_format)
+    fig = build_bars_figure(table, ylabel, xlabel, title, y_scale, log, x_scale, x_format,
+                            styles)
     return save_figure(fig, path)
 
 
@@ -446,7 +408,7 @@ def build_fig12_figure(data: Mapping[str, Any], log_ratio: float = 20.0) -> Figu
             mean = _arr(block.get("mean", [math.nan] * len(cases)))
             ci = _arr(block.get("ci", [math.nan] * len(cases)))
             series[m.capitalize()] = (mean, ci)
-        styles = {m.capitalize(): _FIG12_STYLES[m] for m in methods}
+        styles = {m.capitalize(): (_FIG12_STYLES[m], "o", "-") for m in methods}
         bars = _bars(ax, [_CASE_LABELS.get(c, c) for c in cases], series, styles)
         handles.update(bars)
         vals = np.concatenate([s[0] for s in series.values()]) if series else np.array([])

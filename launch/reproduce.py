@@ -1,55 +1,5 @@
-r"""Regenerates every figure of Section V (Figs. 4-12), with claims and numbers.
-
-    python launch/reproduce.py --config=dynmec_jax/configs/reproduce.py:quick \
-        --workdir=runs/reproduce --results=results [--config.seeds=[0,1,2,3,4]]
-
-Trains the allocators (MoE and static), measures the training cost (Fig. 12),
-runs the sweeps of Figs. 5-11 (vmapped over points and seeds, sharded over all
-devices) and writes ``RESULTS/fig*.png`` with the numbers beside each
-(``.json``), ``RESULTS/claims.md``, ``summary.json`` and ``README.md``.
-Everything finished is stored under ``WORKDIR``; a rerun (also after a kill)
-skips it.  Bad config values or an unwritable directory: one line, exit 2.
-One run per workdir: a second one started on it exits 2 (``WORKDIR/.lock``).
-Multi-process: pass ``--coordinator=host:port --num_processes=P
---process_id=I`` (runs on CPUs too, gloo collectives).
-"""
-
-from __future__ import annotations
-
-from absl import flags, logging
-from ml_collections import config_flags
-
-from dynmec_jax import cli as common
-from dynmec_jax import sweep
-from dynmec_jax.experiments import reproduce
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "dynmec_jax/configs/reproduce.py:quick", "reproduction config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
-_RESULTS = flags.DEFINE_string("results", "results", "where figures and claims are written")
-_COORD = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)")
-_NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
-_PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
-
-
-def main(argv):
-    common.check_no_args(argv)
-    common.quiet_libraries()
-    cfg = _CONFIG.value
-    common.guard(reproduce.validate_config, cfg)
-    workdir = common.writable_workdir(_WORKDIR.value)
-    results = common.writable_workdir(_RESULTS.value)
-    if _COORD.value is not None:
-        sweep.initialize_distributed(_COORD.value, _NPROC.value, _PID.value)
-    lock = common.lock_workdir(workdir)   # one run per workdir (all processes of this one)
-    common.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
-    summary = reproduce.run(cfg, workdir, results)
-    del lock
-    logging.info("done in %.0f s", summary["wall_time_s"])
-    print(f"reproduction ({cfg.preset}) finished in {summary['wall_time_s']:.0f} s, peak RSS "
-          f"{summary['peak_rss_mb']:.0f} MB; claims: {summary['claims']}; see {results}/claims.md")
-    return 0
-
+# The ``dynmec-reproduce`` command: dynmec_jax/cli/reproduce.py.
+from dynmec_jax.cli.reproduce import __doc__, run  # noqa: F401 (the usage that --help prints)
 
 if __name__ == "__main__":
-    common.run(main)
+    run()

@@ -35,7 +35,7 @@ def test_macs_by_hand():
     m2 = accounting.allocation_model_macs(10, 3, 30, zeta=2)
     assert m2["dynamic"] == 2 * m["dynamic"]
     assert accounting.scheduler_macs(30) == 150 * 32 + 32 * 30
-    assert accounting.policy_macs(11) == 11 * 32 + 32 * 2
+    assert accounting.policy_macs(n_inputs=11) == 11 * 32 + 32 * 2
     assert accounting.static_model_macs(2) == 2 * (5 * 384 + 2 * 384 * 384 + 2 * 384)
 
 

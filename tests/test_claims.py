@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dynmec_jax import methods as M
+from dynmec_jax import typedconfig
 from dynmec_jax.configs import reproduce as reproduce_configs
+from dynmec_jax.evaluation import METRICS
 from dynmec_jax.experiments import claims, names
+from dynmec_jax.experiments.config import ReproduceConfig
 
 
 def _series(vals):
@@ -20,11 +24,12 @@ def _fake_tables(pmrl_cost_ratio: float, share_step: float, paper: bool = True) 
     ``paper=False`` leaves out "PMRL (paper)" (a run without ``vb.paper_scheduler``).
     """
     xs = [1.0, 2.0]
-    vb_methods = tuple(m for m in names.VB_METHODS if paper or m != names.PMRL_PAPER)
     tabs = {}
-    for sec, methods in (("va", names.VA_METHODS), ("vb", vb_methods + (names.VB_OPTIMUM,))):
-        tabs[sec] = {ax: {k: {"x": xs, "series": {m: _series([1.0, 1.0]) for m in methods}}
-                          for k in names.METRICS} for ax in names.PANEL_ORDER}
+    for sec in M.SECTIONS:
+        shown = [m.name for m in M.section(sec) if m.in_figures
+                 and (paper or m is not M.PMRL_PAPER)]
+        tabs[sec] = {ax: {k: {"x": xs, "series": {m: _series([1.0, 1.0]) for m in shown}}
+                          for k in METRICS} for ax in names.PANEL_ORDER}
     for ax in names.PANEL_ORDER:
         vb = tabs["vb"][ax]
         vb["cost"]["series"]["Greedy"] = _series([100.0, 120.0])
@@ -51,7 +56,7 @@ def _figs():
     (1.02, -0.1, ("not reproduced", "not reproduced")),
 ])
 def test_claims_rows_for_greedy_share_and_policy_regret(ratio, step, expect):
-    cfg = reproduce_configs.get_config("smoke")
+    cfg = typedconfig.from_configdict(ReproduceConfig, reproduce_configs.get_config("smoke"))
     rows = claims.evaluate(cfg, _fake_tables(ratio, step), *_figs())
     by = {r["claim"]: r for r in rows}
     greedy = next(r for c, r in by.items() if "greedy offloading with the optimal" in c)
@@ -65,12 +70,12 @@ def test_claims_rows_for_greedy_share_and_policy_regret(ratio, step, expect):
     assert regret["status"] == "partly" and "3] %" in regret["numbers"]
     assert regret["numbers"].startswith("12/16")
     paper = next(r for c, r in by.items() if "paper's own scheduler" in c)
-    assert names.PMRL_PAPER not in paper["claim"] and "offloaded" in paper["numbers"]
+    assert M.PMRL_PAPER.name not in paper["claim"] and "offloaded" in paper["numbers"]
 
 
 @pytest.mark.parametrize("paper", [True, False])
 def test_one_row_per_claim_in_table_order(paper):
-    cfg = reproduce_configs.get_config("smoke")
+    cfg = typedconfig.from_configdict(ReproduceConfig, reproduce_configs.get_config("smoke"))
     rows = claims.evaluate(cfg, _fake_tables(0.98, 0.1, paper=paper), *_figs())
     expected = [c for c in claims.CLAIMS if paper or "paper's own scheduler" not in c.claim]
     assert len(rows) == len(claims.CLAIMS) - (not paper)

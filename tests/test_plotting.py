@@ -1,4 +1,4 @@
-"""Tests of dynmec_jax.plotting: aggregation, tables, figures, JSON."""
+"""Tests of dynmec_jax.plotting: tables, figures, JSON."""
 
 import inspect
 import math
@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import stats
 
 from dynmec_jax import files, plotting
 
@@ -35,36 +34,8 @@ def _records(methods=("PolicyMoE", "Fix MoE", "GA"), xs=(1.0, 2.0, 3.0), seeds=(
 
 
 # ----------------------------------------------------------------------------
-# aggregate / sweep_table
+# sweep_table
 # ----------------------------------------------------------------------------
-
-def test_aggregate_matches_student_t():
-    v = [1.0, 2.0, 4.0, 3.5, 0.5]
-    a = plotting.aggregate(v)
-    n = len(v)
-    mean = sum(v) / n
-    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    ci = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-    assert a["n"] == 5
-    assert a["mean"] == pytest.approx(mean)
-    assert a["std"] == pytest.approx(std)
-    assert a["ci"] == pytest.approx(ci)
-    assert a["ci"] == pytest.approx(2.7764451 * std / math.sqrt(5), rel=1e-6)
-    a90 = plotting.aggregate(np.asarray(v), confidence=0.90)
-    assert a90["ci"] == pytest.approx(stats.t.ppf(0.95, 4) * std / math.sqrt(5))
-
-
-def test_aggregate_edge_cases():
-    one = plotting.aggregate([3.0])
-    assert one == {"mean": 3.0, "ci": 0.0, "n": 1, "std": 0.0}
-    nan = plotting.aggregate([1.0, float("nan"), 3.0, float("inf")])
-    assert nan["n"] == 2 and nan["mean"] == pytest.approx(2.0)
-    assert nan["ci"] == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
-    empty = plotting.aggregate([])
-    assert empty["n"] == 0 and math.isnan(empty["mean"]) and math.isnan(empty["ci"])
-    assert plotting.aggregate([float("nan")])["n"] == 0
-    assert isinstance(plotting.aggregate(np.float32([1, 2]))["mean"], float)
-
 
 def test_sweep_table_shapes_and_missing_cell():
     recs = _records(drop=("Fix MoE", 2.0))

@@ -1,9 +1,9 @@
-"""The reproduction driver: smoke run end to end, resumability, devices, processes, bad input.
+"""The reproduction driver: one smoke run end to end, its resume, the axis sweep, bad input.
 
-The sweep runs go through ``launch/sweep.py`` in subprocesses (a persistent
-compilation cache shared by them keeps each run short); all of them reuse one
-set of smoke allocators trained once per module (``--dist=loadfile`` in
-pyproject keeps this module on one pytest-xdist worker).
+The invariances of the sharded, resumable runner (a kill and a rerun, 1 vs 4
+devices, 1 vs 2 processes) are proven on a toy program in
+``tests/test_sweep.py``; here the real program runs once, through the
+launcher, and the rest reuses its workdir in process.
 """
 
 from __future__ import annotations
@@ -11,181 +11,62 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dynmec_jax import cli, typedconfig
 from dynmec_jax.configs import reproduce as reproduce_configs
-from dynmec_jax.experiments import names, reproduce
+from dynmec_jax.experiments import axis, names, reproduce
+from dynmec_jax.experiments.config import ReproduceConfig
+from dynmec_jax.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = ROOT / "launch" / "sweep.py"
-REPRODUCE = ROOT / "launch" / "reproduce.py"
 CONFIG = "--config=" + str(ROOT / "dynmec_jax" / "configs" / "reproduce.py") + ":smoke"
 # A smaller smoke sweep: 2 points x 2 seeds on the shared-shape axis, one more N.
 SMALL = ("--config.sweeps.workload_avg=(797.5,)", "--config.sweeps.f_server=(2.5e9,)",
          "--config.sweeps.n_users=(3, 4)")
+FIGURES = ("fig04_model_size", "fig05_delay", "fig06_miss_ratio", "fig07_delay_joint",
+           "fig08_miss_ratio_joint", "fig09_energy_joint", "fig10_macs",
+           "fig11_inference_share", "fig12_training_cost")
 
 
-def small_config():
+def small_config() -> ReproduceConfig:
     cfg = reproduce_configs.get_config("smoke")
     cfg.sweeps.workload_avg = (797.5,)
     cfg.sweeps.f_server = (2.5e9,)
     cfg.sweeps.n_users = (3, 4)
-    return cfg
+    return typedconfig.from_configdict(ReproduceConfig, cfg)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+def env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     return env
 
 
 @pytest.fixture(scope="module")
-def allocators(tmp_path_factory):
-    """Smoke MoE and static allocators, trained once (in process)."""
-    d = tmp_path_factory.mktemp("allocators")
-    reproduce.train_allocators(small_config(), d, progress=False)
-    assert reproduce.allocators_ready(small_config(), d)
-    return d
-
-
-def _workdir(tmp_path, allocators):
-    wd = tmp_path / "work"
-    for name in ("allocator_moe", "allocator_static"):
-        shutil.copytree(allocators / name, wd / name)
-    return wd
-
-
-# The device and process tests check the sharding, not the N path: one N (the default,
-# reused from the main sweep) saves them a second compilation of the sweep item.
-ONE_N = (*SMALL[:2], "--config.sweeps.n_users=(4,)")
-
-
-def _sweep_cmd(wd, dump, *extra, small=SMALL):
-    return [sys.executable, str(SWEEP), CONFIG, *small, f"--workdir={wd}", f"--dump={dump}",
-            *extra]
-
-
-def _run(cmd, env, timeout=300):
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+def run(tmp_path_factory, env):
+    """The smoke reproduction through the launcher, started from outside the checkout."""
+    tmp = tmp_path_factory.mktemp("reproduce")
+    wd, out = tmp / "work", tmp / "results"
+    proc = subprocess.run([sys.executable, str(ROOT / "launch" / "reproduce.py"), CONFIG, *SMALL,
+                           f"--workdir={wd}", f"--results={out}"], env=env, cwd=tmp,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return {"workdir": wd, "results": out, "stdout": proc.stdout}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, env, allocators):
-    """The small smoke sweep, uninterrupted, on one device."""
-    tmp = tmp_path_factory.mktemp("reference")
-    wd = _workdir(tmp, allocators)
-    _run(_sweep_cmd(wd, tmp / "dump.json"), env)
-    ref = json.loads((tmp / "dump.json").read_text())
-    # 2 points x 2 seeds + 1 N point x 2 seeds, each with many named numbers.
-    assert len({k.split("/seed_")[0] + "/seed_" + k.split("/seed_")[1].split("/")[0]
-                for k in ref}) == 6
-    assert all(np.isfinite(v) for v in ref.values())
-    return {"dump": ref, "workdir": wd}
-
-
-def _assert_same(a: dict, b: dict, rtol=0.0, subset=False):
-    if subset:  # a is a run of fewer points: every number it has equals b's
-        assert a and set(a) <= set(b)
-    else:
-        assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=0, err_msg=k)
-
-
-def test_sigkill_then_rerun_skips_done_and_matches_uninterrupted(tmp_path, env, allocators,
-                                                                 reference):
-    wd = _workdir(tmp_path, allocators)
-    store = wd / "store"
-    proc = subprocess.Popen(_sweep_cmd(wd, tmp_path / "killed.json"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if list(store.rglob("seed_*.json")):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the sweep finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    before = {f: f.stat().st_mtime_ns for f in store.rglob("seed_*.json")}
-    assert 1 <= len(before) < 6
-    _run(_sweep_cmd(wd, tmp_path / "resumed.json"), env)
-    # Finished items are skipped (not rewritten); the rest gives the same numbers as the
-    # uninterrupted run (same seeds, same numbers).
-    assert all(f.stat().st_mtime_ns == t for f, t in before.items())
-    assert len(list(store.rglob("seed_*.json"))) == 6
-    _assert_same(json.loads((tmp_path / "resumed.json").read_text()), reference["dump"])
-    rec = json.loads(next(iter(before)).read_text())
-    for field in ("config", "seed", "versions", "wall_time_s", "point"):
-        assert field in rec
-
-
-def test_four_devices_match_one(tmp_path, env, allocators, reference):
-    wd = _workdir(tmp_path, allocators)
-    env4 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    _run(_sweep_cmd(wd, tmp_path / "d4.json", small=ONE_N), env4)
-    rec = json.loads(next((wd / "store").rglob("seed_*.json")).read_text())
-    assert rec["n_devices"] == 4
-    _assert_same(json.loads((tmp_path / "d4.json").read_text()), reference["dump"], rtol=1e-5,
-                 subset=True)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_match_one(tmp_path, env, allocators, reference):
-    wd = _workdir(tmp_path, allocators)
-    port = _free_port()
-    procs = [subprocess.Popen(
-        _sweep_cmd(wd, tmp_path / f"p{pid}.json", f"--coordinator=127.0.0.1:{port}",
-                   "--num_processes=2", f"--process_id={pid}", small=ONE_N),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for pid in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=300)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(x[-3000:] for x in logs)
-    rec = json.loads(next((wd / "store").rglob("seed_*.json")).read_text())
-    assert rec["n_processes"] == 2
-    _assert_same(json.loads((tmp_path / "p0.json").read_text()), reference["dump"], rtol=1e-5,
-                 subset=True)
-
-
-def test_smoke_reproduction_end_to_end(tmp_path, env, reference):
-    """The whole pipeline at smoke size through the launcher: every figure with its
-    numbers, the claims and the README (the sweep records of ``reference`` are reused,
-    the stages before and after them run)."""
-    wd = tmp_path / "work"
-    shutil.copytree(reference["workdir"], wd)
-    out = tmp_path / "results"
-    proc = _launch([CONFIG, *SMALL, f"--workdir={wd}", f"--results={out}"], env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "claims" in proc.stdout
-    for name in ("fig04_model_size", "fig05_delay", "fig06_miss_ratio", "fig07_delay_joint",
-                 "fig08_miss_ratio_joint", "fig09_energy_joint", "fig10_macs",
-                 "fig11_inference_share", "fig12_training_cost"):
+def test_smoke_reproduction_end_to_end(run):
+    """Every figure with its numbers, the claims and the README; every stored record
+    finite and complete."""
+    out = run["results"]
+    assert "claims" in run["stdout"]
+    for name in FIGURES:
         assert (out / f"{name}.png").stat().st_size > 1000, name
         json.loads((out / f"{name}.json").read_text())
     rows = json.loads((out / "claims.json").read_text())["rows"]
@@ -195,101 +76,108 @@ def test_smoke_reproduction_end_to_end(tmp_path, env, reference):
     assert "smoke" in (out / "README.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["peak_rss_mb"] > 0 and "fig12_training_cost" in summary["figures"]
+    recs = ResultStore(run["workdir"] / "store").records("sweep_main")
+    assert len(recs) == 2 * 2   # 2 points x 2 seeds
+    for r in recs:
+        assert all(np.isfinite(v) for v in r["result"].values())
+        for field in ("config", "seed", "versions", "wall_time_s", "point"):
+            assert field in r
 
 
-def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(tmp_path, env, reference):
-    """--axis: one compiled program over the points, stored (a rerun recomputes nothing),
-    a figure and CIs; PMRL and Greedy at the default point equal the main sweep's (the
-    V.B-only item splits its keys as the full one does)."""
+def test_rerun_reuses_everything_and_heals_a_corrupt_timings_file(run, tmp_path):
+    """A rerun on a finished workdir recomputes nothing (no record is rewritten) and a
+    truncated bookkeeping file is rebuilt, not fatal."""
     wd = tmp_path / "work"
-    shutil.copytree(reference["workdir"], wd)
-    out = tmp_path / "results"
-    cmd = [sys.executable, str(SWEEP), CONFIG, *SMALL, f"--workdir={wd}",
-           "--axis=f_server", "--values=2.5e9,3.5e9", "--methods=PMRL,Greedy,Local execution",
-           f"--results={out}"]
-    proc = _run(cmd, env, timeout=600)
-    assert "4 records of axis_f_server" in proc.stdout
-    data = json.loads((out / "axis_f_server.json").read_text())
+    shutil.copytree(run["workdir"], wd)
+    stamps = {f: f.stat().st_mtime_ns for f in (wd / "store").rglob("seed_*.json")}
+    (wd / "timings.json").write_text('{"invocations": 1, "wall_')
+    with pytest.warns(UserWarning, match="timings.json is corrupt"):
+        summary = reproduce.run(small_config(), wd, tmp_path / "results", progress=False)
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps
+    assert summary["all_invocations"]["invocations"] == 1
+    assert summary["claims"] == json.loads((run["results"] / "summary.json")
+                                           .read_text())["claims"]
+
+
+def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(run, tmp_path):
+    """An axis study: one compiled program over the points, stored (a rerun recomputes
+    nothing), a figure and CIs; PMRL and Greedy at the default point equal the main sweep's
+    (the V.B-only item splits its keys as the full one does)."""
+    wd = tmp_path / "work"
+    shutil.copytree(run["workdir"], wd)
+    cfg = small_config()
+    chosen = ("PMRL", "Greedy", "Local execution")
+    n, written = axis.run_study(cfg, wd, "f_server", [2.5e9, 3.5e9], chosen, tmp_path / "res")
+    assert n == 4 and len(written) == 2
+    data = json.loads((tmp_path / "res" / "axis_f_server.json").read_text())
     delay = data["metrics"]["delay"]
-    assert delay["x"] == [2.5e9, 3.5e9]
-    assert set(delay["series"]) == {"PMRL", "Greedy", "Local execution"}
-    assert all(n == 2 for s in delay["series"].values() for n in s["n"])
-    assert (out / "axis_f_server.png").stat().st_size > 1000
+    assert delay["x"] == [2.5e9, 3.5e9] and set(delay["series"]) == set(chosen)
+    assert all(k == 2 for s in delay["series"].values() for k in s["n"])
     recs = sorted((wd / "store" / "axis_f_server").rglob("seed_*.json"))
     stamps = [r.stat().st_mtime_ns for r in recs]
-    assert len(recs) == 4 and "4 records" in _run(cmd, env).stdout
+    assert axis.run_study(cfg, wd, "f_server", [2.5e9, 3.5e9], chosen, tmp_path / "res")[0] == 4
     assert [r.stat().st_mtime_ns for r in recs] == stamps
-    main = reference["dump"]
+    main = {(r["point"]["f_server"], r["seed"]): r["result"]
+            for r in ResultStore(wd / "store").records("sweep_main")
+            if r["point"]["size_avg"] == 1000.0}
     for r in recs:
         rec = json.loads(r.read_text())
         if rec["point"]["f_server"] != 2.5e9:
             continue
-        default = "sweep_main/f_server=2500000000,size_avg=1000,workload_avg=797.5"
-        pre = [k.rsplit("/vb/", 1)[0] for k in main
-               if k.startswith(f"{default}/seed_{rec['seed']}/vb/PMRL/delay")]
-        assert len(pre) == 1
-        for m in ("PMRL", "Greedy", "Local execution"):
+        ref = main[(2.5e9, rec["seed"])]
+        for m in chosen:
             for metric in ("delay", "energy", "cost"):
                 np.testing.assert_allclose(rec["result"][f"vb/{m}/{metric}"],
-                                           main[f"{pre[0]}/vb/{m}/{metric}"], rtol=1e-5)
-
-
-def test_axis_sweep_rejects_bad_input_in_one_line(tmp_path, env):
-    for args, needle in ((["--axis=gamma", "--values=1"], "unknown SystemParams field"),
-                         (["--axis=beta", "--values=1,x"], "'x' is not a number"),
-                         (["--axis=beta", "--values=-1"], "beta must be >= 0"),
-                         (["--axis=beta", "--values=1", "--methods=PPO"], "unknown method")):
-        proc = subprocess.run([sys.executable, str(SWEEP), CONFIG, f"--workdir={tmp_path}",
-                               *args], env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-        assert needle in proc.stderr
-
-
-def _launch(args, env, timeout=120):
-    return subprocess.run([sys.executable, str(REPRODUCE), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.mark.parametrize("flag, needle", [
-    ("--config.no_such_field=1", "no_such_field"),
-    ("--config.seeds=()", "seeds"),
-    ("--config.va.eval_batch=0", "va.eval_batch"),
-    ("--config.sweeps.n_users=(0,)", "sweeps.n_users"),
-])
-def test_bad_config_exits_2_before_compute(tmp_path, env, flag, needle):
-    proc = _launch([CONFIG, flag, f"--workdir={tmp_path / 'w'}",
-                    f"--results={tmp_path / 'r'}"], env)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert needle in proc.stderr
-    assert not (tmp_path / "w" / "allocator_moe").exists()
-
-
-def test_unwritable_workdir_exits_2(tmp_path, env):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    proc = _launch([CONFIG, f"--workdir={blocker / 'sub'}", f"--results={tmp_path / 'r'}"], env)
-    assert proc.returncode == 2
-    assert "cannot write to workdir" in proc.stderr and str(blocker) in proc.stderr
-
-
-def test_validate_config_names_the_field():
-    cfg = reproduce_configs.get_config("smoke")
-    cfg.fig12.cases = ("diagonal",)
-    with pytest.raises(ValueError, match="fig12.cases"):
-        reproduce.validate_config(cfg)
-    cfg = reproduce_configs.get_config("smoke")
-    cfg.va.ga_batch = 10**6
-    with pytest.raises(ValueError, match="ga_batch"):
-        reproduce.validate_config(cfg)
-    with pytest.raises(ValueError, match="unknown preset"):
-        reproduce_configs.get_config("huge")
+                                           ref[f"vb/{m}/{metric}"], rtol=1e-5)
 
 
 def test_sweep_points_union_without_duplicates():
-    cfg = reproduce_configs.get_config("quick")
+    cfg = typedconfig.from_configdict(ReproduceConfig, reproduce_configs.get_config("quick"))
     pts = reproduce.sweep_points(cfg)
     keys = [tuple(sorted(p.items())) for p in pts]
     assert len(keys) == len(set(keys))
-    n_axes = sum(len(cfg.sweeps[a]) for a in names.AXES)
+    n_axes = sum(len(getattr(cfg.sweeps, a)) for a in names.AXES)
     assert len(pts) == n_axes - 2  # the default point is shared by the three axes
 
+
+def test_bad_axis_input_is_refused_in_one_line():
+    cfg = small_config()
+    for args, needle in ((("gamma", ["1"]), "unknown SystemParams field"),
+                         (("beta", ["1", "x"]), "'x' is not a number"),
+                         (("beta", ["-1"]), "beta must be >= 0"),
+                         (("beta", ["nan"]), "not finite")):
+        with pytest.raises(ValueError, match=needle):
+            axis.check_axis(*args, cfg.system)
+    with pytest.raises(ValueError, match="unknown method 'PPO'"):
+        axis.check_methods(["PMRL", "PPO"])
+
+
+def test_unwritable_workdir_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as e:
+        cli.writable_workdir(blocker / "sub")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot write to workdir" in err and str(blocker) in err
+
+
+@pytest.mark.parametrize("cmd, needle", [
+    # absl's own flag parser refuses an unknown config key: one line, exit 2.
+    ([sys.executable, str(ROOT / "launch" / "reproduce.py"), "--config.no_such_field=1"],
+     "no_such_field"),
+    # the typed config refuses a bad value, from another directory, default config.
+    ([sys.executable, str(ROOT / "launch" / "train_allocator.py"), "--config.train.batch=0"],
+     "train.batch must be >= 1"),
+    # the console script (installed by pip) finds its default config from anywhere.
+    (["dynmec-sweep", "--axis=gamma", "--values=1"], "unknown SystemParams field"),
+    (["dynmec-reproduce", "--num_processes=2"], "needs --coordinator"),
+])
+def test_launchers_fail_in_one_line_from_another_directory(tmp_path, env, cmd, needle):
+    if cmd[0].startswith("dynmec-"):   # installed next to this interpreter by pip
+        cmd = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:]]
+    proc = subprocess.run([*cmd, f"--workdir={tmp_path / 'w'}"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
+    assert not (tmp_path / "w" / "allocator_moe").exists()

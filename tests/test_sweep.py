@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynmec_jax import sweep
+from dynmec_jax import multihost, sweep
+from dynmec_jax import store as store_lib
 
 HELPERS = Path(__file__).parent / "sweep_helpers"
 DRIVER = HELPERS / "sweep_driver.py"
@@ -95,21 +96,21 @@ def _f32(x):
 
 
 def test_point_key_is_stable_and_safe():
-    assert sweep.point_key({"size_avg": 2000.0}) == "size_avg=2000"
-    assert sweep.point_key({"width": 3, "depth": 2}) == "depth=2,width=3"
-    assert sweep.point_key({"lr": 0.1, "noise": 1e-20}) == "lr=0.1,noise=1e-20"
-    assert sweep.point_key({"flag": True}) == "flag=true"
-    assert sweep.point_key({}) == "base"
-    long = sweep.point_key({f"name_{i}": 1.0 / 3.0 for i in range(20)})
+    assert store_lib.point_key({"size_avg": 2000.0}) == "size_avg=2000"
+    assert store_lib.point_key({"width": 3, "depth": 2}) == "depth=2,width=3"
+    assert store_lib.point_key({"lr": 0.1, "noise": 1e-20}) == "lr=0.1,noise=1e-20"
+    assert store_lib.point_key({"flag": True}) == "flag=true"
+    assert store_lib.point_key({}) == "base"
+    long = store_lib.point_key({f"name_{i}": 1.0 / 3.0 for i in range(20)})
     assert len(long) <= 200 and "/" not in long
     with pytest.raises(ValueError, match="identifiers"):
-        sweep.point_key({"a/b": 1.0})
+        store_lib.point_key({"a/b": 1.0})
     with pytest.raises(ValueError, match="real scalar"):
-        sweep.point_key({"a": "text"})
+        store_lib.point_key({"a": "text"})
 
 
 def test_atomic_write_read_round_trip(tmp_path):
-    store = sweep.ResultStore(tmp_path / "store")
+    store = store_lib.ResultStore(tmp_path / "store")
     point = {"size_avg": 2000.0}
     result = {"delay": np.float32(0.125), "curve": np.arange(3, dtype=np.float32) / 3,
               "count": np.int32(4)}
@@ -126,7 +127,7 @@ def test_atomic_write_read_round_trip(tmp_path):
     assert set(read["versions"]) == {"python", "jax", "jaxlib", "flax", "optax", "numpy",
                                      "dynmec_jax"}
     assert read["timestamp_utc"].endswith("+00:00")
-    arrays = sweep.record_arrays(read)
+    arrays = store_lib.record_arrays(read)
     for name, value in result.items():
         np.testing.assert_array_equal(arrays[name], value)
         assert arrays[name].dtype == np.asarray(value).dtype
@@ -139,7 +140,7 @@ def test_unwritable_root_fails_before_compute(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     root = blocker / "store"  # mkdir fails here even for root
-    store = sweep.ResultStore(root)
+    store = store_lib.ResultStore(root)
     with pytest.raises(OSError, match=str(root)):
         store.check_writable()
 
@@ -158,7 +159,7 @@ def test_read_only_root_gives_permission_error(tmp_path):
     root.chmod(0o500)
     try:
         with pytest.raises(PermissionError, match=str(root)):
-            sweep.ResultStore(root).check_writable()
+            store_lib.ResultStore(root).check_writable()
     finally:
         root.chmod(0o700)
 
@@ -169,7 +170,7 @@ def test_read_only_root_gives_permission_error(tmp_path):
 
 
 def test_skips_done_items_and_is_deterministic(tmp_path, spy):
-    store = sweep.ResultStore(tmp_path / "a")
+    store = store_lib.ResultStore(tmp_path / "a")
     spy.seen.clear()
     seen = spy.seen
     first = sweep.run_sweep(store, "toy", POINTS, SEEDS, spy.compute,
@@ -177,7 +178,7 @@ def test_skips_done_items_and_is_deterministic(tmp_path, spy):
     everything = {(_f32(p["lr"]), _f32(p["noise"]), s) for p in POINTS for s in SEEDS}
     assert seen == everything
     assert [(r["point_key"], r["seed"]) for r in first] == [
-        (sweep.point_key(p), s) for p in POINTS for s in SEEDS]
+        (store_lib.point_key(p), s) for p in POINTS for s in SEEDS]
 
     # Nothing missing: compute is not run at all, and the records come back.
     seen.clear()
@@ -199,17 +200,17 @@ def test_skips_done_items_and_is_deterministic(tmp_path, spy):
     assert _results(resumed) == _results(first)
 
     # Determinism: a fresh store, another chunk size, same numbers bitwise.
-    fresh = sweep.run_sweep(sweep.ResultStore(tmp_path / "b"), "toy", POINTS, SEEDS,
+    fresh = sweep.run_sweep(store_lib.ResultStore(tmp_path / "b"), "toy", POINTS, SEEDS,
                             spy.compute, config=toy.CONFIG, progress=False, chunk_size=4)
     assert _results(fresh) == _results(first)
     # ... and different seeds really give different numbers.
-    other = sweep.run_sweep(sweep.ResultStore(tmp_path / "c"), "toy", POINTS, [4, 8],
+    other = sweep.run_sweep(store_lib.ResultStore(tmp_path / "c"), "toy", POINTS, [4, 8],
                             spy.compute, config=toy.CONFIG, progress=False)
     assert other[0]["result"]["w"] != first[0]["result"]["w"]
 
 
 def test_corrupt_records_are_recomputed(tmp_path, spy):
-    store = sweep.ResultStore(tmp_path)
+    store = store_lib.ResultStore(tmp_path)
     first = sweep.run_sweep(store, "toy", POINTS, SEEDS, spy.compute,
                             config=toy.CONFIG, progress=False)
     empty = store.path("toy", POINTS[0], SEEDS[1])
@@ -234,7 +235,7 @@ def test_corrupt_records_are_recomputed(tmp_path, spy):
 
 
 def test_config_change_is_not_silently_reused(tmp_path, spy):
-    store = sweep.ResultStore(tmp_path)
+    store = store_lib.ResultStore(tmp_path)
     sweep.run_sweep(store, "toy", POINTS[:1], SEEDS[:1], spy.compute,
                     config=toy.CONFIG, progress=False)
     changed = dict(toy.CONFIG, name="other")
@@ -256,13 +257,13 @@ def test_sharded_vmap_pads_and_trims():
 
     x = np.linspace(0.0, 1.0, 5)  # float64: becomes float32 as in jax.vmap
     y = np.arange(5, dtype=np.float32)
-    out = sweep.sharded_vmap(per_item)(x, y)
+    out = multihost.sharded_vmap(per_item)(x, y)
     ref = jax.vmap(per_item)(x, y)
     assert out["s"].shape == (5,) and out["v"].shape == (5, 2)
     np.testing.assert_array_equal(out["s"], np.asarray(ref["s"]))
     np.testing.assert_array_equal(out["v"], np.asarray(ref["v"]))
     with pytest.raises(ValueError, match="leading axis"):
-        sweep.sharded_vmap(lambda b: jnp.sum(b), batched=True)(x)
+        multihost.sharded_vmap(lambda b: jnp.sum(b), batched=True)(x)
 
 
 # ----------------------------------------------------------------------------

@@ -15,13 +15,14 @@ import numpy as np
 import optax
 import pytest
 
-from dynmec_jax import accounting, baselines, costs, files, system
+from dynmec_jax import accounting, baselines, costs, files, system, typedconfig
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.configs import allocator as allocator_config
 from dynmec_jax.experiments import fig12
 from dynmec_jax.nets import static as static_net
 from dynmec_jax.train import allocator as train_allocator
 from dynmec_jax.train import config as train_config
+from dynmec_jax.train.config import AllocatorConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "sweep_helpers" / "allocator_driver.py"
@@ -29,7 +30,7 @@ DRIVER = ROOT / "tests" / "sweep_helpers" / "allocator_driver.py"
 
 @pytest.fixture(scope="module")
 def smoke_cfg():
-    return allocator_config.get_config("smoke")
+    return typedconfig.from_configdict(AllocatorConfig, allocator_config.get_config("smoke"))
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +150,7 @@ def test_stratified_step_picks_the_branch_of_the_allowed_table(smoke_cfg):
 
 
 def _setup(cfg):
-    s = train_allocator.setup(train_config.allocator_config(cfg),
-                              system.params_from_overrides(cfg.system.to_dict()))
+    s = train_allocator.setup(cfg)
     state = train_allocator.init_state(jax.random.PRNGKey(0), s.model, s.tx)
     return s, state
 
@@ -193,7 +193,7 @@ def test_micro_batch_step_equals_full_batch_step(smoke_cfg):
 
 
 def test_a_few_seconds_of_training_lowers_the_loss(smoke_cfg):
-    cfg = smoke_cfg.copy_and_resolve_references()
+    cfg = smoke_cfg
     s, state = _setup(cfg)
     K, L = cfg.model.n_experts, cfg.model.n_layers
     scn = system.sample_scenarios(jax.random.PRNGKey(7), s.sys_params, 256)
@@ -213,8 +213,7 @@ def test_a_few_seconds_of_training_lowers_the_loss(smoke_cfg):
 
 
 def test_static_model_trains_too(smoke_cfg):
-    cfg = smoke_cfg.copy_and_resolve_references()
-    cfg.model.kind = "static"
+    cfg = typedconfig.replace_path(smoke_cfg, "model.kind", "static")
     s, state = _setup(cfg)
     table = jnp.ones((5, 1, cfg.model.n_layers), bool)
     state, m = jax.jit(lambda st: train_allocator.train_chunk(
@@ -265,8 +264,7 @@ def test_resume_after_interruption_gives_the_same_model(smoke_run, smoke_cfg, tm
 
 def test_a_different_config_refuses_the_workdir(smoke_run, smoke_cfg):
     workdir, _ = smoke_run
-    other = smoke_cfg.copy_and_resolve_references()
-    other.train.batch = 8
+    other = typedconfig.replace_path(smoke_cfg, "train.batch", 8)
     with pytest.raises(ValueError, match="different config"):
         files.claim_workdir(other, workdir)
 
@@ -318,8 +316,7 @@ def test_pretrained_default_loads_and_allocates():
 
 def test_training_cost_smoke(smoke_cfg):
     for method in ("progressive", "traditional"):
-        r = fig12.training_cost(train_config.allocator_config(smoke_cfg),
-                                system.params_from_overrides(smoke_cfg.system.to_dict()),
+        r = fig12.training_cost(smoke_cfg, smoke_cfg.system,
                                 "depth", method, seed=0, target=10.0, eval_every=5,
                                 max_steps=10, eval_batch=32, eval_seed=smoke_cfg.eval.seed)
         assert r["steps"] % 5 == 0 and r["steps"] > 0
@@ -336,11 +333,8 @@ def test_training_cost_smoke(smoke_cfg):
     ("train.offload_all_fraction", 1.5, "offload_all_fraction"),
 ])
 def test_validate_config(smoke_cfg, field, value, match):
-    cfg = smoke_cfg.copy_and_resolve_references()
-    section, _, name = field.rpartition(".")
-    (cfg[section] if section else cfg)[name] = value
     with pytest.raises(ValueError, match=match):
-        train_config.allocator_config(cfg)
+        typedconfig.replace_path(smoke_cfg, field, value)
 
 
 TIMING = ("train_wall_time_s", "steps_per_s", "versions")

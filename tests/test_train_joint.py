@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dynmec_jax import accounting, costs, pipeline, system
+from dynmec_jax import accounting, costs, pipeline, system, typedconfig
 from dynmec_jax.configs import joint as joint_config
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
@@ -58,7 +58,7 @@ def test_policy_size():
     model = policy_net.Policy(10, 3)
     params = policy_net.init_policy(jax.random.PRNGKey(0), model)
     assert sum(x.size for x in jax.tree.leaves(params)) == policy_net.policy_params_count() == 418
-    assert policy_net.policy_macs() == 10 * 32 + 32 * 2
+    assert accounting.policy_macs() == 10 * 32 + 32 * 2
 
 
 def test_choose_rounds_clips_and_variants():
@@ -208,18 +208,16 @@ def test_shipped_pipeline_loads():
 
 
 def test_config_validation():
-    cfg = joint_config.get_config("smoke")
-    train_config.joint_config(cfg)
-    tc = train_config.joint_config(cfg, variant="fixed", n_users=3)
-    assert tc.variant == "fixed" and tc.n_users == 3
+    cfg = typedconfig.from_configdict(train_config.JointConfig, joint_config.get_config("smoke"))
+    assert cfg.train.n_users == cfg.system.n_users == 6
     bad = joint_config.get_config("smoke")
     bad.train.estimator = "ppo"
     with pytest.raises(ValueError, match="estimator"):
-        train_config.joint_config(bad)
+        typedconfig.from_configdict(train_config.JointConfig, bad)
     bad = joint_config.get_config("smoke")
     bad.system.n_users = 0
     with pytest.raises(ValueError, match="n_users"):
-        train_config.joint_config(bad)
+        typedconfig.from_configdict(train_config.JointConfig, bad)
     with pytest.raises(ValueError, match="preset"):
         joint_config.get_config("huge")
 
@@ -303,7 +301,7 @@ def test_decide_serves_any_n_with_one_compiled_program(alloc, sp):
     s_params = jax.tree.map(lambda a: 0.3 * jax.random.normal(jax.random.key(5), a.shape),
                             s_params)
     p_params = policy_net.init_policy(jax.random.key(2), models.policy)
-    pipe = pipeline.Pipeline(s_params, p_params, alloc, models)
+    pipe = pipeline.Pipeline(s_params, p_params, alloc, pipeline.PipelineSpec.of(cfg))
     assert pipe.n_users is None
     scns = {n: system.sample_scenarios(jax.random.key(n), sp.replace(n_users=n), 2)
             for n in (3, 17, 40, 64)}

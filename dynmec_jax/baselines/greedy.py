@@ -30,13 +30,19 @@ returning, and letting them does not pay (docs/reproduction.md).
 T_i^loc, Eq. 3-4, with the inference delays), ignoring the energy term:
 the delay-only variant.
 
-Inference delay: none by default (the greedy's own run time is not
-modelled; ``infer_local`` / ``infer_edge`` [s] add the Eq. 34-35 terms to
-the comparison and the value).  Units: SI; costs as in Eq. 24-25.
+Inference delay.  :func:`greedy_ops` counts the operations of a deployed
+greedy that stops at its fixed point (the rounds that removed a task, one
+more that finds none, each a KKT allocation and the tasks' own costs, then
+the final allocation), the MAC-equivalents of Eq. 9: the Section V methods
+charge every task lambda ``greedy_ops`` / f_ser (local tasks wait for the
+decision too).  ``infer_local`` / ``infer_edge``
+[s] add given Eq. 34-35 terms to the comparison and the value (default 0).
+Units: SI; costs as in Eq. 24-25.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -44,7 +50,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from dynmec_jax import system
-from dynmec_jax.baselines.optimal import optimal_allocation
+from dynmec_jax.baselines.optimal import count_jaxpr_ops, optimal_allocation
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -125,17 +131,27 @@ def greedy_offloading(scn: Scenario, sys_params: SystemParams, *, objective: str
         raise ValueError(f"n_iters must be >= 0, got {n_iters}")
 
     def body(_, carry):
-        x, rounds = carry
-        b, f = optimal_allocation(scn, x, sys_params)
-        edge, local = own_costs(scn, x, b, f, sys_params, infer_local, infer_edge, objective)
-        excess = jnp.where(x, edge - local, -jnp.inf)
-        worse = x & ~(excess < 0)          # NaN/inf edge costs leave too
-        changed = jnp.any(worse, axis=-1)
-        return x & ~worse, rounds + changed.astype(jnp.int32)
+        return _round(scn, carry, sys_params, infer_local, infer_edge, objective)
 
     x0 = jnp.ones(shape, bool)
     x, rounds = jax.lax.fori_loop(0, rounds_max, body,
                                   (x0, jnp.zeros(shape[:-1], jnp.int32)))
+    return _finish(scn, x, rounds, sys_params, infer_local, infer_edge)
+
+
+def _round(scn, carry, sys_params, infer_local, infer_edge, objective):
+    """One removal round: allocate, compare own costs, drop every task cheaper locally."""
+    x, rounds = carry
+    b, f = optimal_allocation(scn, x, sys_params)
+    edge, local = own_costs(scn, x, b, f, sys_params, infer_local, infer_edge, objective)
+    excess = jnp.where(x, edge - local, -jnp.inf)
+    worse = x & ~(excess < 0)          # NaN/inf edge costs leave too
+    changed = jnp.any(worse, axis=-1)
+    return x & ~worse, rounds + changed.astype(jnp.int32)
+
+
+def _finish(scn, x, rounds, sys_params, infer_local, infer_edge) -> GreedyResult:
+    """The final allocation of the offloaded set and sum_i C_i."""
     b, f = optimal_allocation(scn, x, sys_params)
     c_edge = system.cost_edge(scn, jnp.where(x, b, 1.0), jnp.where(x, f, 1.0), sys_params,
                               infer_edge)
@@ -143,3 +159,43 @@ def greedy_offloading(scn: Scenario, sys_params: SystemParams, *, objective: str
     cost = jnp.sum(jnp.where(x, c_edge, c_loc), axis=-1)
     return GreedyResult(offload=x, bandwidth=jnp.where(x, b, 0.0),
                         f_alloc=jnp.where(x, f, 0.0), cost=cost, rounds=rounds)
+
+
+@functools.lru_cache(maxsize=256)
+def round_ops(n_users: int, objective: str = "cost") -> tuple[float, float]:
+    """``(per_round, final)``: operations of one removal round and of the final allocation
+    (MAC-equivalents for Eq. 9), for one scenario of N users.
+
+    Counted on the traced program with the rule of
+    :func:`dynmec_jax.baselines.optimal.count_jaxpr_ops` (each add, multiply,
+    compare, select, exp, log or divide counts 1 per element).  A round is
+    the KKT allocation of the offloaded set, the tasks' own costs and the
+    comparison; the final step allocates the last set and sums C_i.  Host
+    side; cached.
+    """
+    _check(objective)
+    n = int(n_users)
+    if n < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    sp = system.SystemParams(n_users=n)
+    ones = jnp.ones((n,), jnp.float32)
+    scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
+    carry = (jnp.ones((n,), bool), jnp.zeros((), jnp.int32))
+    per_round = count_jaxpr_ops(jax.make_jaxpr(
+        lambda s, c: _round(s, c, sp, 0.0, 0.0, objective))(scn, carry))
+    final = count_jaxpr_ops(jax.make_jaxpr(
+        lambda s, x, r: _finish(s, x, r, sp, 0.0, 0.0))(scn, carry[0], carry[1]))
+    return float(per_round), float(final)
+
+
+def greedy_ops(n_users: int, rounds, objective: str = "cost"):
+    """Operations of a deployed greedy that stops at its fixed point (Eq. 9's M).
+
+    ``rounds``: the rounds that removed a task (:attr:`GreedyResult.rounds`,
+    may be traced, ``(...)``); a deployed greedy runs them plus one round
+    that finds nothing to remove (at most N in all), then the final
+    allocation: ``min(rounds + 1, N) per_round + final`` (:func:`round_ops`).
+    ``lambda greedy_ops / f_ser`` is its inference delay [s].
+    """
+    per_round, final = round_ops(n_users, objective)
+    return jnp.minimum(jnp.asarray(rounds) + 1, n_users) * per_round + final

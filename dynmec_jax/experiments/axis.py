@@ -20,13 +20,14 @@ import pathlib
 import jax
 import numpy as np
 
-from dynmec_jax import files, plotting, sweep, system
+from dynmec_jax import files, methods, plotting, sweep, system
 from dynmec_jax.experiments import reproduce, sections
-from dynmec_jax.experiments.names import METRICS
+from dynmec_jax.experiments.config import ReproduceConfig
+from dynmec_jax.store import ResultStore
 
 #: The methods of a study when none are named: the learned pipeline and the baselines
 #: a reader compares it with (the beta study of docs/reproduction.md).
-DEFAULT_METHODS = ("PMRL", "Greedy", "Rand", "Local execution")
+DEFAULT_METHODS = methods.names((methods.PMRL, methods.GREEDY, methods.RAND, methods.LOCAL))
 
 
 def check_axis(field: str, values, base: system.SystemParams) -> list[float]:
@@ -57,35 +58,38 @@ def check_axis(field: str, values, base: system.SystemParams) -> list[float]:
     return out
 
 
-def check_methods(methods) -> tuple[str, ...]:
-    """The requested Section V.B methods; ``ValueError`` naming an unknown one."""
-    methods = tuple(methods) or DEFAULT_METHODS
-    for m in methods:
-        if m not in sections.VB_CHOICES:
-            raise ValueError(f"--methods: unknown method {m!r} (choose among "
-                             f"{', '.join(sections.VB_CHOICES)})")
-    return methods
+def check_methods(chosen) -> tuple[str, ...]:
+    """The requested Section V.B methods (registry names); ``ValueError`` naming an unknown
+    one."""
+    chosen = tuple(chosen) or DEFAULT_METHODS
+    for m in chosen:
+        try:
+            methods.get("vb", m)
+        except ValueError as e:
+            raise ValueError(f"--methods: {e}") from None
+    return chosen
 
 
-def run_axis(cfg, store: sweep.ResultStore, allocs: dict, field: str, values: list[float],
-             methods: tuple[str, ...], progress: bool = True, mesh=None) -> list[dict]:
+def run_axis(cfg: ReproduceConfig, store: ResultStore, allocs: dict, field: str,
+             values: list[float], chosen: tuple[str, ...], progress: bool = True,
+             mesh=None) -> list[dict]:
     """Runs (or resumes) the sweep of ``field`` over ``values``; returns its records."""
-    base = sections.base_params(cfg)
     moe_stack = reproduce.stack_allocators(allocs["moe_models"])
-    item = sections.make_item(cfg, base.n_users, moe_stack, None, len(allocs["moe_models"]),
-                              methods=methods)
-    conf = {"config": files.to_jsonable(cfg.to_dict()), "axis": field,
-            "methods": list(methods)}
+    item = sections.make_item(cfg, cfg.system.n_users, moe_stack, None,
+                              len(allocs["moe_models"]), chosen=chosen)
+    conf = {"config": files.to_jsonable(cfg), "axis": field, "methods": list(chosen)}
     return sweep.run_sweep(store, f"axis_{field}", [{field: v} for v in values],
-                           [int(s) for s in cfg.seeds], jax.vmap(item), config=conf,
-                           mesh=mesh, chunk_size=int(cfg.chunk_size), progress=progress)
+                           list(cfg.seeds), jax.vmap(item), config=conf, mesh=mesh,
+                           chunk_size=cfg.chunk_size, progress=progress)
 
 
-def axis_table(records: list[dict], field: str, methods: tuple[str, ...]) -> dict:
+def axis_table(records: list[dict], field: str, chosen: tuple[str, ...]) -> dict:
     """``{metric: sweep_table}`` of the records (x = the field's value, SI units)."""
-    rows = [{"method": m, "x": r["point"][field], "seed": r["seed"],
-             "metrics": {k: r["result"][f"vb/{m}/{k}"] for k in METRICS}}
-            for r in records for m in methods if f"vb/{m}/{METRICS[0]}" in r["result"]]
+    rows = []
+    for r in records:
+        vb = sections.ItemResult.from_flat(r["result"]).vb
+        rows += [{"method": m, "x": r["point"][field], "seed": r["seed"],
+                  "metrics": vb[m]._asdict()} for m in chosen if m in vb]
     return {k: plotting.sweep_table(rows, k)
             for k in ("delay", "energy", "miss_ratio", "cost", "offload_fraction")}
 
@@ -103,7 +107,22 @@ def write_axis(tables: dict, field: str, out_dir: pathlib.Path) -> list[str]:
         for p in panels:   # symlog keeps 0 on the axis next to the log-spaced values
             p.update(xscale="symlog", linthresh=float(positive.min()))
     png = plotting.plot_sweep(panels, out_dir / f"axis_{field}.png", ylabel="",
-                              right_axis_methods=(), title=f"Section V.B methods against {field}")
+                              right_axis_methods=(), title=f"Section V.B methods against {field}",
+                              styles=methods.styles())
     js = files.write_json({"field": field, "unit": "SI", "metrics": tables},
                           out_dir / f"axis_{field}.json")
     return [png, js]
+
+
+def run_study(cfg: ReproduceConfig, workdir, field: str, values: list[float],
+              chosen: tuple[str, ...], results) -> tuple[int, list[str]]:
+    """A study of one field (``dynmec-sweep --axis``): the allocators under ``workdir``
+    (trained if missing), the sweep (:func:`run_axis`), and on process 0 the figure and
+    JSON in ``results`` (:func:`write_axis`).  Returns ``(records, files written)``."""
+    workdir = pathlib.Path(workdir)
+    allocs = reproduce.train_allocators(cfg, workdir)
+    records = run_axis(cfg, ResultStore(workdir / "store"), allocs, field, values, chosen)
+    written = []
+    if jax.process_index() == 0:
+        written = write_axis(axis_table(records, field, chosen), field, pathlib.Path(results))
+    return len(records), written

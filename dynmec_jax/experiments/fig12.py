@@ -16,13 +16,19 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
 
 from dynmec_jax import allocator as allocator_lib
-from dynmec_jax import baselines, system
+from dynmec_jax import baselines, files, stats, system
+from dynmec_jax.store import ResultStore
 from dynmec_jax.system import SystemParams
 from dynmec_jax.train import allocator as train_allocator
 from dynmec_jax.train import config as train_config
 from dynmec_jax.train.config import AllocatorConfig
+
+#: The two ways of training of Fig. 12, in the store's order (point ``method`` index).
+METHODS = ("progressive", "traditional")
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,7 +86,7 @@ def training_cost(config: AllocatorConfig, sys_params: SystemParams, case: str, 
     if method not in ("progressive", "traditional"):
         raise ValueError(f"method must be 'progressive' or 'traditional', got {method!r}")
     s, gaps, chunk_fn, compiled = _cost_functions(config, sys_params, eval_batch, eval_seed)
-    K, L = config.n_experts, config.n_layers
+    K, L = config.model.max_width, config.model.n_layers
     members = train_config.subnet_set(case, K, L)
     key = jax.random.key(seed)
 
@@ -129,3 +135,55 @@ def training_cost(config: AllocatorConfig, sys_params: SystemParams, case: str, 
         "final_max_gap": float(np.nanmax(final[members])),
         "stages": stages,
     }
+
+
+def run(config: AllocatorConfig, f, store: ResultStore, progress: bool = True) -> list[dict]:
+    """Training cost (Fig. 12) per (case, method, seed) of ``f`` (a
+    :class:`~dynmec_jax.experiments.config.Fig12Config`) for the allocator ``config``.
+
+    Each run is one record of ``store`` (figure ``"fig12"``, point ``{"case":
+    case index, "method": method index}``): finished runs are read back, the
+    others computed (:func:`training_cost`) and stored as they end, so an
+    interrupted measurement resumes.  Returns the records in (case, method,
+    seed) order.
+    """
+    conf = {"allocator": files.to_jsonable(config), "fig12": files.to_jsonable(f)}
+    items = [(ci, mi, s) for ci in range(len(f.cases)) for mi in range(len(METHODS))
+             for s in f.seeds]
+    records = []
+    for ci, mi, s in tqdm(items, desc="Fig. 12 training cost", unit="run", disable=not progress):
+        point = {"case": ci, "method": mi}
+        rec = store.try_read("fig12", point, s)
+        if rec is None or rec.get("config") != files.to_jsonable(conf):
+            t0 = time.perf_counter()
+            r = training_cost(config, config.system, f.cases[ci], METHODS[mi], s,
+                              target=f.target, eval_every=f.eval_every, max_steps=f.max_steps,
+                              eval_batch=f.eval_batch, eval_seed=config.eval.seed)
+            rec = store.write("fig12", point, s,
+                              {"steps": r["steps"], "wall_time_s": r["wall_time_s"],
+                               "reached": float(r["reached"]),
+                               "final_max_gap": r["final_max_gap"]},
+                              config=conf, wall_time_s=time.perf_counter() - t0,
+                              extra={"stages": r["stages"]})
+            logging.info("Fig. 12 %s %s seed %d: %d steps, %.1f s", f.cases[ci], METHODS[mi],
+                         s, r["steps"], r["wall_time_s"])
+        records.append(rec)
+    return records
+
+
+def data(f, records: list[dict]) -> dict:
+    """Fig. 12's numbers: steps and wall time per case and method, mean and 95% CI over
+    seeds (:func:`dynmec_jax.stats.mean_ci`), and whether every run reached the target."""
+    out = {"cases": list(f.cases), "target": f.target, "seeds": list(f.seeds)}
+    for mi, method in enumerate(METHODS):
+        d = {}
+        for field, name in (("steps", "steps"), ("wall_time_s", "seconds")):
+            cells = [stats.mean_ci([r["result"][field] for r in records
+                                    if r["point"] == {"case": ci, "method": mi}])
+                     for ci in range(len(f.cases))]
+            d[name] = {"mean": [c["mean"] for c in cells], "ci": [c["ci"] for c in cells]}
+        d["reached"] = [all(r["result"]["reached"] for r in records
+                            if r["point"] == {"case": ci, "method": mi})
+                        for ci in range(len(f.cases))]
+        out[method] = d
+    return out

@@ -13,19 +13,15 @@ import pathlib
 
 import numpy as np
 
-from dynmec_jax import files, plotting
+from dynmec_jax import files, methods, plotting, stats
+from dynmec_jax.evaluation import METRICS
 from dynmec_jax.experiments import sections
-from dynmec_jax.experiments.names import (
-    AXES,
-    LABEL_SERIES,
-    METRICS,
-    NN_METHODS,
-    NOT_PLOTTED,
-    PANEL_ORDER,
-    VA_METHODS,
-    VB_METHODS,
-    VB_OPTIMUM,
-)
+from dynmec_jax.experiments.names import AXES, LABEL_SERIES, PANEL_ORDER
+from dynmec_jax.experiments.sections import REGRET, ItemResult
+
+#: The neural-network allocators of Section V.A (Figs. 10, 11).
+NN_METHODS = methods.names((methods.POLICY_MOE, methods.FIX_WIDTH_MOE, methods.FIX_DEPTH_MOE,
+                            methods.FIX_MOE, methods.STATIC))
 
 
 def fig04_data(moe_record: dict) -> dict:
@@ -43,7 +39,7 @@ def fig04_data(moe_record: dict) -> dict:
     opt = [r["all"]["optimal_weighted_delay"] for r in per]
 
     def agg(a):
-        cells = [[plotting.aggregate(a[:, k, d]) for d in range(a.shape[2])]
+        cells = [[stats.mean_ci(a[:, k, d]) for d in range(a.shape[2])]
                  for k in range(a.shape[1])]
         return {"mean": [[c["mean"] for c in row] for row in cells],
                 "ci": [[c["ci"] for c in row] for row in cells]}
@@ -53,24 +49,6 @@ def fig04_data(moe_record: dict) -> dict:
             "wd": agg(wd), "wd_infer": agg(wdi), "gap": agg(gap),
             "optimal_wd": float(np.mean(opt)), "n_seeds": len(per),
             "inference_delay_s": per[0]["all"]["inference_delay_s"]}
-
-
-def fig12_data(cfg, records: list[dict]) -> dict:
-    """Fig. 12 numbers: steps and wall time per case and method, mean and 95% CI over seeds."""
-    f = cfg.fig12
-    out = {"cases": list(f.cases), "target": f.target, "seeds": list(f.seeds)}
-    for mi, method in enumerate(("progressive", "traditional")):
-        d = {}
-        for field, name in (("steps", "steps"), ("wall_time_s", "seconds")):
-            cells = [plotting.aggregate([r["result"][field] for r in records
-                                         if r["point"] == {"case": ci, "method": mi}])
-                     for ci in range(len(f.cases))]
-            d[name] = {"mean": [c["mean"] for c in cells], "ci": [c["ci"] for c in cells]}
-        d["reached"] = [all(r["result"]["reached"] for r in records
-                            if r["point"] == {"case": ci, "method": mi})
-                        for ci in range(len(f.cases))]
-        out[method] = d
-    return out
 
 
 #: Axis display: label, scale from SI to the plotted unit.
@@ -83,9 +61,8 @@ AXIS_LABELS = {"size_avg": ("Average data amount s_avg [kbit]", 1e-3),
 def _axis_points(cfg, sweeps: dict, axis: str) -> list[tuple[float, dict]]:
     """``[(x, record)]`` of one x-axis (x in SI), every seed's record."""
     if axis == "n_users":
-        return [(float(n), r) for n in cfg.sweeps.n_users for r in sweeps[int(n)]]
-    sp = sections.base_params(cfg)
-    default = {a: float(getattr(sp, a)) for a in AXES}
+        return [(float(n), r) for n in cfg.sweeps.n_users for r in sweeps[n]]
+    default = sections.default_point(cfg)
     return [(r["point"][axis], r) for r in sweeps["main"]
             if all(math.isclose(r["point"][a], default[a], rel_tol=1e-9)
                    for a in AXES if a != axis)]
@@ -95,19 +72,17 @@ def axis_records(cfg, sweeps: dict, section: str, axis: str) -> list[dict]:
     """Records of one x-axis in :func:`dynmec_jax.plotting.sweep_table` form.
 
     ``section``: "va" or "vb"; ``axis``: a field of :data:`AXES` or
-    "n_users".  Returns ``[{"method", "x", "seed", "metrics"}]`` with x in SI.
-    Methods stored only at some points (the V.B exhaustive "Optimum", N <=
-    12) appear where they were stored.
+    "n_users".  Returns ``[{"method", "x", "seed", "metrics"}]`` with x in SI,
+    methods in the registry's order; a method stored only at some points
+    (the Optimum at N <= 12) appears where it was stored.
     """
-    methods = VA_METHODS if section == "va" else VB_METHODS + (VB_OPTIMUM,)
     out = []
     for x, r in _axis_points(cfg, sweeps, axis):
-        res = r["result"]
-        for m in methods:
-            if f"{section}/{m}/{METRICS[0]}" not in res:
-                continue
-            out.append({"method": m, "x": x, "seed": r["seed"],
-                        "metrics": {k: res[f"{section}/{m}/{k}"] for k in METRICS}})
+        res = getattr(ItemResult.from_flat(r["result"]), section)
+        for m in methods.section(section):
+            if m.name in res:
+                out.append({"method": m.name, "x": x, "seed": r["seed"],
+                            "metrics": res[m.name]._asdict()})
     return out
 
 
@@ -115,18 +90,16 @@ def policy_table(cfg, sweeps: dict, axis: str) -> dict:
     """The policy's Eq. 28 regret and labels along one axis, in ``sweep_table`` form.
 
     Series ``va`` (PolicyMoE, all tasks offloaded) and ``vb`` (PMRL's
-    offload sets); metrics ``regret``, ``label_width``, ``label_depth``,
-    ``label_macs`` (:func:`dynmec_jax.evaluation.policy_regret`).
+    offload sets); metrics :data:`~dynmec_jax.experiments.sections.REGRET`
+    (:func:`dynmec_jax.evaluation.policy_regret`).
     """
     recs = []
     for x, r in _axis_points(cfg, sweeps, axis):
+        pol = ItemResult.from_flat(r["result"]).policy
         for sec in ("va", "vb"):
-            recs.append({"method": sec, "x": x, "seed": r["seed"],
-                         "metrics": {k: r["result"][f"policy/{sec}/{k}"]
-                                     for k in ("regret", "label_width", "label_depth",
-                                               "label_macs")}})
-    return {k: plotting.sweep_table(recs, k)
-            for k in ("regret", "label_width", "label_depth", "label_macs")}
+            if sec in pol:
+                recs.append({"method": sec, "x": x, "seed": r["seed"], "metrics": pol[sec]})
+    return {k: plotting.sweep_table(recs, k) for k in REGRET}
 
 
 def tables(cfg, sweeps: dict) -> dict:
@@ -140,12 +113,11 @@ def tables(cfg, sweeps: dict) -> dict:
     return out
 
 
-def _panels(tab: dict, metric: str, y_scale: float) -> list[dict]:
-    """Figure panels of Figs. 5-9; the references in :data:`NOT_PLOTTED` are left out."""
+def _panels(tab: dict, section: str, metric: str, y_scale: float) -> list[dict]:
+    """Figure panels of Figs. 5-9: the section's plotted methods (registry order)."""
+    shown = [m.name for m in methods.section(section) if m.plotted]
     return [{"xlabel": AXIS_LABELS[ax][0], "x_scale": AXIS_LABELS[ax][1], "y_scale": y_scale,
-             "letter": "abcd"[i],
-             "table": _select(tab[ax][metric], [m for m in tab[ax][metric]["series"]
-                                                if m not in NOT_PLOTTED])}
+             "letter": "abcd"[i], "table": _select(tab[ax][metric], shown)}
             for i, ax in enumerate(PANEL_ORDER)]
 
 
@@ -155,7 +127,7 @@ def _select(table: dict, methods) -> dict:
 
 
 FIGURES = {
-    # name: (section, metric, ylabel, y_scale, yscale, GA on a right axis)
+    # name: (section, metric, ylabel, y_scale, yscale, right axis for the registry's)
     "fig05_delay": ("va", "delay", "Average service delay [ms]", 1e3, "linear", True),
     "fig06_miss_ratio": ("va", "miss_ratio", "Deadline miss ratio", 1.0, "linear", True),
     "fig07_delay_joint": ("vb", "delay", "Average service delay [ms]", 1e3, "linear", True),
@@ -165,6 +137,10 @@ FIGURES = {
 }
 
 
+def _right_axis(section: str) -> tuple[str, ...]:
+    return tuple(m.name for m in methods.section(section) if m.right_axis)
+
+
 def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) -> list[str]:
     """Writes every figure (PNG) with its numbers (JSON) into ``out``; returns the names."""
     out.mkdir(parents=True, exist_ok=True)
@@ -172,23 +148,25 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
     plotting.plot_fig04(fig04, out / "fig04_model_size.png")
     files.write_json(fig04, out / "fig04_model_size.json")
     names.append("fig04_model_size")
+    styles = methods.styles()
     for name, (sec, metric, ylabel, ys, scale, right) in FIGURES.items():
-        panels = _panels(tabs[sec], metric, ys)
+        panels = _panels(tabs[sec], sec, metric, ys)
         plotting.plot_sweep(panels, out / f"{name}.png", ylabel,
-                            right_axis_methods=("GA",) if right else (), yscale=scale)
+                            right_axis_methods=_right_axis(sec) if right else (), yscale=scale,
+                            styles=styles)
         files.write_json({"metric": metric, "unit_scale": ys, "ylabel": ylabel,
                           "panels": [{k: v for k, v in p.items()} for p in panels]},
                          out / f"{name}.json")
         names.append(name)
-    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], NN_METHODS + ("Oracle",))
-    t10["series"][LABEL_SERIES] = t10["series"].pop("Oracle")
+    t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], NN_METHODS + (methods.ORACLE.name,))
+    t10["series"][LABEL_SERIES] = t10["series"].pop(methods.ORACLE.name)
     plotting.plot_bars(t10, out / "fig10_macs.png", "Allocation model MACs [M]",
-                       AXIS_LABELS["size_avg"][0], y_scale=1e-6, x_scale=1e-3)
+                       AXIS_LABELS["size_avg"][0], y_scale=1e-6, x_scale=1e-3, styles=styles)
     files.write_json({"metric": "allocator_macs", "unit": "MACs", "table": t10},
                      out / "fig10_macs.json")
     t11 = _select(tabs["va"]["size_avg"]["inference_share"], NN_METHODS)
     plotting.plot_bars(t11, out / "fig11_inference_share.png", "Inference delay share [%]",
-                       AXIS_LABELS["size_avg"][0], y_scale=100.0, x_scale=1e-3)
+                       AXIS_LABELS["size_avg"][0], y_scale=100.0, x_scale=1e-3, styles=styles)
     files.write_json({"metric": "inference_share", "unit": "fraction", "table": t11},
                      out / "fig11_inference_share.json")
     names += ["fig10_macs", "fig11_inference_share"]

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import platform
 import resource
+import warnings
 
 import jax
 
+from dynmec_jax import files
+
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak resident memory of this process [MB] (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def read_timings(path, stages) -> dict:
+    """The times summed over earlier invocations on a workdir (``timings.json``), or zeros.
+
+    Bookkeeping only: a missing file starts from zero; a corrupt one (a
+    truncated write, a manual edit) is rebuilt from zero with a warning
+    instead of failing the run that has just done all the work.
+    """
+    zero = {"invocations": 0, "wall_time_s": 0.0, "peak_rss_mb": 0.0,
+            "stage_wall_time_s": {k: 0.0 for k in stages}}
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return zero
+    try:
+        prev = files.read_json(path)
+        ok = (isinstance(prev, dict) and isinstance(prev.get("invocations"), int)
+              and isinstance(prev.get("stage_wall_time_s"), dict)
+              and all(isinstance(prev.get(k), (int, float))
+                      for k in ("wall_time_s", "peak_rss_mb")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        warnings.warn(f"{path} is corrupt; the times of earlier invocations are lost "
+                      "and counting starts again", stacklevel=2)
+        return zero
+    return prev
 
 
 def machine() -> str:
@@ -39,8 +71,8 @@ def results_readme(cfg, summary: dict) -> str:
         f"{cfg.preset} --workdir=WORKDIR --results=results` (the README's main command).",
         "",
         f"* Preset: `{cfg.preset}`; sweep seeds {list(cfg.seeds)}; allocator seeds "
-        f"{int(cfg.allocator.n_seeds)} (sweep seed s uses allocator s mod "
-        f"{int(cfg.allocator.n_seeds)}); Fig. 12 seeds {list(cfg.fig12.seeds)}.",
+        f"{cfg.allocator.n_seeds} (sweep seed s uses allocator s mod "
+        f"{cfg.allocator.n_seeds}); Fig. 12 seeds {list(cfg.fig12.seeds)}.",
         f"* Machine: {summary['machine']}.",
         f"* Wall time: {tot['wall_time_s']:.0f} s over {tot['invocations']} invocation(s) "
         f"of the command on this workdir (allocators {st['allocators']:.0f} s, Fig. 12 "

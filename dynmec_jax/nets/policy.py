@@ -48,7 +48,8 @@ Array = Any
 POLICY_INPUTS = ("log_n_served", "mean_log_size", "mean_log_workload", "mean_log_deadline",
                  "mean_log_distance", "mean_log_f_local", "log_sum_importance",
                  "log_f_server_ratio", "log_bandwidth_ratio", "log_efficiency_ratio")
-N_POLICY_INPUTS = len(POLICY_INPUTS)
+N_POLICY_INPUTS = accounting.N_POLICY_INPUTS
+assert len(POLICY_INPUTS) == N_POLICY_INPUTS
 #: Policy variants of Section V.A-B (module doc).
 VARIANTS = ("full", "fix_width", "fix_depth", "fixed")
 
@@ -95,7 +96,7 @@ class Policy(nn.Module):
     The output is ``Dense(2)(h) + ((K+1)/2, (L+1)/2)`` in units of experts
     and layers (real-valued; :func:`choose` rounds and clips).  Parameters:
     ``10 hidden + hidden + 2 hidden + 2`` = 418 at hidden = 32; MACs
-    :func:`policy_macs` (384).
+    :func:`dynmec_jax.accounting.policy_macs` (384).
 
     Attributes:
       n_experts: K; n_layers: L (set the output offset).
@@ -113,11 +114,6 @@ class Policy(nn.Module):
         h = nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(features), self.negative_slope)
         centre = jnp.array([(self.n_experts + 1) / 2, (self.n_layers + 1) / 2], h.dtype)
         return nn.Dense(2, name="out")(h) + centre
-
-
-def policy_macs(hidden: int = scheduler.HIDDEN) -> int:
-    """M_Poli of Eq. 35 for :class:`Policy` [MACs] (Eq. 8, zeta = 1)."""
-    return accounting.policy_macs(N_POLICY_INPUTS, hidden)
 
 
 def policy_params_count(hidden: int = scheduler.HIDDEN) -> int:

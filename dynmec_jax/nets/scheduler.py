@@ -166,18 +166,20 @@ SCHEDULERS = ("set", "paper")
 
 
 def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
-                    passes: int = 2, counts: bool = False):
+                    passes: int = 2, counts: bool = False,
+                    negative_slope: float = NEGATIVE_SLOPE):
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
     (one hidden layer; ``n_layers``, ``passes`` and ``counts`` apply to "set" only).
     """
     if kind == "set":
-        return (SetScheduler(hidden, n_layers, passes=passes, counts=counts),
+        return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts),
                 accounting.set_scheduler_macs(n_users, hidden, n_layers, passes,
                                               counts=counts))
     if kind == "paper":
-        return Scheduler(n_users, hidden), accounting.scheduler_macs(n_users, hidden)
+        return (Scheduler(n_users, hidden, negative_slope),
+                accounting.scheduler_macs(n_users, hidden))
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
 
 

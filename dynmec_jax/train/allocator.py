@@ -49,7 +49,7 @@ from dynmec_jax.allocator import Allocator
 from dynmec_jax.nets.features import FeatureScales
 from dynmec_jax.nets.moe import load_balance_loss
 from dynmec_jax.system import Scenario, SystemParams
-from dynmec_jax.train.config import AllocatorConfig, allocator_config
+from dynmec_jax.train.config import AllocatorConfig
 
 Array = Any
 
@@ -325,12 +325,15 @@ class Setup(NamedTuple):
     step_fn: Callable
 
 
-def setup(config: AllocatorConfig, sys_params: SystemParams) -> Setup:
-    """System, feature scales, network, optimiser (Adam) and train step of ``config``."""
-    model = config.model()
-    tx = optax.adam(config.lr)
-    step_fn = make_train_step(model, tx, config.batch, config.offload_all_fraction,
-                              config.load_balance_weight, micro_batch=config.micro_batch)
+def setup(config: AllocatorConfig, sys_params: SystemParams | None = None) -> Setup:
+    """System (default ``config.system``), feature scales, network, optimiser (Adam) and
+    train step of ``config``."""
+    sys_params = config.system if sys_params is None else sys_params
+    t = config.train
+    model = config.model.build()
+    tx = optax.adam(t.lr)
+    step_fn = make_train_step(model, tx, t.batch, t.offload_all_fraction,
+                              t.load_balance_weight, micro_batch=t.micro_batch)
     return Setup(sys_params, FeatureScales.from_params(sys_params), model, tx, step_fn)
 
 
@@ -381,30 +384,71 @@ def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: S
 # The training driver
 # ----------------------------------------------------------------------------
 
-def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
-    """Trains ``cfg.n_seeds`` allocators side by side and evaluates them.
+def finished(config: AllocatorConfig, workdir) -> bool:
+    """Whether ``workdir`` holds the finished run of ``config``: its record
+    (``allocator_eval.json``, written last) and every seed's allocator parse."""
+    workdir = pathlib.Path(workdir)
+    try:
+        rec = files.read_json(workdir / "allocator_eval.json")
+        if rec.get("config") != json.loads(files.config_json(config)):
+            return False
+        for i in range(config.n_seeds):
+            allocator_lib.load_allocator(workdir / "seeds" / f"seed_{i}")
+        allocator_lib.load_allocator(workdir / "allocator")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
 
-    ``cfg``: a ``configs/allocator.py`` config (typed and checked by
-    :func:`~dynmec_jax.train.config.allocator_config`).  All seeds run as
-    one ``jit(vmap(train_chunk))`` program per chunk of ``chunk_steps``
-    steps.  After each chunk the stacked state is checkpointed with orbax
-    under ``workdir/checkpoints`` together with the training history (the
-    mean weighted delay after each chunk); a rerun with the same config
-    resumes from the latest checkpoint and its history (a different config
-    raises ``ValueError``), so a resumed run records what an uninterrupted
-    one does, wall times aside.  At the
-    end every seed is evaluated against the optimal allocation on held-out
-    scenarios (all tasks offloaded, and a random ``eval.offload_fraction``),
-    the record is written to ``workdir/allocator_eval.json``, seed
-    ``cfg.export_seed`` is saved as an allocator in ``workdir/allocator`` and
-    every seed ``i`` in ``workdir/seeds/seed_i``.  Returns the record.
+
+#: Largest gap to the optimal weighted delay an exported default allocator may have (any
+#: sub-network, every task offloaded): a model worse than this is not shipped.
+EXPORT_MAX_GAP = 0.05
+
+
+def export_pretrained(workdir, dst=None) -> pathlib.Path:
+    """Copies ``workdir/allocator`` over the shipped default (``dst``, default
+    :data:`dynmec_jax.allocator.PRETRAINED_DIR`) after checking it.
+
+    Refused (``ValueError``) if the model does not load, has a non-finite
+    weight, or a sub-network's gap to the optimum above :data:`EXPORT_MAX_GAP`
+    in its record.  Returns ``dst``.
     """
-    config = allocator_config(cfg)
-    s = setup(config, system.params_from_overrides(cfg.system.to_dict()))
-    workdir = files.claim_workdir(cfg, workdir)
+    workdir = pathlib.Path(workdir)
+    alloc = allocator_lib.load_allocator(workdir / "allocator")
+    if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(alloc.params)):
+        raise ValueError(f"{workdir / 'allocator'} has non-finite weights; not exported")
+    gap = json.loads(alloc.record).get("record", {}).get("max_gap_all")
+    if gap is None or not np.isfinite(gap) or gap > EXPORT_MAX_GAP:
+        raise ValueError(f"{workdir / 'allocator'}: worst sub-network gap {gap} above "
+                         f"{EXPORT_MAX_GAP}; not exported")
+    dst = allocator_lib.PRETRAINED_DIR if dst is None else pathlib.Path(dst)
+    allocator_lib.save_allocator(alloc, dst, json.loads(alloc.record).get("record"))
+    return dst
 
-    n = int(cfg.n_seeds)
-    keys = files.seed_keys(int(cfg.seed), n)
+
+def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) -> dict:
+    """Trains ``config.n_seeds`` allocators side by side and evaluates them.
+
+    All seeds run as one ``jit(vmap(train_chunk))`` program per chunk of
+    ``train.chunk_steps`` steps.  After each chunk the stacked state is
+    checkpointed with orbax under ``workdir/checkpoints`` together with the
+    training history (the mean weighted delay after each chunk); a rerun
+    with the same config resumes from the latest checkpoint and its history
+    (a different config raises ``ValueError``), so a resumed run records what
+    an uninterrupted one does, wall times aside.  At the end every seed is
+    evaluated against the optimal allocation on held-out scenarios (all
+    tasks offloaded, and a random ``eval.offload_fraction``), every seed
+    ``i`` is saved in ``workdir/seeds/seed_i``, seed ``export_seed`` in
+    ``workdir/allocator``, and the record in ``workdir/allocator_eval.json``
+    (last: its presence marks the run finished, :func:`finished`).  Returns
+    the record.
+    """
+    s = setup(config)
+    t = config.train
+    workdir = files.claim_workdir(config, workdir)
+
+    n = config.n_seeds
+    keys = files.seed_keys(config.seed, n)
     table = config.schedule()
     total = len(table)
     init = jax.jit(jax.vmap(lambda k: init_state(jax.random.fold_in(k, 10**6), s.model, s.tx)))
@@ -426,10 +470,10 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
                                            strata),
         in_axes=(0, 0, None)))
     t_train = 0.0
-    bar = tqdm(list(range(start, total, config.chunk_steps)),
+    bar = tqdm(list(range(start, total, t.chunk_steps)),
                desc=f"train allocator x{n} seeds", unit="chunk", disable=not progress)
     for lo in bar:
-        hi = min(lo + config.chunk_steps, total)
+        hi = min(lo + t.chunk_steps, total)
         t0 = time.perf_counter()
         state, metrics = chunk_fn(state, keys, jnp.asarray(table[lo:hi]))
         jax.block_until_ready(state)
@@ -445,8 +489,8 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
     mngr.wait_until_finished()
     mngr.close()
 
-    scn, masks = eval_scenarios(cfg.eval.seed, cfg.eval.batch, cfg.eval.offload_fraction,
-                                s.sys_params)
+    e = config.eval
+    scn, masks = eval_scenarios(e.seed, e.batch, e.offload_fraction, s.sys_params)
     optima = {k: baselines.optimal_allocation(scn, m, s.sys_params) for k, m in masks.items()}
     per_seed = []
     allocs = []
@@ -464,7 +508,7 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
                          "inference_delay_s": np.asarray(e["t_infer"]).tolist()}
         per_seed.append(res)
     record = {
-        "config": json.loads(files.config_json(cfg)),
+        "config": json.loads(files.config_json(config)),
         "steps": total,
         "train_wall_time_s": t_train,
         "steps_per_s": (total - start) / t_train if t_train else None,
@@ -475,12 +519,10 @@ def train_and_evaluate(cfg, workdir, progress: bool = True) -> dict:
         "full_gap_all": max(r["all"]["gap"][-1][-1] for r in per_seed),
         "versions": files.versions(),
     }
-    files.atomic_write(pathlib.Path(workdir) / "allocator_eval.json", json.dumps(record, indent=1))
     extra = {k: v for k, v in record.items() if k != "history"}
-    model_cfg = cfg.model.to_dict()
-    allocator_lib.save_allocator(allocs[int(cfg.export_seed)], workdir / "allocator", model_cfg,
-                                 extra)
     for i, alloc in enumerate(allocs):
-        allocator_lib.save_allocator(alloc, workdir / "seeds" / f"seed_{i}", model_cfg,
+        allocator_lib.save_allocator(alloc, workdir / "seeds" / f"seed_{i}",
                                      {"seed_index": i, "config": record["config"]})
+    allocator_lib.save_allocator(allocs[config.export_seed], workdir / "allocator", extra)
+    files.atomic_write(pathlib.Path(workdir) / "allocator_eval.json", json.dumps(record, indent=1))
     return record

@@ -1,15 +1,21 @@
-"""Typed training configs: frozen dataclasses, validated once when built.
+"""Typed training configs: frozen dataclasses, the one place each setting is defined.
 
-The launchers read ``ml_collections`` configs (``dynmec_jax/configs/``) and
-turn them into these at the top (:func:`allocator_config`,
-:func:`joint_config`); the library below takes only typed values.  A bad
-value raises ``ValueError`` naming the field, which the launchers print as
-one line with exit code 2.  Being frozen and hashable, a config can key a
-cache (e.g. the compiled functions of Fig. 12).
+Each dataclass is a section of an ``ml_collections`` preset in
+``dynmec_jax/configs/`` (built from its defaults by
+:func:`dynmec_jax.typedconfig.to_configdict`); the launchers convert the
+preset back with :func:`dynmec_jax.typedconfig.from_configdict` once, at the
+top, and the library takes only these typed values.  A bad value raises
+``ValueError`` naming the field (the launchers print one line, exit 2).
+Being frozen and hashable, a config can key a cache (e.g. the compiled
+functions of Fig. 12).
 
-* :class:`AllocatorConfig`: the allocation network and its training
-  (Section IV.A-B, Table II).
-* :class:`TrainConfig`: Algorithm 1 (scheduler and policy, Section IV.C).
+* :class:`AllocatorConfig` (``configs/allocator.py``): the allocation
+  network (:class:`~dynmec_jax.allocator.AllocatorSpec`), its training
+  (:class:`AllocatorTrain`, Section IV.A-B, Table II) and evaluation.
+* :class:`TrainConfig`: Algorithm 1 (scheduler and policy, Section IV.C);
+  it extends the :class:`~dynmec_jax.pipeline.PipelineSpec` (the networks'
+  shapes, saved with a trained pipeline) with the training settings.
+* :class:`JointConfig` (``configs/joint.py``): a run of Algorithm 1.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ import dataclasses
 
 import numpy as np
 
-from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import costs, system
-from dynmec_jax.nets import policy as policy_net
-from dynmec_jax.nets import scheduler as scheduler_net
+from dynmec_jax.allocator import AllocatorSpec
+from dynmec_jax.pipeline import PipelineSpec
+from dynmec_jax.system import SystemParams
 
 #: Table II: learning rate of the scheduling model.
 SCHEDULER_LR = 2e-3
@@ -31,6 +37,8 @@ POLICY_LR = 1e-4
 OPTIMIZERS = ("adam", "sgd")
 #: Sub-network sets a dynamic allocator may be trained for (:func:`subnet_set`).
 CASES = ("full", "width", "depth", "largest")
+#: Seeds are PRNG seeds of ``jax.random.key`` and sweep store names: ``[0, 2**31)``.
+SEED_LIMIT = 2 ** 31
 
 
 def _at_least(name: str, value, lo) -> None:
@@ -41,6 +49,13 @@ def _at_least(name: str, value, lo) -> None:
 def _one_of(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def check_seed(name: str, seed: int) -> None:
+    """``ValueError`` unless ``seed`` is an integer in ``[0, 2**31)`` (:data:`SEED_LIMIT`)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+            0 <= seed < SEED_LIMIT):
+        raise ValueError(f"{name} must be an integer in [0, 2**31), got {seed!r}")
 
 
 # ----------------------------------------------------------------------------
@@ -94,19 +109,11 @@ def schedule_table(phases: list[tuple[str, np.ndarray]], steps: list[int]) -> np
                            for (_, a), n in zip(phases, steps, strict=True)])
 
 
-# ----------------------------------------------------------------------------
-# The allocator
-# ----------------------------------------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
-class AllocatorConfig:
-    """The allocation network and its training (Fig. 2(b), Section IV.B).
+class AllocatorTrain:
+    """Training of the allocation network (Fig. 2(b), Section IV.B).
 
     Attributes:
-      kind: "moe" (Section IV.A) or "static" (Section V.A's baseline).
-      n_experts, n_layers: K and L (the static model has L layers).
-      hidden: units per expert layer; static_hidden: the static model's.
-      negative_slope: LeakyReLU slope.
       batch: scenarios per step; lr: Adam's learning rate (Table II: 1e-3).
       case: the sub-networks to support (:data:`CASES`).
       phase_steps: steps per progressive-shrinking phase
@@ -119,25 +126,16 @@ class AllocatorConfig:
         see :func:`dynmec_jax.train.allocator.make_train_step`.
     """
 
-    kind: str = "moe"
-    n_experts: int = 10
-    n_layers: int = 3
-    hidden: int = 64
-    static_hidden: int = 384
-    negative_slope: float = 0.01
     batch: int = 128
     lr: float = 1e-3
     case: str = "full"
-    phase_steps: tuple = (200, 300, 300, 600)
+    phase_steps: tuple[int, ...] = (200, 300, 300, 600)
     chunk_steps: int = 100
     offload_all_fraction: float = 0.5
     load_balance_weight: float = 0.0
     micro_batch: int | None = None
 
     def __post_init__(self):
-        _one_of("model.kind", self.kind, allocator_lib.KINDS)
-        for name in ("n_experts", "n_layers", "hidden", "static_hidden"):
-            _at_least(f"model.{name}", getattr(self, name), 1)
         for name in ("batch", "chunk_steps"):
             _at_least(f"train.{name}", getattr(self, name), 1)
         if not self.lr > 0:
@@ -150,72 +148,94 @@ class AllocatorConfig:
                                              or self.batch % self.micro_batch):
             raise ValueError(f"train.micro_batch must divide train.batch={self.batch}, "
                              f"got {self.micro_batch}")
-        if self.kind == "moe":
-            _one_of("train.case", self.case, CASES)
+        _one_of("train.case", self.case, CASES)
+        if any(s < 0 for s in self.phase_steps) or sum(self.phase_steps) < 1:
+            raise ValueError("train.phase_steps must be non-negative with a positive sum, "
+                             f"got {self.phase_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocatorEval:
+    """Held-out evaluation of trained allocators against the optimum (Fig. 4).
+
+    Attributes:
+      batch: held-out scenarios; seed: their PRNG seed (disjoint from training);
+      offload_fraction: the share offloaded in the "random" evaluation.
+    """
+
+    batch: int = 1024
+    seed: int = 12345
+    offload_fraction: float = 0.6
+
+    def __post_init__(self):
+        _at_least("eval.batch", self.batch, 1)
+        check_seed("eval.seed", self.seed)
+        if not 0 < self.offload_fraction <= 1:
+            raise ValueError(f"eval.offload_fraction must be in (0, 1], got "
+                             f"{self.offload_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocatorConfig:
+    """A run of allocator training (``configs/allocator.py``, ``launch/train_allocator.py``).
+
+    Attributes:
+      preset: the preset's name (recorded).
+      seed: base PRNG seed; seed i of the run uses ``fold_in(key(seed), i)``.
+      n_seeds: allocators trained side by side (``vmap``).
+      export_seed: the seed exported as ``WORKDIR/allocator``.
+      system: the system trained on (Table II defaults, SI units).
+      model: the network (:class:`~dynmec_jax.allocator.AllocatorSpec`).
+      train: its training (:class:`AllocatorTrain`).
+      eval: its held-out evaluation (:class:`AllocatorEval`).
+    """
+
+    preset: str = "default"
+    seed: int = 0
+    n_seeds: int = 3
+    export_seed: int = 0
+    system: SystemParams = dataclasses.field(default_factory=SystemParams)
+    model: AllocatorSpec = dataclasses.field(default_factory=AllocatorSpec)
+    train: AllocatorTrain = dataclasses.field(default_factory=AllocatorTrain)
+    eval: AllocatorEval = dataclasses.field(default_factory=AllocatorEval)
+
+    def __post_init__(self):
+        check_seed("seed", self.seed)
+        _at_least("n_seeds", self.n_seeds, 1)
+        if not 0 <= self.export_seed < self.n_seeds:
+            raise ValueError(f"export_seed must be in [0, n_seeds={self.n_seeds}), "
+                             f"got {self.export_seed}")
+        try:
+            system.validate(self.system)
+        except ValueError as e:
+            raise ValueError(f"system.{e}") from None
         phases = self.phases()
         steps = self._steps(phases)
-        if len(steps) != len(phases) or any(s < 0 for s in steps) or sum(steps) < 1:
+        if len(steps) != len(phases):
             raise ValueError(
-                f"train.phase_steps must give one non-negative step count per phase "
+                f"train.phase_steps must give one step count per phase "
                 f"{[p[0] for p in phases]} of case {self.subnet_case!r}, "
-                f"got {tuple(self.phase_steps)}")
+                f"got {tuple(self.train.phase_steps)}")
 
     @property
     def subnet_case(self) -> str:
-        """The sub-networks trained: ``case``, or "largest" for the static model."""
-        return self.case if self.kind == "moe" else "largest"
-
-    @property
-    def max_width(self) -> int:
-        """K of the network (1 for the static model)."""
-        return self.n_experts if self.kind == "moe" else 1
+        """The sub-networks trained: ``train.case``, or "largest" for the static model."""
+        return self.train.case if self.model.kind == "moe" else "largest"
 
     def phases(self) -> list[tuple[str, np.ndarray]]:
         """The progressive-shrinking phases (:func:`progressive_phases`)."""
-        return progressive_phases(self.subnet_case, self.max_width, self.n_layers)
+        return progressive_phases(self.subnet_case, self.model.max_width, self.model.n_layers)
 
     def _steps(self, phases) -> list[int]:
-        steps = [int(s) for s in self.phase_steps]
-        return steps[:len(phases)] if self.kind == "static" else steps
+        steps = list(self.train.phase_steps)
+        if self.model.kind == "static":
+            return [sum(steps)][:len(phases)]
+        return steps
 
     def schedule(self) -> np.ndarray:
         """The per-step allowed table ``(T, K, L)`` (:func:`schedule_table`)."""
         phases = self.phases()
-        if self.kind == "static":
-            return schedule_table(phases, [sum(int(s) for s in self.phase_steps)])
         return schedule_table(phases, self._steps(phases))
-
-    def model(self):
-        """The Flax network (:func:`dynmec_jax.allocator.build_model`)."""
-        return allocator_lib.build_model(self.kind, self.n_experts, self.n_layers, self.hidden,
-                                         self.static_hidden, self.negative_slope)
-
-    def model_dict(self) -> dict:
-        """The model fields, as stored in a checkpoint's ``allocator.json``."""
-        return {k: getattr(self, k) for k in ("kind", "n_experts", "n_layers", "hidden",
-                                              "static_hidden", "negative_slope")}
-
-
-def allocator_config(cfg) -> AllocatorConfig:
-    """The :class:`AllocatorConfig` of a ``configs/allocator.py`` config, with its run fields
-    (seeds, export seed, evaluation, system) checked too.  ``ValueError`` names the field."""
-    m, t = cfg.model, cfg.train
-    if int(cfg.n_seeds) < 1:
-        raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
-    if not 0 <= int(cfg.export_seed) < int(cfg.n_seeds):
-        raise ValueError(f"export_seed must be in [0, n_seeds), got {cfg.export_seed}")
-    if not 0 < cfg.eval.offload_fraction <= 1 or int(cfg.eval.batch) < 1:
-        raise ValueError("eval.offload_fraction must be in (0, 1] and eval.batch >= 1")
-    system.params_from_overrides(cfg.system.to_dict())
-    micro = t.get("micro_batch", None)
-    return AllocatorConfig(
-        kind=str(m.kind), n_experts=int(m.n_experts), n_layers=int(m.n_layers),
-        hidden=int(m.hidden), static_hidden=int(m.static_hidden),
-        negative_slope=float(m.negative_slope), batch=int(t.batch), lr=float(t.lr),
-        case=str(t.case), phase_steps=tuple(int(s) for s in t.phase_steps),
-        chunk_steps=int(t.chunk_steps), offload_all_fraction=float(t.offload_all_fraction),
-        load_balance_weight=float(t.load_balance_weight),
-        micro_batch=None if micro is None else int(micro))
 
 
 # ----------------------------------------------------------------------------
@@ -223,18 +243,10 @@ def allocator_config(cfg) -> AllocatorConfig:
 # ----------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Static settings of Algorithm 1 (shapes, step counts, optimiser choices).
+class TrainConfig(PipelineSpec):
+    """Algorithm 1: the networks (:class:`~dynmec_jax.pipeline.PipelineSpec`) and their training.
 
-    Attributes:
-      n_users: N of the training scenarios (the paper's scheduler is built
-        for it; the set scheduler serves any N); with ``n_users_min``, the
-        largest N.
-      n_users_min: None (every scenario has ``n_users`` users) or the
-        smallest N of mixed-N training: each scenario has N ~ U{n_users_min,
-        ..., n_users} users, padded to ``n_users`` with a mask
-        (:func:`dynmec_jax.system.sample_mixed_scenarios`; "set" scheduler
-        only).
+    Attributes (beyond the spec's):
       batch: scenarios per step (pre-training and episodes).
       pretrain_steps: policy pre-training steps with all tasks offloaded
         (Algorithm 1, lines 2-6).
@@ -246,18 +258,6 @@ class TrainConfig:
         the system-level counterfactual costs of
         :func:`~dynmec_jax.costs.marginal_costs`), "eq23" (Eq. 23 with
         the task's own costs held fixed) or "reinforce".
-      variant: "full", "fix_width", "fix_depth" or "fixed"
-        (:mod:`dynmec_jax.nets.policy`).
-      fixed_width, fixed_depth: the sub-network of variant "fixed" (None:
-        the largest, K and L).
-      scheduler_hidden, policy_hidden: hidden units (Section V: 32).
-      scheduler: the scheduler network, "set" (per-user
-        :class:`~dynmec_jax.nets.scheduler.SetScheduler`, parameters
-        independent of N; the default) or "paper" (Eq. 21-22's ``5N -> 32 -> N``).
-      scheduler_layers: hidden layers per pass of the "set" scheduler (the
-        paper's has one).
-      scheduler_passes: passes of the "set" scheduler (2: a second pass that
-        also sees the tasks the first pass would offload).
       advantage: "relative" (default) or "raw" (Eq. 23 as printed); see
         :func:`~dynmec_jax.costs.advantages`.
       entropy: weight of an entropy bonus on the offloading probabilities at
@@ -265,7 +265,6 @@ class TrainConfig:
       clip_norm: global-norm clip of the scheduler's gradient (0 = none).
     """
 
-    n_users: int = 30
     batch: int = 64
     pretrain_steps: int = 3000
     episodes: int = 2000
@@ -274,23 +273,13 @@ class TrainConfig:
     scheduler_optimizer: str = "adam"
     policy_optimizer: str = "adam"
     estimator: str = "marginal"
-    variant: str = "full"
-    fixed_width: int | None = None
-    fixed_depth: int | None = None
-    scheduler_hidden: int = scheduler_net.HIDDEN
-    policy_hidden: int = scheduler_net.HIDDEN
-    scheduler: str = "set"
-    scheduler_layers: int = 2
-    scheduler_passes: int = 2
     advantage: str = "relative"
     entropy: float = 0.0
     clip_norm: float = 0.0
-    n_users_min: int | None = None
 
     def __post_init__(self):
-        for name in ("n_users", "batch", "scheduler_hidden", "policy_hidden",
-                     "scheduler_layers", "scheduler_passes"):
-            _at_least(f"train.{name}", getattr(self, name), 1)
+        super().__post_init__()
+        _at_least("train.batch", self.batch, 1)
         for name in ("pretrain_steps", "episodes", "entropy", "clip_norm"):
             _at_least(f"train.{name}", getattr(self, name), 0)
         for name in ("scheduler_lr", "policy_lr"):
@@ -299,51 +288,65 @@ class TrainConfig:
         for name in ("scheduler_optimizer", "policy_optimizer"):
             _one_of(f"train.{name}", getattr(self, name), OPTIMIZERS)
         _one_of("train.estimator", self.estimator, costs.ESTIMATORS)
-        _one_of("train.variant", self.variant, policy_net.VARIANTS)
-        _one_of("train.scheduler", self.scheduler, scheduler_net.SCHEDULERS)
         _one_of("train.advantage", self.advantage, costs.ADVANTAGES)
-        for name in ("fixed_width", "fixed_depth"):
-            if getattr(self, name) is not None:
-                _at_least(f"train.{name}", getattr(self, name), 1)
-        if self.n_users_min is not None:
-            if not 1 <= self.n_users_min <= self.n_users:
-                raise ValueError(f"train.n_users_min must be in [1, n_users={self.n_users}], "
-                                 f"got {self.n_users_min}")
-            if self.scheduler != "set":
-                raise ValueError("train.n_users_min (mixed N) needs train.scheduler='set'")
-
-    def fixed(self, n_experts: int, n_layers: int):
-        """(width, depth) of variant "fixed" (defaults: K, L)."""
-        return (n_experts if self.fixed_width is None else self.fixed_width,
-                n_layers if self.fixed_depth is None else self.fixed_depth)
 
 
-#: The ``train`` fields of a ``configs/joint.py`` config, read by :func:`joint_config`.
-JOINT_FIELDS = ("batch", "pretrain_steps", "episodes", "scheduler_lr", "policy_lr",
-                "scheduler_optimizer", "policy_optimizer", "estimator", "variant",
-                "scheduler", "scheduler_hidden", "scheduler_layers", "scheduler_passes",
-                "advantage", "entropy", "clip_norm")
+@dataclasses.dataclass(frozen=True)
+class JointEval:
+    """Held-out evaluation of a run of Algorithm 1 (``launch/evaluate_joint.py``).
+
+    Attributes:
+      batch: held-out scenarios; seed: their PRNG seed (disjoint from training).
+      ga_iters, ga_batch: the joint GA's iterations and scenarios (it is slow).
+      small_n, small_batch: N and scenarios of the comparison with the optimum.
+    """
+
+    batch: int = 1024
+    seed: int = 777
+    ga_iters: int = 100
+    ga_batch: int = 64
+    small_n: int = 10
+    small_batch: int = 1024
+
+    def __post_init__(self):
+        check_seed("eval.seed", self.seed)
+        for name in ("batch", "ga_batch", "small_n", "small_batch"):
+            _at_least(f"eval.{name}", getattr(self, name), 1)
+        _at_least("eval.ga_iters", self.ga_iters, 0)
 
 
-def joint_config(cfg, variant: str | None = None, n_users: int | None = None) -> TrainConfig:
-    """The :class:`TrainConfig` of a ``configs/joint.py`` config (``variant``/``n_users``
-    override it), with its run fields checked too.  ``ValueError`` names the field."""
-    for name in ("seed", "n_seeds"):
-        if name not in cfg:
-            raise ValueError(f"config lacks field {name!r}")
-    if int(cfg.n_seeds) < 1:
-        raise ValueError(f"n_seeds must be >= 1, got {cfg.n_seeds}")
-    system.params_from_overrides(cfg.system.to_dict())
-    t = cfg.train
-    for name in JOINT_FIELDS:
-        if name not in t:
-            raise ValueError(f"config.train lacks field {name!r}")
-    for name in ("batch", "episodes"):
-        if int(t[name]) < 1:
-            raise ValueError(f"train.{name} must be >= 1, got {t[name]}")
-    kw = {name: type(getattr(TrainConfig, name))(t[name]) for name in JOINT_FIELDS}
-    if variant is not None:
-        kw["variant"] = variant
-    if t.get("n_users_min", None) is not None:
-        kw["n_users_min"] = int(t.n_users_min)
-    return TrainConfig(n_users=int(cfg.system.n_users if n_users is None else n_users), **kw)
+@dataclasses.dataclass(frozen=True)
+class JointConfig:
+    """A run of Algorithm 1 (``configs/joint.py``: ``launch/train_joint.py``, the evaluators).
+
+    Attributes:
+      preset: the preset's name (recorded).
+      seed, n_seeds: seed i of the run uses ``fold_in(key(seed), i)``; seeds
+        train side by side (``jit(vmap(train))``).
+      allocator: directory of the (fixed) allocator; "" = the shipped default.
+      system: the system trained on (Table II defaults); ``system.n_users``
+        is the N of training (it sets ``train.n_users``).
+      train: Algorithm 1 (:class:`TrainConfig`; its ``n_users`` is taken
+        from ``system.n_users``).
+      eval: :class:`JointEval`.
+    """
+
+    preset: str = "default"
+    seed: int = 0
+    n_seeds: int = 3
+    allocator: str = ""
+    system: SystemParams = dataclasses.field(default_factory=SystemParams)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: JointEval = dataclasses.field(default_factory=JointEval)
+
+    def __post_init__(self):
+        check_seed("seed", self.seed)
+        _at_least("n_seeds", self.n_seeds, 1)
+        try:
+            system.validate(self.system)
+        except ValueError as e:
+            raise ValueError(f"system.{e}") from None
+        _at_least("train.episodes", self.train.episodes, 1)
+        if self.train.n_users != self.system.n_users:   # N comes from the system section
+            object.__setattr__(self, "train", dataclasses.replace(
+                self.train, n_users=self.system.n_users))

@@ -23,20 +23,29 @@ Units: SI throughout; costs as in :mod:`dynmec_jax.costs`.
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from dynmec_jax import costs, system
+from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import costs, files, pipeline, system
 from dynmec_jax.nets import features
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.pipeline import Models, build_models, decide_subnet
 from dynmec_jax.system import Scenario, SystemParams
-from dynmec_jax.train.config import TrainConfig
+from dynmec_jax.train.config import JointConfig, TrainConfig
+
+#: Validation scenarios that pick the exported seed: ``key(eval.seed + VALIDATION_OFFSET)``
+#: (disjoint from the held-out evaluation of ``eval.seed``).
+VALIDATION_OFFSET = 1
 
 Array = Any
 
@@ -433,3 +442,37 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
 def unstack(tree, i: int):
     """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`)."""
     return jax.tree.map(lambda a: a[i], tree)
+
+
+def load_allocator(config: JointConfig):
+    """The run's fixed allocator: ``config.allocator`` ("" = the shipped default)."""
+    return allocator_lib.load_allocator(config.allocator or None)
+
+
+def train_and_save(config: JointConfig, workdir) -> tuple[pipeline.Pipeline, dict]:
+    """Algorithm 1 for ``config.n_seeds`` seeds (:func:`train_and_select`), the best seed
+    on validation scenarios saved as a pipeline in ``workdir/pipeline`` and the per-seed
+    numbers in ``workdir/train_joint.json``.  Returns ``(pipeline, record)``."""
+    workdir = pathlib.Path(workdir)
+    alloc = load_allocator(config)
+    tc = config.train
+    build_models(tc, alloc)   # a fixed sub-network outside the allocator raises here
+    keys = files.seed_keys(config.seed, config.n_seeds)
+    t0 = time.time()
+    states, metrics, per_seed, best = train_and_select(
+        tc, alloc, config.system, keys,
+        jax.random.key(config.eval.seed + VALIDATION_OFFSET), config.eval.batch)
+    wall = time.time() - t0
+    joint = {k: np.asarray(v) for k, v in metrics["joint"].items()}
+    tail = max(1, tc.episodes // 10)
+    record = {
+        "train_wall_time_s": wall, "n_seeds": config.n_seeds, "exported_seed": best,
+        "validation": per_seed,
+        "joint_first_tenth": {k: joint[k][:, :tail].mean(1).tolist() for k in joint},
+        "joint_last_tenth": {k: joint[k][:, -tail:].mean(1).tolist() for k in joint},
+        "config": files.to_jsonable(config), "versions": files.versions(),
+    }
+    pipe = pipeline.make_pipeline(tc, alloc, unstack(states, best), record)
+    pipeline.save_pipeline(pipe, workdir / "pipeline")
+    files.atomic_write(workdir / "train_joint.json", json.dumps(record, indent=1))
+    return pipe, record

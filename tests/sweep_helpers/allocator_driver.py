@@ -17,8 +17,10 @@ import time
 
 import orbax.checkpoint as ocp
 
+from dynmec_jax import typedconfig
 from dynmec_jax.configs import allocator as allocator_configs
 from dynmec_jax.train import allocator as train_allocator
+from dynmec_jax.train.config import AllocatorConfig
 
 
 def main(argv):
@@ -35,8 +37,8 @@ def main(argv):
             return result
 
         ocp.CheckpointManager.save = slow_save
-    record = train_allocator.train_and_evaluate(allocator_configs.get_config("smoke"), workdir,
-                                                  progress=False)
+    config = typedconfig.from_configdict(AllocatorConfig, allocator_configs.get_config("smoke"))
+    record = train_allocator.train_and_evaluate(config, workdir, progress=False)
     with open(out, "w") as f:
         json.dump(record, f)
 

@@ -46,9 +46,10 @@ def main(argv=None):
     import jax
     import toy
 
-    from dynmec_jax import files, sweep
+    from dynmec_jax import files, multihost, sweep
+    from dynmec_jax import store as store_lib
 
-    sweep.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+    multihost.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                                  initialization_timeout=60)
 
     if args.pause_in_write > 0:
@@ -65,7 +66,7 @@ def main(argv=None):
         time.sleep(args.sleep)
 
     records = sweep.run_sweep(
-        sweep.ResultStore(args.root), "toy", toy.POINTS, toy.SEEDS, toy.compute,
+        store_lib.ResultStore(args.root), "toy", toy.POINTS, toy.SEEDS, toy.compute,
         config=toy.CONFIG, chunk_size=args.chunk_size, progress=False, callback=after_chunk)
     payload = {"n_devices": jax.device_count(), "n_local_devices": jax.local_device_count(),
                "n_processes": jax.process_count(), "records": records}

@@ -1,4 +1,10 @@
-"""Small helpers shared by the absl launchers in ``launch/``.
+"""The command-line entry points (one module each) and the helpers they share.
+
+Each launcher module (``dynmec_jax/cli/reproduce.py``, ...) parses its absl
+flags and calls one library function; ``launch/<name>.py`` runs it as a
+script and ``pyproject.toml`` installs it as a console script
+(``dynmec-reproduce``, ...).  Default configs are found inside the package,
+so both work from any directory.
 
 Bad input ends the program with one clear line on stderr and exit code 2,
 before any compute.
@@ -18,10 +24,13 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 from jax.experimental import multihost_utils
+from ml_collections import config_flags
 
-from dynmec_jax import files
+from dynmec_jax import files, multihost, typedconfig
 
 USAGE_ERROR = 2
+#: The presets' directory (``dynmec_jax/configs``).
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def fail(message: str) -> None:
@@ -55,9 +64,8 @@ def tune_malloc() -> bool:
     XLA's CPU temporaries (megabytes each) are otherwise ``mmap``-ed and
     page-faulted afresh on every call and handed back on every free;
     with the thresholds raised they are reused from the heap
-    (benchmarks/README.md, "Malloc", has the measurements: it helps the
-    all-sub-network pass, not the launchers, so they leave it off unless
-    ``DYNMEC_JAX_TUNE_MALLOC`` is set).  glibc reads ``MALLOC_*_``
+    (benchmarks/README.md, "Malloc", has the measurements; the launchers
+    leave it off unless ``DYNMEC_JAX_TUNE_MALLOC`` is set).  glibc reads ``MALLOC_*_``
     environment variables only at start-up, hence ``mallopt`` in the
     process.  Returns False (and changes nothing) where glibc is not the C
     library.
@@ -71,16 +79,41 @@ def tune_malloc() -> bool:
                 and libc.mallopt(m_top_pad, 1 << 28))
 
 
-def run(main: Callable) -> None:
+def run(main: Callable, doc: str | None = None) -> None:
     """``absl.app.run(main)`` with :func:`parse_flags`; exits with main's return code.
 
-    Tunes malloc first (:func:`tune_malloc`) if ``DYNMEC_JAX_TUNE_MALLOC`` is
-    set in the environment (off by default: measured, it made the quick
-    reproduction no faster and its peak memory 7% larger).
+    ``doc``: the usage text ``--help`` prints (the launcher module's
+    docstring; console scripts have none of their own).  Tunes malloc first
+    (:func:`tune_malloc`) if ``DYNMEC_JAX_TUNE_MALLOC`` is set in the
+    environment (off by default; benchmarks/README.md).
     """
+    main_module = sys.modules.get("__main__")
+    if doc and main_module is not None and not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = doc
     if os.environ.get(TUNE_MALLOC_ENV):
         tune_malloc()
     sys.exit(app.run(main, flags_parser=parse_flags))
+
+
+def define_config(module: str, preset: str, help_text: str):
+    """``--config``: an ml_collections config file, default ``configs/<module>:<preset>``
+    inside the package (an absolute path: the launchers work from any directory).
+
+    ml_collections applies ``--config.x=...`` overrides of a default config
+    when the flag is defined (at import): a bad override is one line, exit 2.
+    """
+    try:
+        return config_flags.DEFINE_config_file("config", f"{CONFIG_DIR / module}:{preset}",
+                                               help_text)
+    except (AttributeError, KeyError, ValueError, TypeError) as e:
+        fail(f"invalid flag or config override: {e}")
+
+
+def typed(cls, cd):
+    """The typed config ``cls`` of ConfigDict ``cd``
+    (:func:`dynmec_jax.typedconfig.from_configdict`); an unknown key or a bad value is
+    one line and exit 2."""
+    return guard(typedconfig.from_configdict, cls, cd)
 
 
 def check_no_args(argv) -> None:
@@ -124,6 +157,26 @@ def quiet_libraries() -> None:
         return record.levelno >= pylogging.WARNING or not any(s in record.pathname for s in _NOISY)
 
     logging.get_absl_handler().addFilter(keep)
+
+
+def init_processes(coordinator: str | None, num_processes: int | None,
+                   process_id: int | None) -> bool:
+    """Joins a multi-process run (:func:`dynmec_jax.multihost.initialize_distributed`);
+    inconsistent flags are one line and exit 2.  Returns whether several processes run."""
+    if num_processes is None or num_processes == 1:
+        if coordinator is not None or process_id not in (None, 0):
+            fail("--coordinator and --process_id need --num_processes >= 2")
+        return False
+    if num_processes < 1:
+        fail(f"--num_processes must be >= 1, got {num_processes}")
+    if coordinator is None:
+        fail("--num_processes >= 2 needs --coordinator=host:port (process 0's address)")
+    if process_id is None or not 0 <= process_id < num_processes:
+        fail(f"--process_id must be in [0, {num_processes}), got {process_id}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--coordinator must be host:port, got {coordinator!r}")
+    return multihost.initialize_distributed(coordinator, num_processes, process_id)
 
 
 def lock_workdir(workdir):

@@ -1,0 +1,64 @@
+r"""One pipeline for any number of users: mixed-N training against one network per N.
+
+    dynmec-evaluate-any-n [--mixed=DIR] [--per_n=runs/per_n] \
+        [--n_users=10,20,30,40] [--gap_n_users=10,20,30,40,60] [--out=results/any_n]
+
+Compares the mixed-N pipeline (default: the shipped one) with one pipeline
+trained per N, and measures the allocator's gap to the optimum at each N
+(:mod:`dynmec_jax.experiments.any_n`).  Writes ``OUT.json`` and ``OUT.md``;
+every number comes from this run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from dynmec_jax import cli, files, pipeline
+from dynmec_jax.experiments import any_n
+
+_MIXED = flags.DEFINE_string("mixed", None, "mixed-N pipeline (default: the shipped one)")
+_PER_N = flags.DEFINE_string("per_n", "runs/per_n", "per-N pipelines: PER_N/n<N>/pipeline")
+_N = flags.DEFINE_list("n_users", ["10", "20", "30", "40"], "N of the pipeline comparison")
+_GAP_N = flags.DEFINE_list("gap_n_users", ["10", "20", "30", "40", "60"],
+                           "N of the allocator's gap to the optimum")
+_BATCH = flags.DEFINE_integer("batch", 1024, "held-out scenarios per N", lower_bound=2)
+_SEED = flags.DEFINE_integer("seed", 4242, "PRNG seed of the held-out scenarios", lower_bound=0)
+_OUT = flags.DEFINE_string("out", "results/any_n", "output prefix (.json, .md)")
+
+
+def _users(values, name):
+    ns = cli.guard(lambda: [int(v) for v in values])
+    if not ns or min(ns) < 1:
+        cli.fail(f"--{name} must be positive integers, got {values}")
+    return ns
+
+
+def main(argv):
+    cli.check_no_args(argv)
+    cli.quiet_libraries()
+    ns, gap_ns = _users(_N.value, "n_users"), _users(_GAP_N.value, "gap_n_users")
+    cli.writable_workdir(files.parent_dir(_OUT.value))
+    try:
+        mixed = pipeline.load_pipeline(_MIXED.value)
+    except (FileNotFoundError, ValueError) as e:
+        cli.fail(f"--mixed: {e}")
+    record = {"command": " ".join(["dynmec-evaluate-any-n", *sys.argv[1:]]),
+              "pipelines": any_n.compare_pipelines(mixed, ns, _PER_N.value, _BATCH.value,
+                                                   _SEED.value),
+              "allocator_gap": any_n.allocator_gaps(mixed.allocator, gap_ns, _BATCH.value,
+                                                    _SEED.value),
+              "batch": _BATCH.value, "seed": _SEED.value, "mixed": _MIXED.value or "shipped",
+              "versions": files.versions()}
+    print(f"wrote {' and '.join(any_n.write(record, _OUT.value))}")
+    return 0
+
+
+def run() -> None:
+    """Console script ``dynmec-evaluate-any-n``."""
+    cli.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()

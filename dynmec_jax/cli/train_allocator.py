@@ -1,0 +1,54 @@
+r"""Trains the allocation model (Section IV.A-B) and evaluates it against the optimum.
+
+    dynmec-train-allocator [--config=dynmec_jax/configs/allocator.py:default] \
+        [--workdir=runs/allocator] [--config.train.batch=64] [--export_pretrained]
+
+Writes ``WORKDIR/allocator_eval.json`` (per seed: gap to the optimal weighted
+delay for every (width, depth), with all tasks offloaded and with a random 60%
+offloaded; Fig. 4 numbers) and ``WORKDIR/allocator`` (the exported model, for
+``allocator.load_allocator(WORKDIR/allocator)``).  Interrupted runs resume
+from ``WORKDIR/checkpoints``.  ``--export_pretrained`` also copies the model
+into the package as the default of ``load_allocator()``.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from dynmec_jax import cli, files
+from dynmec_jax.train import allocator as train_allocator
+from dynmec_jax.train.config import AllocatorConfig
+
+_CONFIG = cli.define_config("allocator.py", "default", "allocator training config")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/allocator", "output directory")
+_EXPORT = flags.DEFINE_bool("export_pretrained", False,
+                            "copy the exported model into dynmec_jax/pretrained/allocator")
+
+
+def main(argv):
+    cli.check_no_args(argv)
+    cli.quiet_libraries()
+    config = cli.typed(AllocatorConfig, _CONFIG.value)
+    workdir = cli.writable_workdir(_WORKDIR.value)
+    lock = cli.lock_workdir(workdir)   # one run per workdir
+    cli.guard(files.claim_workdir, config, workdir)
+    record = train_allocator.train_and_evaluate(config, workdir)
+    print(f"{record['steps']} steps x {config.n_seeds} seeds in "
+          f"{record['train_wall_time_s']:.1f} s; largest network gap "
+          f"{100 * record['full_gap_all']:.3f}%, worst sub-network gap "
+          f"{100 * record['max_gap_all']:.3f}% (all offloaded), "
+          f"{100 * record['max_gap_random']:.3f}% "
+          f"(random {config.eval.offload_fraction:.0%} offloaded)")
+    if _EXPORT.value:
+        print(f"exported to {cli.guard(train_allocator.export_pretrained, workdir)}")
+    del lock
+    return 0
+
+
+def run() -> None:
+    """Console script ``dynmec-train-allocator``."""
+    cli.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()
