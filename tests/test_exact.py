@@ -25,9 +25,9 @@ def scenarios(n, batch, seed=0, **overrides):
 def exhaustive_x64(scn, sp, infer_local=0.0, infer_edge=0.0):
     """exhaustive_optimum (cost, energy-aware allocation) in float64, as NumPy arrays."""
     with jax.enable_x64(True):
-        r = exhaustive.exhaustive_optimum(scn, sp, infer_local=infer_local,
-                                          infer_edge=infer_edge, objective="cost",
-                                          allocation="energy_aware")
+        r = jax.jit(lambda s: exhaustive.exhaustive_optimum(
+            s, sp, infer_local=infer_local, infer_edge=infer_edge, objective="cost",
+            allocation="energy_aware"))(scn)
         return jax.tree.map(np.asarray, r)
 
 

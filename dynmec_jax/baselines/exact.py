@@ -75,11 +75,14 @@ This includes every task with size or workload 0 (C_i^loc = 0).
 
 Numerics.  Everything is float64 NumPy on the host (float32 would leave a
 ~1e-7 relative error, too close to the certificate's 1e-6 default
-tolerance and far above the ~1e-15 gaps it usually reaches): Eq. 1 in log space as in :mod:`dynmec_jax.system`, the KKT
-solve iterated to convergence (|step| < 1e-13).  The MILP's objective is
-divided by the first upper bound, so it is O(1) and SCIP's absolute
-tolerances are relative ones; SCIP's feasibility tolerance is tightened to
-1e-8 (``FEASTOL``).  The lower bound is therefore proven up to SCIP's
+tolerance and far above the ~1e-15 gaps it usually reaches): Eq. 1 in
+log space as in :mod:`dynmec_jax.system`, the KKT solve iterated to
+convergence (|step| < 1e-13).  The MILP's objective is
+divided by the first upper bound over the number of free tasks, so each
+task's term is O(1) and SCIP's feasibility tolerance, tightened to 1e-8
+(``FEASTOL``), is relative to the terms (measured: the bound never exceeded
+the returned cost by more than 2e-15 relative, N = 10 ... 100, five
+cells).  The lower bound is therefore proven up to SCIP's
 floating-point tolerances (it is not an exact rational certificate); a
 bound a few ulps above the returned cost is clipped to it.  The reported
 ``cost`` is sum_i C_i of the returned (x, b, f) recomputed with the same
@@ -116,8 +119,9 @@ NEWTON_TOL = 1e-13
 #: Largest number of Newton steps of the bandwidth solve.
 NEWTON_MAX = 100
 #: SCIP's feasibility tolerance (default 1e-6): tight, so that the MILP's bound is
-#: accurate far below ``tol``; 1e-9 sometimes makes SoPlex print a warning when SCIP
-#: tightens it further on an unstable LP.
+#: accurate far below ``tol``.  On an unstable LP SCIP retries at 1e-3 times this;
+#: SoPlex then uses 1e-10 and may print a one-line (harmless) warning to stdout,
+#: which SCIP's silenced output does not cover.
 FEASTOL = 1e-8
 #: Smallest share at which a tangent cut is placed (shares below are clipped).
 MIN_SHARE = 1e-9
@@ -145,8 +149,9 @@ class ExactResult(NamedTuple):
         optimal within tol); ``"time_limit"`` when the time limit stopped the
         loop first (the bounds are the best found, still valid);
         ``"stalled"`` when the MILP repeats a decision it has already been
-        given every tangent for without closing the gap (a numerical limit of
-        the solver; the bounds are still valid).
+        given every tangent for without closing the gap: SCIP's precision is
+        reached (seen only with ``tol`` below ~1e-9, at gaps ~2e-10); the
+        bounds are still valid.
       seconds: wall time per scenario [s], float64 ``(...)``.
       iterations: MILP solves per scenario, int ``(...)``.
     """
@@ -472,7 +477,7 @@ def _solve_one(tasks: _Tasks, tol: float, time_limit: float, seed: bool, scip) -
     costs = [evaluate(x)[0] for x in seeds]
     x_best = seeds[int(np.argmin(costs))]
     ub = min(costs)
-    scale = ub                                     # > 0: every free task costs > 0
+    scale = ub / n_free                            # > 0: every free task costs > 0
 
     log_k, size, weight = tasks.log_k[free], tasks.size[free], tasks.tx_weight[free]
     root_q = np.sqrt(tasks.cpu[free] / tasks.f_ser / scale)    # u >= (root_q . x)^2
@@ -613,7 +618,8 @@ def exact_optimum(scn: Scenario, sys_params: SystemParams, *, infer_local: Array
       infer_local: T_l^infer [s] (Eq. 34), paid by local tasks; broadcastable
         to the fields' shape (default 0: the bound used as "Optimum").
       infer_edge: T_e^infer [s] (Eq. 35), paid by offloaded tasks; likewise.
-      tol: relative gap (UB - LB) / UB at which a scenario is optimal.
+      tol: relative gap (UB - LB) / UB at which a scenario is optimal
+        (below ~1e-9 SCIP's own tolerances can end a scenario "stalled").
       time_limit: wall-time limit per scenario [s].
       progress: print one line per scenario to stderr.
       seed: seed the first MILP with the greedy's set (incumbent and
