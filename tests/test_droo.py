@@ -13,7 +13,7 @@ N = 6
 
 
 def knm_reference(m, k):
-    """DROO's reference ``knm`` (memoryPyTorch.py), transcribed to NumPy as is."""
+    """DROO's reference ``knm`` (the PyTorch version), transcribed to NumPy as is."""
     m_list = [1 * (m > 0.5)]
     if k > 1:
         m_abs = abs(m - 0.5)
@@ -27,7 +27,7 @@ def knm_reference(m, k):
 
 
 def k_his_reference(k_idx, n, delta):
-    """K of every frame under the reference main.py's adaptive-K loop (K = N at first)."""
+    """K of every frame under the reference main loop's adaptive-K rule (K = N at first)."""
     k, k_his, k_idx_his = n, [], []
     for i, best in enumerate(k_idx):
         if i > 0 and i % delta == 0:
@@ -253,3 +253,15 @@ def test_config_validation():
         droo.DrooConfig(lr=0.0)
     with pytest.raises(ValueError, match="memory_size"):
         droo.DrooConfig(memory_size=0)
+
+
+def test_make_train_vmaps_over_stacked_system_params():
+    cfg = droo.DrooConfig(n_max=4, n_scenarios=60, batch=16)
+    sp = system.SystemParams(n_users=4)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), sp, sp.replace(bandwidth_max=0.05e6))
+    train = jax.jit(jax.vmap(droo.make_train(cfg)))
+    states, metrics = train(jax.random.split(jax.random.key(0), 2), stacked)
+    assert bool(jnp.all(jnp.isfinite(metrics["cost"])))
+    # A tenth of the bandwidth costs more.
+    cost = np.asarray(metrics["cost"]).mean(-1)
+    assert cost[1] > cost[0]
