@@ -206,25 +206,24 @@ SCENARIO_RULES = (("size", "finite and >= 0 [bits]", True),
 
 
 #: Physical bounds of user-given tasks, checked by :func:`check_bounds` (and so by
-#: :func:`validate_scenario` and ``Pipeline.decide``): ``(name, low, high, unit, reason)``,
-#: both ends inclusive.  The first five rows bound the Eq. 7 features; the last three the
-#: products the maths forms from them (computed with Table II's gamma, c_avg, s_avg, d_min
-#: and mu), so a later widening of one field cannot silently widen a product.
+#: :func:`validate_scenario` and ``Pipeline.decide``): ``(name, low, high, unit, reason)``, both
+#: ends inclusive.  The first five rows bound the Eq. 7 features; the last three the products the
+#: maths forms from them (computed with Table II's gamma, c_avg, s_avg, d_min and mu), so a later
+#: widening of one field cannot silently widen a product.
 #:
-#: Why these values.  The maths runs in float32 (largest finite value 3.4e38): a size of 1e39
-#: bits is inf there, and 1e300 passes every float64 check.  Inside these bounds the products
-#: of Eq. 1-6 and 19 are small (c s <= 1e16 cycles, Eq. 4's c s / f_loc <= 1e16 s, f_loc^2 <=
-#: 1e24, E_loc <= 1e20 J, w <= 7.5e14 /s), and the networks' log-features (``nets.features``)
-#: stay within 16.1 (size 1e10 against 1 kbit) of their training scales (below, they are
-#: floored at log 1e-4: a CPU under 15 kHz or a deadline under 16 us looks the same to them).  What can still
-#: overflow is a delay: a task given a share of bandwidth or CPU that float32 flushes to 0 has
-#: an infinite delay (Eq. 1-3).  Measured with the shipped pipeline on scenarios of 1 to
-#: 1,024 tasks with every field at its bounds in every combination, and log-uniform in
-#: between: decisions and outcomes finite; smallest share of an offloaded task 3e-24 of the
-#: total (a flush needs ~1e-38); largest delay 5e15 s, energy 5e13 J, w T (Eq. 24-25) 1e25;
-#: float32 within 5e-6 of float64.  With size up to 1e14 bits, workload 1e8, f_loc 1e15 (and
-#: deadline and distance 100x wider) the smallest share was already 1e-33, and at 1e20, 1e10
-#: and 1e18 shares flushed to 0.
+#: Why these values.  The maths runs in float32 (largest finite value 3.4e38): a size of 1e39 bits
+#: is inf there, and 1e300 passes every float64 check.  Inside these bounds the products of Eq.
+#: 1-6 and 19 are small (c s <= 1e16 cycles, Eq. 4's c s / f_loc <= 1e16 s, f_loc^2 <= 1e24, E_loc
+#: <= 1e20 J, w <= 7.5e14 /s), and the networks' log-features (``nets.features``) stay within 16.1
+#: (size 1e10 against 1 kbit) of their training scales (below, they are floored at log 1e-4: a CPU
+#: under 15 kHz or a deadline under 16 us looks the same to them).  What can still overflow is a
+#: delay: a task given a share of bandwidth or CPU that float32 flushes to 0 has an infinite delay
+#: (Eq. 1-3).  Measured with the shipped pipeline on scenarios of 1 to 1,024 tasks with every
+#: field at its bounds in every combination, and log-uniform in between: decisions and outcomes
+#: finite; smallest share of an offloaded task 3e-24 of the total (a flush needs ~1e-38); largest
+#: delay 5e15 s, energy 5e13 J, w T (Eq. 24-25) 1e25; float32 within 5e-6 of float64.  With size
+#: up to 1e14 bits, workload 1e8, f_loc 1e15 (and deadline and distance 100x wider) the smallest
+#: share was already 1e-33, and at 1e20, 1e10 and 1e18 shares flushed to 0.
 #: ``tests/test_taskfile.py`` repeats the corner cases.
 SCENARIO_BOUNDS = (
     ("size", 0.0, 1e10, "bits",

@@ -173,7 +173,8 @@ def _show(path) -> str:
 def _clip(value, limit: int = 40) -> str:
     """``repr`` of a raw value for a message, shortened to about ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+    return (repr(text) if len(text) <= limit
+            else f"{repr(text[:limit])}... ({len(text)} characters)")
 
 
 def known_columns() -> str:
@@ -689,7 +690,8 @@ def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_pa
     The whole flow, in this order: :func:`check_output_path` (before anything else),
     :func:`read_tasks`, :func:`decide_table` (Eq. 1-6, 12-20, 22, 34-35; every output
     value checked finite), :func:`write_decisions` (atomic, re-checked).  ``pipe``: a
-    :class:`~dynmec_jax.pipeline.Pipeline`, or a function returning one, called only
+    :class:`~dynmec_jax.pipeline.Pipeline` (anything with its ``decide``,
+    ``allocator`` and ``n_users``), or a function returning one, called only
     once the file has been read and checked (so a bad file is refused before a
     pipeline is loaded).
 
@@ -703,7 +705,7 @@ def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_pa
     """
     check_output_path(out_path, inputs=(in_path,))
     table = read_tasks(in_path)
-    if not isinstance(pipe, pipeline.Pipeline):
+    if not hasattr(pipe, "decide"):
         pipe = pipe()
     rows = decide_table(pipe, table, sys_params)
     target = write_decisions(out_path, rows, inputs=(in_path,))

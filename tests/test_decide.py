@@ -2,8 +2,10 @@
 
 import csv
 import json
+import os
 import pathlib
 import re
+import stat
 import subprocess
 import sys
 
@@ -128,3 +130,17 @@ def test_decide_rejects_bad_scenarios_and_checkify_sees_them_under_jit():
         err.throw()
     err, _ = jax.jit(f)(scn)
     err.throw()
+
+
+def test_bad_out_paths_exit_2_with_one_line_and_leave_things_alone(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text(HEADER + "a,1,1,1,1,1\n")
+    os.mkfifo(tmp_path / "fifo")
+    for out, message in (("", "output path is empty"), (str(tmp_path), "is a directory"),
+                         (str(tmp_path / "fifo"), "is a FIFO"), (str(src), "is the input file")):
+        proc = _cli(f"--in={src}", f"--out={out}")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert src.read_text() == HEADER + "a,1,1,1,1,1\n"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "in.csv"]
