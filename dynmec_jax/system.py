@@ -346,8 +346,8 @@ def check_scenario(scn: Scenario) -> None:
 
     Use inside a function transformed by ``jax.experimental.checkify.checkify``
     (errors are returned, not raised, until ``err.throw()``).  The bounds of
-    :data:`SCENARIO_BOUNDS` are checked too, in the input's dtype (a product that
-    overflows float32 is inf, and fails).
+    :data:`SCENARIO_BOUNDS` are checked too, in the input's dtype with a slack of a
+    few rounding errors (a product that overflows float32 is inf, and fails).
     """
     for name, rule, zero_ok in SCENARIO_RULES:
         a = jnp.asarray(getattr(scn, name))
@@ -356,7 +356,8 @@ def check_scenario(scn: Scenario) -> None:
     values = bound_values(jax.tree.map(jnp.asarray, scn), xp=jnp)
     for name, lo, hi, unit, _ in SCENARIO_BOUNDS:
         a = values[name]
-        checkify.check(jnp.all((a >= lo) & (a <= hi)),
+        slack = 8 * jnp.finfo(a.dtype).eps       # the products' rounding in the input dtype
+        checkify.check(jnp.all((a >= lo * (1 - slack)) & (a <= hi * (1 + slack))),
                        f"scenario {name!r} must be in [{lo:g}, {hi:g}] {unit}")
 
 

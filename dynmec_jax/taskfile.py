@@ -261,6 +261,8 @@ def _open_input(path) -> tuple[pathlib.Path, str, bytes]:
     if text == "":
         raise InputError("input path is empty; name a .csv or .json file")
     p, shown = pathlib.Path(text), _show(text)
+    if "\x00" in text:
+        raise InputError(f"input {shown}: a path cannot contain a NUL character")
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
@@ -529,6 +531,8 @@ def check_output_path(out, inputs: Sequence = ()) -> pathlib.Path:
     if text == "":
         raise InputError("output path is empty; name the .csv file to write")
     shown = _show(text)
+    if "\x00" in text:
+        raise InputError(f"output {shown}: a path cannot contain a NUL character")
     if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
         raise InputError(f"output {shown} names a directory; name a file to write")
     try:
@@ -585,8 +589,9 @@ def _still_replaceable(target: pathlib.Path, shown: str) -> None:
 # ----------------------------------------------------------------------------
 
 def to_csv(rows: Sequence[dict]) -> str:
-    """The output rows as CSV text (:data:`OUTPUT_COLUMNS`; ``repr`` of floats: they read
-    back exactly)."""
+    """The output rows as CSV text: :data:`OUTPUT_COLUMNS` (bandwidth and CPU shares of
+    Eq. 18, 20 [Hz], delay [s] and energy [J] of Eq. 1-6), ``repr`` of floats (they
+    read back exactly)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=OUTPUT_COLUMNS, lineterminator="\n")
     w.writeheader()
