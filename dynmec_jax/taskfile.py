@@ -26,8 +26,9 @@ Rules (the same for CSV and JSON wherever both have the notion):
   known columns.  In CSV, spaces and tabs around a header name are ignored,
   a completely empty line is skipped, and a row with more or fewer fields
   than the header is refused.
-* Numbers: plain ASCII decimal or scientific notation, ``-?(digits[.digits]
-  | .digits)([eE][+-]digits)`` (e.g. ``1200``, ``0.01``, ``.5``, ``1.5e8``).
+* Numbers: plain ASCII decimal or scientific notation, ``-?(digits[.[digits]]
+  | .digits)[(e|E)[+|-]digits]`` (:data:`NUMBER`; e.g. ``1200``, ``0.01``,
+  ``.5``, ``5.``, ``1.5e8``).
   No leading ``+`` (JSON has none either), no ``_`` separators, no
   ``inf``/``nan``, no hexadecimal, no non-ASCII digits (``'١٢'`` is not 12).
   In CSV, spaces and tabs around a number are ignored.  In JSON a number
