@@ -31,7 +31,7 @@ import os
 import pathlib
 import platform
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -112,14 +112,18 @@ def _fsync_dir(directory: pathlib.Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
+def atomic_write(path: str | os.PathLike, data: str | bytes,
+                 before_replace: Callable[[], None] | None = None) -> pathlib.Path:
     """Writes ``data`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path.
 
     A temporary file in the same directory (so ``os.replace`` is a rename
     within one file system) is written, flushed and fsynced, renamed over
     ``path``, and the directory is fsynced.  A crash at any point leaves the
     old file or the new one, plus at worst a stray ``.<name>.tmp.*`` file.
-    Parent directories are created.
+    Parent directories are created.  ``before_replace`` (optional) is called
+    just before the rename; if it raises, the temporary file is removed,
+    ``path`` is left as it was and the exception propagates (e.g. a check that
+    ``path`` is still absent or a regular file, :mod:`dynmec_jax.taskfile`).
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +134,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         try:

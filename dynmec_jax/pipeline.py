@@ -235,8 +235,11 @@ class Pipeline:
 
         ``scn`` fields ``(N,)`` or ``(B, N)`` (NumPy or JAX), checked by
         :func:`dynmec_jax.system.validate_scenario` (``ValueError`` naming the
-        field and index of a bad value; inside ``jit`` use :func:`decide_body`,
-        unchecked, or ``system.check_scenario`` under ``checkify``);
+        field and index of a bad value, including one outside
+        :data:`dynmec_jax.system.SCENARIO_BOUNDS`: the decision runs in
+        float32, where e.g. a size of 1e39 bits is inf; inside ``jit`` use
+        :func:`decide_body`, unchecked, or ``system.check_scenario`` under
+        ``checkify``);
         ``sys_params`` defaults to the allocator's.  Returns a
         :class:`Decision` of the same leading shape.
 

@@ -1,9 +1,11 @@
 """launch/decide.py: a user's tasks in, one decision per task out; bad files exit 2."""
 
 import csv
-import importlib.util
 import json
+import os
 import pathlib
+import re
+import stat
 import subprocess
 import sys
 
@@ -12,13 +14,10 @@ import numpy as np
 import pytest
 from jax.experimental import checkify
 
-from dynmec_jax import pipeline, system
+from dynmec_jax import pipeline, system, taskfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tasks.csv"
-_spec = importlib.util.spec_from_file_location("decide_launcher", ROOT / "launch" / "decide.py")
-decide = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(decide)
 HEADER = "scenario,size,workload,deadline,distance,f_local\n"
 
 
@@ -35,17 +34,19 @@ def _read(path):
 def test_csv_and_json_give_the_pipelines_decisions(tmp_path):
     rows_in = _read(EXAMPLE)
     js = tmp_path / "tasks.json"
-    js.write_text(json.dumps({"tasks": rows_in}))
+    # JSON numbers are JSON numbers (a string "1200" is refused), ids stay text.
+    js.write_text(json.dumps({"tasks": [{k: (v if k == "scenario" else float(v))
+                                         for k, v in r.items()} for r in rows_in]}))
     proc = _cli(f"--in={js}", f"--out={tmp_path / 'a.csv'}")
     assert proc.returncode == 0, proc.stderr
     assert "decided 2 scenarios, 8 tasks" in proc.stdout
     out = _read(tmp_path / "a.csv")
     assert [r["scenario"] for r in out] == [r["scenario"] for r in rows_in]
-    assert list(out[0]) == list(decide.OUTPUT)
+    assert list(out[0]) == list(taskfile.OUTPUT_COLUMNS)
     # The same as deciding in Python, scenario by scenario.
     pipe = pipeline.load_pipeline()
-    scenarios = decide.parse(decide.read_rows(EXAMPLE))
-    for sid, (_, scn) in scenarios.items():
+    scenarios = taskfile.read_tasks(EXAMPLE).scenarios
+    for sid, scn in scenarios.items():
         d = pipe.decide(scn)
         mine = [r for r in out if r["scenario"] == sid]
         np.testing.assert_array_equal([int(r["offload"]) for r in mine], np.asarray(d.offload))
@@ -59,11 +60,11 @@ def test_csv_and_json_give_the_pipelines_decisions(tmp_path):
         for r in mine:
             assert float(r["delay_s"]) > 0 and int(r["deadline_miss"]) in (0, 1)
     # The CSV version of the same tasks reads to the same scenarios.
-    from_json = decide.parse(decide.read_rows(js))
+    from_json = taskfile.read_tasks(js).scenarios
     assert list(from_json) == list(scenarios)
-    for sid, (_, scn) in scenarios.items():
-        for f in decide.FIELDS:
-            np.testing.assert_array_equal(getattr(from_json[sid][1], f), getattr(scn, f))
+    for sid, scn in scenarios.items():
+        for f in taskfile.TASK_FIELDS:
+            np.testing.assert_array_equal(getattr(from_json[sid], f), getattr(scn, f))
 
 
 @pytest.mark.parametrize("body,message", [
@@ -71,15 +72,15 @@ def test_csv_and_json_give_the_pipelines_decisions(tmp_path):
     (HEADER + "a,1,1,1,1,1\na,abc,1,1,1,1\n", "row 3, column 'size': 'abc' is not a number"),
     (HEADER + "a,nan,1,1,1,1\n", "row 2, column 'size': 'nan'"),
     (HEADER + "a,1,-5,1,1,1\n", "row 2, column 'workload': '-5'"),
-    (HEADER + "a,1,1,0,1,1\n", "row 2, column 'deadline': '0'; it must be finite and > 0"),
+    (HEADER + "a,1,1,0,1,1\n", "row 2, column 'deadline': '0' is outside [1e-06, 10000] s"),
     (HEADER + "a,1,1,1,inf,1\n", "row 2, column 'distance'"),
     (HEADER + "a,1,1,1,1,\n", "row 2, column 'f_local': missing value"),
 ])
 def test_bad_rows_name_the_row_and_column(tmp_path, body, message):
     p = tmp_path / "bad.csv"
     p.write_text(body)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        decide.parse(decide.read_rows(p))
+    with pytest.raises(taskfile.InputError, match=re.escape(message)):
+        taskfile.read_tasks(p)
 
 
 def test_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path):
@@ -129,3 +130,17 @@ def test_decide_rejects_bad_scenarios_and_checkify_sees_them_under_jit():
         err.throw()
     err, _ = jax.jit(f)(scn)
     err.throw()
+
+
+def test_bad_out_paths_exit_2_with_one_line_and_leave_things_alone(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text(HEADER + "a,1,1,1,1,1\n")
+    os.mkfifo(tmp_path / "fifo")
+    for out, message in (("", "output path is empty"), (str(tmp_path), "is a directory"),
+                         (str(tmp_path / "fifo"), "is a FIFO"), (str(src), "is the input file")):
+        proc = _cli(f"--in={src}", f"--out={out}")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert src.read_text() == HEADER + "a,1,1,1,1,1\n"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "in.csv"]
