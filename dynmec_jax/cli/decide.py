@@ -1,0 +1,76 @@
+r"""Decisions of a trained pipeline on your own tasks: CSV or JSON in, CSV out.
+
+    dynmec-decide --in=examples/tasks.csv --out=decisions.csv [--pipeline=DIR]
+
+(or ``python launch/decide.py ...``).
+
+Input: one row per task with the columns ``scenario`` (an id; the tasks of
+one scenario compete for the server), ``size`` [bits], ``workload``
+[cycles/bit], ``deadline`` [s], ``distance`` [m] and ``f_local``
+[cycles/s].  A ``.csv`` file (UTF-8, a byte-order mark allowed) has a header
+row; a ``.json`` file holds a list of objects with the same keys (or
+``{"tasks": [...]}``).  Scenarios may have different numbers of tasks, and
+the rows of a scenario may be anywhere in the file.
+
+Output (written atomically: the file is whole or absent): one row per task,
+in input order, with ``scenario``, ``task`` (its index in the scenario, in
+input order), ``offload`` (0/1), ``bandwidth_hz``, ``f_alloc_hz``, the
+allocator sub-network ``width`` and ``depth``, and the predicted
+``delay_s`` (inference delay of Eq. 34-35 included), ``energy_j`` and
+``deadline_miss`` (0/1) of Eq. 1-6.
+
+Bad input prints one line ``error: ...`` naming the file, the row and the
+column, exits with code 2, and writes nothing: a missing, unknown or
+duplicate column; a value that is not a plain ASCII decimal number (``abc``,
+``nan``, ``inf``, ``1_200``, ``+5``, non-ASCII digits; in JSON also
+``true``, ``"1200"``, ``null``); a value outside its physical bound, or a
+task whose cycles, importance weight (Eq. 19) or local energy (Eq. 6) is
+(the bounds that keep the float32 maths finite:
+``dynmec_jax.system.SCENARIO_BOUNDS``, e.g. a size above 1e10 bits or a
+zero deadline); a file that is not UTF-8; a scenario id with surrounding
+whitespace or control characters (ids are text: JSON ``1`` and ``"1"`` are
+the same scenario).  So does an ``--out`` that is empty, a directory, the
+input file, a FIFO, a device or a socket (left alone), a dangling symlink,
+or in a missing or unwritable directory (a symlink to a regular file has its
+target replaced).  The rules: ``dynmec_jax/taskfile.py``.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from dynmec_jax import cli, pipeline, taskfile
+
+_IN = flags.DEFINE_string("in", None, "input tasks: .csv or .json", required=True)
+_OUT = flags.DEFINE_string("out", None, "output decisions (.csv)", required=True)
+_PIPELINE = flags.DEFINE_string("pipeline", None,
+                                "pipeline directory (default: the shipped one)")
+
+
+def _load_pipeline() -> pipeline.Pipeline:
+    """The pipeline of ``--pipeline`` (loaded once the input file has been checked)."""
+    try:
+        return pipeline.load_pipeline(_PIPELINE.value)
+    except (FileNotFoundError, ValueError) as e:
+        raise taskfile.InputError(f"--pipeline: {e}") from None
+
+
+def main(argv):
+    cli.check_no_args(argv)
+    cli.quiet_libraries()
+    try:
+        summary = taskfile.decide_file(_load_pipeline, _IN.value, _OUT.value)
+    except taskfile.InputError as e:
+        cli.fail(str(e))
+    print(f"decided {summary['scenarios']} scenarios, {summary['tasks']} tasks "
+          f"({summary['offloaded']} offloaded) -> {_OUT.value}")
+    return 0
+
+
+def run() -> None:
+    """Console script ``dynmec-decide``."""
+    cli.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()
