@@ -12,6 +12,7 @@ before any compute.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging as pylogging
 import os
@@ -19,6 +20,7 @@ import pathlib
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -116,6 +118,41 @@ def typed(cls, cd):
     return guard(typedconfig.from_configdict, cls, cd)
 
 
+def entry(main: Callable, doc: str | None) -> Callable[[], None]:
+    """The console-script function of a launcher: ``run = cli.entry(main, __doc__)``."""
+    def run_main() -> None:
+        run(main, doc)
+    run_main.__doc__ = "Runs the command (its module docstring is the usage)."
+    return run_main
+
+
+def start(argv) -> None:
+    """What every launcher's ``main`` does first: no positional arguments, quiet logs."""
+    check_no_args(argv)
+    quiet_libraries()
+
+
+class ProcessFlags(NamedTuple):
+    """The flags of a multi-process launch (:func:`define_process_flags`)."""
+
+    coordinator: Any
+    num_processes: Any
+    process_id: Any
+
+    def init(self) -> bool:
+        """:func:`init_processes` with these flags' values."""
+        return init_processes(self.coordinator.value, self.num_processes.value,
+                              self.process_id.value)
+
+
+def define_process_flags() -> ProcessFlags:
+    """``--coordinator``, ``--num_processes``, ``--process_id`` (multi-process runs)."""
+    return ProcessFlags(
+        flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)"),
+        flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)"),
+        flags.DEFINE_integer("process_id", None, "this process's index (multi-process)"))
+
+
 def check_no_args(argv) -> None:
     """Rejects stray positional arguments (absl passes the program name first)."""
     if len(argv) > 1:
@@ -177,6 +214,17 @@ def init_processes(coordinator: str | None, num_processes: int | None,
     if not host or not port.isdigit():
         fail(f"--coordinator must be host:port, got {coordinator!r}")
     return multihost.initialize_distributed(coordinator, num_processes, process_id)
+
+
+@contextlib.contextmanager
+def locked(workdir):
+    """``with cli.locked(workdir):`` holds :func:`lock_workdir` for the block."""
+    lock = lock_workdir(workdir)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def lock_workdir(workdir):

@@ -28,8 +28,7 @@ _SMALL_N = flags.DEFINE_integer("small_n", 10, "also train each row at this N an
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     config = cli.typed(JointConfig, _CONFIG.value)
     names = [r[0] for r in ablation.ROWS]
     wanted = _ROWS.value or names
@@ -54,9 +53,7 @@ def main(argv):
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-ablate-scheduler``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

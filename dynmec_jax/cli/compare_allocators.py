@@ -30,9 +30,7 @@ def main(argv):
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-compare-allocators``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ def _load_pipeline() -> pipeline.Pipeline:
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     try:
         summary = taskfile.decide_file(_load_pipeline, _IN.value, _OUT.value)
     except taskfile.InputError as e:
@@ -67,9 +66,7 @@ def main(argv):
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-decide``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

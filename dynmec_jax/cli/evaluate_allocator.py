@@ -25,8 +25,7 @@ _JSON = flags.DEFINE_string("json", None, "also write the numbers to this JSON f
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     try:
         alloc = allocator_lib.load_allocator(_PATH.value)
     except (FileNotFoundError, ValueError) as e:
@@ -38,9 +37,7 @@ def main(argv):
     return 0 if result["goals_met"] else 1
 
 
-def run() -> None:
-    """Console script ``dynmec-evaluate-allocator``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

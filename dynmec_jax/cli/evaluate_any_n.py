@@ -36,8 +36,7 @@ def _users(values, name):
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     ns, gap_ns = _users(_N.value, "n_users"), _users(_GAP_N.value, "gap_n_users")
     cli.writable_workdir(files.parent_dir(_OUT.value))
     try:
@@ -55,9 +54,7 @@ def main(argv):
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-evaluate-any-n``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ _SKIP_OPT = flags.DEFINE_bool("skip_optimum", False, "skip the gap to the optimu
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     config = cli.typed(JointConfig, _CONFIG.value)
     try:
         shipped = pipeline.load_pipeline(_PIPELINE.value) if _PIPELINE.value else None
@@ -46,9 +45,7 @@ def main(argv):
     return 0 if record["claim_met"] else 1
 
 
-def run() -> None:
-    """Console script ``dynmec-evaluate-joint``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -27,31 +27,25 @@ from dynmec_jax.experiments.config import ReproduceConfig
 _CONFIG = cli.define_config("reproduce.py", "quick", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
 _RESULTS = flags.DEFINE_string("results", "results", "where figures and claims are written")
-_COORD = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)")
-_NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
-_PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
+_PROCESSES = cli.define_process_flags()
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
     workdir = cli.writable_workdir(_WORKDIR.value)
     results = cli.writable_workdir(_RESULTS.value)
-    cli.init_processes(_COORD.value, _NPROC.value, _PID.value)
-    lock = cli.lock_workdir(workdir)   # one run per workdir (all processes of this one)
-    cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
-    summary = reproduce.run(cfg, workdir, results)
-    del lock
+    _PROCESSES.init()
+    with cli.locked(workdir):   # one run per workdir (all processes of this one)
+        cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
+        summary = reproduce.run(cfg, workdir, results)
     logging.info("done in %.0f s", summary["wall_time_s"])
     print(f"reproduction ({cfg.preset}) finished in {summary['wall_time_s']:.0f} s, peak RSS "
           f"{summary['peak_rss_mb']:.0f} MB; claims: {summary['claims']}; see {results}/claims.md")
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-reproduce``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

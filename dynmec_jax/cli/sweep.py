@@ -42,14 +42,11 @@ _METHODS = flags.DEFINE_list(
     "methods", list(axis.DEFAULT_METHODS),
     "Section V.B methods of an --axis sweep: " + ", ".join(m.name for m in methods.section("vb")))
 _RESULTS = flags.DEFINE_string("results", "results", "where an --axis figure and JSON go")
-_COORD = flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)")
-_NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)")
-_PID = flags.DEFINE_integer("process_id", None, "this process's index (multi-process)")
+_PROCESSES = cli.define_process_flags()
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
     study = None
     if _AXIS.value is not None:
@@ -57,27 +54,24 @@ def main(argv):
                  cli.guard(axis.check_methods, _METHODS.value),
                  cli.writable_workdir(_RESULTS.value))
     workdir = cli.writable_workdir(_WORKDIR.value)
-    multi = cli.init_processes(_COORD.value, _NPROC.value, _PID.value)
-    lock = cli.lock_workdir(workdir)   # one run per workdir (all processes of this one)
-    cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
-    if multi and not reproduce.allocators_ready(cfg, workdir):
-        cli.fail(f"no trained allocators under {workdir}; run this once with one process "
-                 "(or dynmec-reproduce) first")
-    if study is None:
-        n = reproduce.run_sweeps_in(cfg, workdir, _DUMP.value)
-        print(f"{n} sweep records in {workdir / 'store'}")
-    else:
-        field, values, chosen, results = study
-        n, written = axis.run_study(cfg, workdir, field, values, chosen, results)
-        if jax.process_index() == 0:
-            print(f"{n} records of axis_{field}; wrote {', '.join(written)}")
-    del lock
+    multi = _PROCESSES.init()
+    with cli.locked(workdir):   # one run per workdir (all processes of this one)
+        cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
+        if multi and not reproduce.allocators_ready(cfg, workdir):
+            cli.fail(f"no trained allocators under {workdir}; run this once with one process "
+                     "(or dynmec-reproduce) first")
+        if study is None:
+            n = reproduce.run_sweeps_in(cfg, workdir, _DUMP.value)
+            print(f"{n} sweep records in {workdir / 'store'}")
+        else:
+            field, values, chosen, results = study
+            n, written = axis.run_study(cfg, workdir, field, values, chosen, results)
+            if jax.process_index() == 0:
+                print(f"{n} records of axis_{field}; wrote {', '.join(written)}")
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-sweep``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

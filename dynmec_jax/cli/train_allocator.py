@@ -26,28 +26,24 @@ _EXPORT = flags.DEFINE_bool("export_pretrained", False,
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     config = cli.typed(AllocatorConfig, _CONFIG.value)
     workdir = cli.writable_workdir(_WORKDIR.value)
-    lock = cli.lock_workdir(workdir)   # one run per workdir
-    cli.guard(files.claim_workdir, config, workdir)
-    record = train_allocator.train_and_evaluate(config, workdir)
-    print(f"{record['steps']} steps x {config.n_seeds} seeds in "
-          f"{record['train_wall_time_s']:.1f} s; largest network gap "
-          f"{100 * record['full_gap_all']:.3f}%, worst sub-network gap "
-          f"{100 * record['max_gap_all']:.3f}% (all offloaded), "
-          f"{100 * record['max_gap_random']:.3f}% "
-          f"(random {config.eval.offload_fraction:.0%} offloaded)")
-    if _EXPORT.value:
-        print(f"exported to {cli.guard(train_allocator.export_pretrained, workdir)}")
-    del lock
+    with cli.locked(workdir):   # one run per workdir
+        cli.guard(files.claim_workdir, config, workdir)
+        record = train_allocator.train_and_evaluate(config, workdir)
+        print(f"{record['steps']} steps x {config.n_seeds} seeds in "
+              f"{record['train_wall_time_s']:.1f} s; largest network gap "
+              f"{100 * record['full_gap_all']:.3f}%, worst sub-network gap "
+              f"{100 * record['max_gap_all']:.3f}% (all offloaded), "
+              f"{100 * record['max_gap_random']:.3f}% "
+              f"(random {config.eval.offload_fraction:.0%} offloaded)")
+        if _EXPORT.value:
+            print(f"exported to {cli.guard(train_allocator.export_pretrained, workdir)}")
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-train-allocator``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,7 @@ _EXPORT = flags.DEFINE_bool("export_pretrained", False,
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     config = cli.typed(JointConfig, _CONFIG.value)
     try:
         alloc = train_joint.load_allocator(config)
@@ -43,25 +42,22 @@ def main(argv):
         cli.fail(str(e))
     cli.guard(pipeline.build_models, config.train, alloc)
     workdir = cli.writable_workdir(_WORKDIR.value)
-    lock = cli.lock_workdir(workdir)   # one run per workdir
-    pipe, record = train_joint.train_and_save(config, workdir)
-    tc = config.train
-    print(f"{tc.pretrain_steps} pre-training steps + {tc.episodes} episodes x "
-          f"{config.n_seeds} seeds in {record['train_wall_time_s']:.1f} s")
-    for i, r in enumerate(record["validation"]):
-        print(f"seed {i}: held-out cost {r['cost']:.3f}, offload {r['offload_fraction']:.3f}, "
-              f"policy accuracy {r['policy_accuracy']:.3f}"
-              + ("  <- exported" if i == record["exported_seed"] else ""))
-    if _EXPORT.value:
-        pipeline.save_pipeline(pipe, pipeline.PRETRAINED_DIR)
-        print(f"exported to {pipeline.PRETRAINED_DIR}")
-    del lock
+    with cli.locked(workdir):   # one run per workdir
+        pipe, record = train_joint.train_and_save(config, workdir)
+        tc = config.train
+        print(f"{tc.pretrain_steps} pre-training steps + {tc.episodes} episodes x "
+              f"{config.n_seeds} seeds in {record['train_wall_time_s']:.1f} s")
+        for i, r in enumerate(record["validation"]):
+            print(f"seed {i}: held-out cost {r['cost']:.3f}, offload {r['offload_fraction']:.3f}, "
+                  f"policy accuracy {r['policy_accuracy']:.3f}"
+                  + ("  <- exported" if i == record["exported_seed"] else ""))
+        if _EXPORT.value:
+            pipeline.save_pipeline(pipe, pipeline.PRETRAINED_DIR)
+            print(f"exported to {pipeline.PRETRAINED_DIR}")
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-train-joint``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/fig12", "result store and summar
 
 
 def main(argv):
-    cli.check_no_args(argv)
-    cli.quiet_libraries()
+    cli.start(argv)
     config = cli.typed(AllocatorConfig, _CONFIG.value)
     f = cli.typed(Fig12Config, {
         "seeds": cli.guard(lambda: tuple(int(s) for s in _SEEDS.value)),
@@ -41,22 +40,19 @@ def main(argv):
         "eval_every": _EVAL_EVERY.value, "max_steps": _MAX_STEPS.value,
         "eval_batch": _EVAL_BATCH.value})
     workdir = cli.writable_workdir(_WORKDIR.value)
-    lock = cli.lock_workdir(workdir)
-    data = fig12.data(f, fig12.run(config, f, ResultStore(workdir / "store")))
-    files.write_json(data, workdir / "fig12_training_cost.json")
-    pro, tra = data["progressive"], data["traditional"]
-    for i, case in enumerate(f.cases):
-        print(f"{case:>6}: progressive {pro['steps']['mean'][i]:.0f} steps / "
-              f"{pro['seconds']['mean'][i]:.1f} s, traditional {tra['steps']['mean'][i]:.0f} "
-              f"steps / {tra['seconds']['mean'][i]:.1f} s -> "
-              f"{tra['steps']['mean'][i] / pro['steps']['mean'][i]:.2f}x fewer steps")
-    del lock
+    with cli.locked(workdir):   # one run per workdir
+        data = fig12.data(f, fig12.run(config, f, ResultStore(workdir / "store")))
+        files.write_json(data, workdir / "fig12_training_cost.json")
+        pro, tra = data["progressive"], data["traditional"]
+        for i, case in enumerate(f.cases):
+            print(f"{case:>6}: progressive {pro['steps']['mean'][i]:.0f} steps / "
+                  f"{pro['seconds']['mean'][i]:.1f} s, traditional {tra['steps']['mean'][i]:.0f} "
+                  f"steps / {tra['seconds']['mean'][i]:.1f} s -> "
+                  f"{tra['steps']['mean'][i] / pro['steps']['mean'][i]:.2f}x fewer steps")
     return 0
 
 
-def run() -> None:
-    """Console script ``dynmec-training-cost``."""
-    cli.run(main, __doc__)
+run = cli.entry(main, __doc__)
 
 
 if __name__ == "__main__":
