@@ -52,6 +52,8 @@ __all__ = [
     "build_fig12_figure",
     "plot_fig12",
     "save_figure",
+    "build_curves_figure",
+    "plot_curves",
 ]
 
 DPI = 120
@@ -447,3 +449,43 @@ def plot_fig12(data: Mapping[str, Any], path: str | os.PathLike) -> str:
     hatched.  Other keys are ignored.  Returns ``str(path)``.
     """
     return save_figure(build_fig12_figure(data), path)
+
+
+# ----------------------------------------------------------------------------
+# Training curves
+# ----------------------------------------------------------------------------
+
+def build_curves_figure(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+    """The Figure of :func:`plot_curves` (not saved): one panel per metric."""
+    names = [k for k in (history[0] if history else {}) if k not in ("step", "per_seed")]
+    for h in history[1:]:
+        names += [k for k in h if k not in ("step", "per_seed") and k not in names]
+    ncols = min(4, max(1, len(names)))
+    nrows = max(1, math.ceil(len(names) / ncols))
+    fig, axes = _new_figure(nrows, ncols, panel_w=4.0, panel_h=2.8)
+    for ax in axes[len(names):]:
+        fig.delaxes(ax)
+    for ax, name in zip(axes, names, strict=False):
+        pts = [(h["step"], h[name]) for h in history if name in h]
+        steps = np.asarray([p[0] for p in pts], float)
+        seeds = [h.get("per_seed", {}).get(name) for h in history if name in h]
+        if seeds and all(s is not None for s in seeds):
+            per = np.asarray(seeds, float)
+            for j in range(per.shape[1]):
+                ax.plot(steps, per[:, j], color="#999999", linewidth=0.7)
+        ax.plot(steps, np.asarray([p[1] for p in pts], float), color="#d62728", linewidth=1.5,
+                marker="." if len(pts) < 30 else None)
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                title: str = "") -> str:
+    """Training curves: one panel per metric of ``history`` (entries ``{"step", name:
+    mean, "per_seed": {name: [...]}}``), the mean in red and each seed in grey, against
+    the step.  Returns ``str(path)``."""
+    return save_figure(build_curves_figure(history, title), path)

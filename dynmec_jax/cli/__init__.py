@@ -35,6 +35,16 @@ USAGE_ERROR = 2
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
+#: Exit code of a run stopped because training diverged (:class:`loop.DivergenceError`).
+DIVERGED = 1
+
+
+def diverged(error: Exception) -> int:
+    """Prints ``error: <the divergence>`` on stderr; returns :data:`DIVERGED` (exit 1)."""
+    print(f"error: {error}", file=sys.stderr)
+    return DIVERGED
+
+
 def fail(message: str) -> None:
     """Prints ``error: message`` on stderr and exits with code 2."""
     print(f"error: {message}", file=sys.stderr)

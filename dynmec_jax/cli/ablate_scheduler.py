@@ -16,7 +16,7 @@ from absl import flags
 from dynmec_jax import cli, files
 from dynmec_jax.baselines import exhaustive
 from dynmec_jax.experiments import ablation
-from dynmec_jax.train import joint as train_joint
+from dynmec_jax.train import joint_run
 from dynmec_jax.train.config import JointConfig
 
 _CONFIG = cli.define_config("joint.py", "default", "joint training config (budget, seeds)")
@@ -38,7 +38,7 @@ def main(argv):
     if not 0 <= _SMALL_N.value <= exhaustive.MAX_USERS:
         cli.fail(f"--small_n must be in [0, {exhaustive.MAX_USERS}], got {_SMALL_N.value}")
     try:
-        alloc = train_joint.load_allocator(config)
+        alloc = joint_run.load_allocator(config)
     except (FileNotFoundError, ValueError) as e:
         cli.fail(str(e))
     result = ablation.run_rows(config, [r for r in ablation.ROWS if r[0] in wanted], alloc,

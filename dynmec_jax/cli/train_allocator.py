@@ -17,6 +17,7 @@ from absl import flags
 
 from dynmec_jax import cli, files
 from dynmec_jax.train import allocator as train_allocator
+from dynmec_jax.train import loop
 from dynmec_jax.train.config import AllocatorConfig
 
 _CONFIG = cli.define_config("allocator.py", "default", "allocator training config")
@@ -31,7 +32,10 @@ def main(argv):
     workdir = cli.writable_workdir(_WORKDIR.value)
     with cli.locked(workdir):   # one run per workdir
         cli.guard(files.claim_workdir, config, workdir)
-        record = train_allocator.train_and_evaluate(config, workdir)
+        try:
+            record = train_allocator.train_and_evaluate(config, workdir)
+        except loop.DivergenceError as e:
+            return cli.diverged(e)
         print(f"{record['steps']} steps x {config.n_seeds} seeds in "
               f"{record['train_wall_time_s']:.1f} s; largest network gap "
               f"{100 * record['full_gap_all']:.3f}%, worst sub-network gap "

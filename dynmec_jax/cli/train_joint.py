@@ -24,7 +24,7 @@ from __future__ import annotations
 from absl import flags
 
 from dynmec_jax import cli, pipeline
-from dynmec_jax.train import joint as train_joint
+from dynmec_jax.train import joint_run, loop
 from dynmec_jax.train.config import JointConfig
 
 _CONFIG = cli.define_config("joint.py", "default", "joint training config")
@@ -37,13 +37,16 @@ def main(argv):
     cli.start(argv)
     config = cli.typed(JointConfig, _CONFIG.value)
     try:
-        alloc = train_joint.load_allocator(config)
+        alloc = joint_run.load_allocator(config)
     except (FileNotFoundError, ValueError) as e:
         cli.fail(str(e))
     cli.guard(pipeline.build_models, config.train, alloc)
     workdir = cli.writable_workdir(_WORKDIR.value)
     with cli.locked(workdir):   # one run per workdir
-        pipe, record = train_joint.train_and_save(config, workdir)
+        try:
+            pipe, record = joint_run.train_and_save(config, workdir)
+        except loop.DivergenceError as e:
+            return cli.diverged(e)
         tc = config.train
         print(f"{tc.pretrain_steps} pre-training steps + {tc.episodes} episodes x "
               f"{config.n_seeds} seeds in {record['train_wall_time_s']:.1f} s")

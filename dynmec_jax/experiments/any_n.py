@@ -28,7 +28,7 @@ from absl import logging
 from dynmec_jax import evaluation, files, pipeline, stats, system, typedconfig
 from dynmec_jax.configs import joint as joint_configs
 from dynmec_jax.train import allocator as train_allocator
-from dynmec_jax.train import joint as train_joint
+from dynmec_jax.train import joint_run
 from dynmec_jax.train.config import JointConfig
 
 
@@ -41,7 +41,7 @@ def per_n_pipeline(n: int, root: pathlib.Path) -> pipeline.Pipeline:
     cfg = typedconfig.from_configdict(JointConfig, joint_configs.get_config("default"))
     cfg = dataclasses.replace(cfg, system=cfg.system.replace(n_users=n))
     t0 = time.time()
-    pipe, _ = train_joint.train_and_save(cfg, path.parent)
+    pipe, _ = joint_run.train_and_save(cfg, path.parent)
     logging.info("trained the N = %d pipeline in %.0f s", n, time.time() - t0)
     return pipe
 

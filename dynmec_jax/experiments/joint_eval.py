@@ -32,6 +32,7 @@ import numpy as np
 from dynmec_jax import costs, evaluation, files, methods, pipeline, stats, system
 from dynmec_jax.baselines import exhaustive, greedy
 from dynmec_jax.train import joint as train_joint
+from dynmec_jax.train import joint_run
 from dynmec_jax.train.config import JointConfig
 
 #: The metrics the report shows (of :class:`dynmec_jax.evaluation.Metrics`).
@@ -60,7 +61,7 @@ def evaluate(config: JointConfig, shipped: pipeline.Pipeline | None = None,
              with_optimum: bool = True, progress=print) -> dict:
     """Steps 1-3 of the module doc; returns the record (``table``: ``{method: {metric:
     (mean, ci)}}``, ``per_seed``, ``pmrl_over_greedy_cost``, ``claim_met``, ``optimum``)."""
-    alloc = train_joint.load_allocator(config)
+    alloc = joint_run.load_allocator(config)
     sp = config.system
     keys = files.seed_keys(config.seed, config.n_seeds)
     walls, states, tcs = {}, {}, {}

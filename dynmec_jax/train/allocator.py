@@ -39,9 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from absl import logging
-from tqdm import tqdm
 
 from dynmec_jax import accounting, baselines, costs, files, system
 from dynmec_jax import allocator as allocator_lib
@@ -49,6 +46,7 @@ from dynmec_jax.allocator import Allocator
 from dynmec_jax.nets.features import FeatureScales
 from dynmec_jax.nets.moe import load_balance_loss
 from dynmec_jax.system import Scenario, SystemParams
+from dynmec_jax.train import loop
 from dynmec_jax.train.config import AllocatorConfig
 
 Array = Any
@@ -452,44 +450,30 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
     table = config.schedule()
     total = len(table)
     init = jax.jit(jax.vmap(lambda k: init_state(jax.random.fold_in(k, 10**6), s.model, s.tx)))
-    state = init(keys)
-    mngr = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    start = 0
-    history = []   # saved with each checkpoint, so a resumed run records all of it
-    if mngr.latest_step() is not None:
-        start = int(mngr.latest_step())
-        restored = mngr.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore()))
-        state, history = AllocatorState(*restored["state"]), list(restored["history"])
-        logging.info("resumed from step %d of %d (%s)", start, total, workdir / "checkpoints")
-
     strata = table_strata(table)   # every chunk: one program, one branch per depth profile
-    chunk_fn = jax.jit(jax.vmap(
+    run = jax.jit(jax.vmap(
         lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed,
                                            strata),
         in_axes=(0, 0, None)))
-    t_train = 0.0
-    bar = tqdm(list(range(start, total, t.chunk_steps)),
-               desc=f"train allocator x{n} seeds", unit="chunk", disable=not progress)
-    for lo in bar:
-        hi = min(lo + t.chunk_steps, total)
-        t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, keys, jnp.asarray(table[lo:hi]))
-        jax.block_until_ready(state)
-        dt = time.perf_counter() - t0
-        t_train += dt
-        wd = float(jnp.mean(metrics["weighted_delay"]))
-        history.append({"step": hi, "weighted_delay": wd})
-        logging.info("step %d/%d: %.1f steps/s (x%d seeds), train weighted delay %.2f",
-                     hi, total, (hi - lo) / dt, n, wd)
-        bar.set_postfix(wd=f"{wd:.1f}")
-        mngr.save(hi, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                              history=ocp.args.JsonSave(list(history))))
-    mngr.wait_until_finished()
-    mngr.close()
-
     e = config.eval
+    curve_scn, _ = eval_scenarios(e.seed, e.curve_batch, e.offload_fraction, s.sys_params)
+    curve_gaps = _curve_gaps(s, curve_scn)
+    timing = {"train_s": 0.0, "steps": 0}
+
+    def chunk_fn(state, lo, hi):
+        t0 = time.perf_counter()
+        state, metrics = run(state, keys, jnp.asarray(table[lo:hi]))
+        jax.block_until_ready(state)
+        timing["train_s"] += time.perf_counter() - t0
+        timing["steps"] += hi - lo
+        return state, metrics
+
+    state, history = loop.run_chunks(
+        init(keys), chunk_fn, loop.chunk_bounds(total, t.chunk_steps), workdir,
+        params_of=lambda st: st.params, evaluate=lambda st, hi: curve_gaps(st.params),
+        desc=f"train allocator x{n} seeds", show="weighted_delay", progress=progress)
+    t_train = timing["train_s"]
+
     scn, masks = eval_scenarios(e.seed, e.batch, e.offload_fraction, s.sys_params)
     optima = {k: baselines.optimal_allocation(scn, m, s.sys_params) for k, m in masks.items()}
     per_seed = []
@@ -511,12 +495,13 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
         "config": json.loads(files.config_json(config)),
         "steps": total,
         "train_wall_time_s": t_train,
-        "steps_per_s": (total - start) / t_train if t_train else None,
+        "steps_per_s": timing["steps"] / t_train if t_train else None,
         "history": history,
         "per_seed": per_seed,
-        "max_gap_all": max(max(map(max, r["all"]["gap"])) for r in per_seed),
-        "max_gap_random": max(max(map(max, r["random"]["gap"])) for r in per_seed),
-        "full_gap_all": max(r["all"]["gap"][-1][-1] for r in per_seed),
+        # np.max, not Python's max: a NaN gives NaN whatever the seeds' order
+        "max_gap_all": float(np.max([r["all"]["gap"] for r in per_seed])),
+        "max_gap_random": float(np.max([r["random"]["gap"] for r in per_seed])),
+        "full_gap_all": float(np.max([r["all"]["gap"][-1][-1] for r in per_seed])),
         "versions": files.versions(),
     }
     extra = {k: v for k, v in record.items() if k != "history"}
@@ -524,5 +509,24 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
         allocator_lib.save_allocator(alloc, workdir / "seeds" / f"seed_{i}",
                                      {"seed_index": i, "config": record["config"]})
     allocator_lib.save_allocator(allocs[config.export_seed], workdir / "allocator", extra)
-    files.atomic_write(pathlib.Path(workdir) / "allocator_eval.json", json.dumps(record, indent=1))
+    files.write_json(record, pathlib.Path(workdir) / "allocator_eval.json", indent=1)
     return record
+
+
+def _curve_gaps(s: Setup, scn: Scenario) -> Callable:
+    """``gaps(stacked params) -> {"gap_largest", "gap_worst"}`` per seed: the relative excess
+    weighted delay (Eq. 18-20) of the largest and of the worst sub-network over the optimal
+    allocation on ``scn`` (every task offloaded; the optimum computed once), for the curves."""
+    mask = jnp.ones(scn.shape, bool)
+    opt = system.weighted_delay(scn, mask, *baselines.optimal_allocation(scn, mask, s.sys_params),
+                                s.sys_params).mean()
+
+    @jax.jit
+    @jax.vmap
+    def gaps(params):
+        alloc = Allocator(params, s.scales, s.sys_params, s.model)
+        b, f = allocator_lib.allocate_all(alloc, scn, mask, s.sys_params)
+        g = system.weighted_delay(scn, mask, b, f, s.sys_params).mean(-1) / opt - 1.0
+        return {"gap_largest": g[-1, -1], "gap_worst": jnp.max(g)}
+
+    return gaps

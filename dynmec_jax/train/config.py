@@ -161,14 +161,18 @@ class AllocatorEval:
     Attributes:
       batch: held-out scenarios; seed: their PRNG seed (disjoint from training);
       offload_fraction: the share offloaded in the "random" evaluation.
+      curve_batch: the first held-out scenarios of the training curves' gap to the
+        optimum, evaluated after every chunk.
     """
 
     batch: int = 1024
     seed: int = 12345
     offload_fraction: float = 0.6
+    curve_batch: int = 128
 
     def __post_init__(self):
         _at_least("eval.batch", self.batch, 1)
+        _at_least("eval.curve_batch", self.curve_batch, 1)
         check_seed("eval.seed", self.seed)
         if not 0 < self.offload_fraction <= 1:
             raise ValueError(f"eval.offload_fraction must be in (0, 1], got "
@@ -263,6 +267,9 @@ class TrainConfig(PipelineSpec):
       entropy: weight of an entropy bonus on the offloading probabilities at
         the first episode, decaying linearly to 0 at the last (0 = none).
       clip_norm: global-norm clip of the scheduler's gradient (0 = none).
+      chunk: steps (pre-training steps or episodes) per compiled chunk of a run
+        from the command line (:mod:`dynmec_jax.train.joint_run`): the interval
+        of its curves and checkpoints.
     """
 
     batch: int = 64
@@ -276,10 +283,12 @@ class TrainConfig(PipelineSpec):
     advantage: str = "relative"
     entropy: float = 0.0
     clip_norm: float = 0.0
+    chunk: int = 100
 
     def __post_init__(self):
         super().__post_init__()
         _at_least("train.batch", self.batch, 1)
+        _at_least("train.chunk", self.chunk, 1)
         for name in ("pretrain_steps", "episodes", "entropy", "clip_norm"):
             _at_least(f"train.{name}", getattr(self, name), 0)
         for name in ("scheduler_lr", "policy_lr"):
@@ -299,6 +308,8 @@ class JointEval:
       batch: held-out scenarios; seed: their PRNG seed (disjoint from training).
       ga_iters, ga_batch: the joint GA's iterations and scenarios (it is slow).
       small_n, small_batch: N and scenarios of the comparison with the optimum.
+      curve_batch: validation scenarios scored after every chunk of a run (the
+        curves' gap to the optimum, computed once for them).
     """
 
     batch: int = 1024
@@ -307,10 +318,11 @@ class JointEval:
     ga_batch: int = 64
     small_n: int = 10
     small_batch: int = 1024
+    curve_batch: int = 64
 
     def __post_init__(self):
         check_seed("eval.seed", self.seed)
-        for name in ("batch", "ga_batch", "small_n", "small_batch"):
+        for name in ("batch", "ga_batch", "small_n", "small_batch", "curve_batch"):
             _at_least(f"eval.{name}", getattr(self, name), 1)
         _at_least("eval.ga_iters", self.ga_iters, 0)
 

@@ -22,30 +22,20 @@ Units: SI throughout; costs as in :mod:`dynmec_jax.costs`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import pathlib
-import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from dynmec_jax import allocator as allocator_lib
-from dynmec_jax import costs, files, pipeline, system
+from dynmec_jax import costs, system
 from dynmec_jax.nets import features
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.pipeline import Models, build_models, decide_subnet
 from dynmec_jax.system import Scenario, SystemParams
-from dynmec_jax.train.config import JointConfig, TrainConfig
-
-#: Validation scenarios that pick the exported seed: ``key(eval.seed + VALIDATION_OFFSET)``
-#: (disjoint from the held-out evaluation of ``eval.seed``).
-VALIDATION_OFFSET = 1
+from dynmec_jax.train.config import TrainConfig
 
 Array = Any
 
@@ -165,6 +155,11 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
     the allocator's ``logits_all``.  Metrics ``loss`` and ``accuracy``
     (rounded output == label), stacked per step (empty for variant "fixed",
     which has no policy to train, and when ``pretrain_steps`` is 0).
+
+    The returned function also has its parts, for a chunked driver
+    (:mod:`dynmec_jax.train.joint_run`): ``pretrain.init(k_init) -> (params,
+    opts)`` (dicts by variant name) and ``pretrain.run((params, opts), keys,
+    sys_params)``, the scan over given per-step keys.
     """
     single = isinstance(configs, TrainConfig)
     configs = {"policy": configs} if single else dict(configs)
@@ -203,21 +198,27 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
             metrics[name] = {"loss": loss, "accuracy": jnp.mean((w == lw) & (d == ld))}
         return (new_p, new_o), metrics
 
-    def pretrain(key, sys_params: SystemParams):
-        k_init, k_steps = jax.random.split(key)
+    def init(k_init):
         params = {name: policy_net.init_policy(jax.random.fold_in(k_init, i), models[name].policy)
                   for i, name in enumerate(configs)}
-        opts = {name: txs[name].init(params[name]) for name in configs}
+        return params, {name: txs[name].init(params[name]) for name in configs}
+
+    def run(carry, keys, sys_params: SystemParams):
+        return jax.lax.scan(lambda c, k: step(c, k, sys_params), carry, keys)
+
+    def pretrain(key, sys_params: SystemParams):
+        k_init, k_steps = jax.random.split(key)
+        params, opts = init(k_init)
         empty = {"loss": jnp.zeros((0,)), "accuracy": jnp.zeros((0,))}
         metrics = {name: empty for name in configs}
         if trained and first.pretrain_steps > 0:
             keys = jax.random.split(k_steps, first.pretrain_steps)
-            (params, opts), stacked = jax.lax.scan(lambda c, k: step(c, k, sys_params),
-                                                   (params, opts), keys)
+            (params, opts), stacked = run((params, opts), keys, sys_params)
             metrics.update(stacked)
         out = {name: (params[name], opts[name], metrics[name]) for name in configs}
         return out["policy"] if single else out
 
+    pretrain.init, pretrain.run = init, run   # the parts, for a chunked driver
     return pretrain
 
 
@@ -297,6 +298,7 @@ def make_update(config: TrainConfig, allocator):
             "policy_loss": loss_p,
             "policy_accuracy": jnp.sum(hit * served) / jnp.maximum(jnp.sum(served), 1.0),
             "width": jnp.mean(q["width"]), "depth": jnp.mean(q["depth"]),
+            "entropy": mean(costs.bernoulli_entropy(logits)),
         }
         return JointState(s_params, s_opt, p_params, p_opt, state.episode + 1), metrics
 
@@ -321,8 +323,14 @@ def make_episode(config: TrainConfig, allocator):
     return episode
 
 
-def _joint_parts(config: TrainConfig, allocator):
-    """``(start, run)``: a fresh scheduler next to a given policy, and the episodes' scan."""
+def joint_parts(config: TrainConfig, allocator):
+    """``(start, run)``: a fresh scheduler next to a given policy, and the episodes' scan.
+
+    ``start(k_sched, policy_params, policy_opt) -> JointState``; ``run(state,
+    k_eps, sys_params)`` scans ``config.episodes`` episodes on
+    ``split(k_eps, episodes)``; ``run.keys(state, keys, sys_params)`` scans
+    the episodes of given keys (a chunk of them).
+    """
     model = build_models(config, allocator).scheduler
     tx_s = scheduler_optimizer(config)
     episode = make_episode(config, allocator)
@@ -333,9 +341,12 @@ def _joint_parts(config: TrainConfig, allocator):
                           jnp.zeros((), jnp.int32))
 
     def run(state: JointState, k_eps, sys_params: SystemParams):
-        keys = jax.random.split(k_eps, config.episodes)
+        return run_keys(state, jax.random.split(k_eps, config.episodes), sys_params)
+
+    def run_keys(state: JointState, keys, sys_params: SystemParams):
         return jax.lax.scan(lambda s, k: episode(s, k, sys_params), state, keys)
 
+    run.keys = run_keys   # the episodes on given per-episode keys (a chunked driver)
     return start, run
 
 
@@ -347,7 +358,7 @@ def make_joint(config: TrainConfig, allocator):
     initialisation and the episodes' keys; ``config.episodes`` episodes
     (:func:`make_episode`) run in a ``lax.scan``.
     """
-    start, run = _joint_parts(config, allocator)
+    start, run = joint_parts(config, allocator)
 
     def joint(key, sys_params: SystemParams, policy_params, policy_opt):
         k_sched, k_eps = jax.random.split(key)
@@ -368,7 +379,7 @@ def make_train(config: TrainConfig, allocator):
     points at once (``n_users`` is taken from ``config``).
     """
     pretrain = make_pretrain(config, allocator)
-    start, run = _joint_parts(config, allocator)
+    start, run = joint_parts(config, allocator)
 
     def train(key, sys_params: SystemParams):
         k_pre, k_sched, k_eps = jax.random.split(key, 3)
@@ -387,27 +398,6 @@ def train_seeds(config: TrainConfig, allocator, sys_params: SystemParams, keys: 
     """
     train = make_train(config, allocator)
     return jax.jit(jax.vmap(train, in_axes=(0, None)))(keys, sys_params)
-
-
-def train_and_select(config: TrainConfig, allocator, sys_params: SystemParams, keys: Array,
-                     val_key, val_batch: int):
-    """Algorithm 1 for every seed (:func:`train_seeds`), each scored on held-out scenarios
-    of the training distribution (:func:`evaluate_state`, mean cost C of the greedy
-    decisions, Eq. 24-25).
-
-    Returns ``(states, metrics, per_seed, best)``: the stacked states and
-    training metrics, the per-seed scores (dicts of floats) and the index of
-    the seed with the lowest held-out cost.
-    """
-    states, metrics = train_seeds(config, allocator, sys_params, keys)
-    val, users = sample_training_scenarios(dataclasses.replace(config, batch=int(val_batch)),
-                                           val_key, sys_params)
-    per_seed = []
-    for i in range(keys.shape[0]):
-        ev = evaluate_state(config, allocator, unstack(states, i), val, sys_params, users)
-        per_seed.append({k: float(v) for k, v in ev.items()})
-    best = min(range(len(per_seed)), key=lambda i: per_seed[i]["cost"])
-    return states, metrics, per_seed, best
 
 
 def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scenario,
@@ -443,36 +433,3 @@ def unstack(tree, i: int):
     """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`)."""
     return jax.tree.map(lambda a: a[i], tree)
 
-
-def load_allocator(config: JointConfig):
-    """The run's fixed allocator: ``config.allocator`` ("" = the shipped default)."""
-    return allocator_lib.load_allocator(config.allocator or None)
-
-
-def train_and_save(config: JointConfig, workdir) -> tuple[pipeline.Pipeline, dict]:
-    """Algorithm 1 for ``config.n_seeds`` seeds (:func:`train_and_select`), the best seed
-    on validation scenarios saved as a pipeline in ``workdir/pipeline`` and the per-seed
-    numbers in ``workdir/train_joint.json``.  Returns ``(pipeline, record)``."""
-    workdir = pathlib.Path(workdir)
-    alloc = load_allocator(config)
-    tc = config.train
-    build_models(tc, alloc)   # a fixed sub-network outside the allocator raises here
-    keys = files.seed_keys(config.seed, config.n_seeds)
-    t0 = time.time()
-    states, metrics, per_seed, best = train_and_select(
-        tc, alloc, config.system, keys,
-        jax.random.key(config.eval.seed + VALIDATION_OFFSET), config.eval.batch)
-    wall = time.time() - t0
-    joint = {k: np.asarray(v) for k, v in metrics["joint"].items()}
-    tail = max(1, tc.episodes // 10)
-    record = {
-        "train_wall_time_s": wall, "n_seeds": config.n_seeds, "exported_seed": best,
-        "validation": per_seed,
-        "joint_first_tenth": {k: joint[k][:, :tail].mean(1).tolist() for k in joint},
-        "joint_last_tenth": {k: joint[k][:, -tail:].mean(1).tolist() for k in joint},
-        "config": files.to_jsonable(config), "versions": files.versions(),
-    }
-    pipe = pipeline.make_pipeline(tc, alloc, unstack(states, best), record)
-    pipeline.save_pipeline(pipe, workdir / "pipeline")
-    files.atomic_write(workdir / "train_joint.json", json.dumps(record, indent=1))
-    return pipe, record
