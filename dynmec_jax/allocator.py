@@ -37,7 +37,7 @@ from flax import serialization, struct
 
 from dynmec_jax import accounting, files, system
 from dynmec_jax.nets.features import FeatureScales, normalize_features
-from dynmec_jax.nets.moe import MoEAllocator, load_balance_loss
+from dynmec_jax.nets.moe import MoEAllocator, load_balance_loss, per_user
 from dynmec_jax.nets.static import StaticAllocator
 from dynmec_jax.system import Scenario, SystemParams
 
@@ -102,23 +102,6 @@ def check_range(value, lo: int, hi: int, name: str) -> None:
             raise ValueError(f"{name} must be an integer, got {value!r}")
     if v.size and (np.min(v) < lo or np.max(v) > hi):
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-
-
-def per_user(value: Array, user_shape: tuple, name: str) -> Array:
-    """Broadcasts a width/depth to the user shape ``(..., N)`` (int32).
-
-    ``value`` is a scalar, per scenario (broadcastable to the batch shape
-    ``(...)``, e.g. ``(B,)``), or per user (same rank as ``(..., N)``, e.g.
-    ``(B, 1)`` or ``(B, N)``).
-    """
-    v = jnp.asarray(value).astype(jnp.int32)
-    n_batch = len(user_shape) - 1
-    if v.ndim <= n_batch:
-        v = v[..., None]
-    elif v.ndim != n_batch + 1:
-        raise ValueError(f"{name} of shape {v.shape} does not fit scenarios of "
-                         f"shape {tuple(user_shape)}")
-    return jnp.broadcast_to(v, user_shape)
 
 
 # ----------------------------------------------------------------------------

@@ -165,6 +165,11 @@ class Decision(NamedTuple):
       inference_delay_local: T_l^infer of Eq. 34 [s], ``(...)``.
       inference_delay_edge: T_e^infer of Eq. 35 [s], ``(...)`` (with
         M_Alloc for the number actually offloaded).
+      input_ok: bool ``(...)``: the scenario's tasks passed the value checks
+        (:func:`dynmec_jax.system.tasks_ok`: finite, in their physical
+        bounds).  Set by :func:`decide_body`, so jitted callers, which cannot
+        raise, see which scenarios were invalid (their decision means
+        nothing); None where no check ran (the baselines).
     """
 
     offload: Array
@@ -174,6 +179,7 @@ class Decision(NamedTuple):
     f_alloc: Array
     inference_delay_local: Array
     inference_delay_edge: Array
+    input_ok: Array | None = None
 
 
 @struct.dataclass
@@ -278,6 +284,8 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     the greedy scheduler.  ``valid``: the real users of padded scenarios
     (padded users never offload; M_Sced counts the real ones).  Inference
     delays follow Eq. 34-35 with the pipeline's M_Sced and M_Poli.
+    Unchecked (it cannot raise on traced values), but the decision's
+    ``input_ok`` says per scenario whether its tasks passed the value checks.
     """
     m = pipe.models
     if offload is None:
@@ -296,8 +304,11 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
         m.policy_macs,
         pipe.allocator.macs(width, depth, n))
     shape = n.shape
+    ok = system.tasks_ok(scn)
+    if valid is not None:
+        ok = ok | ~valid
     return Decision(x, width, depth, bandwidth, f_alloc, jnp.broadcast_to(t_loc, shape),
-                    jnp.broadcast_to(t_edge, shape))
+                    jnp.broadcast_to(t_edge, shape), jnp.all(ok, axis=-1))
 
 
 _decide_jit = jax.jit(decide_body)

@@ -183,7 +183,8 @@ class Scenario:
     f_local: Array
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
+        """The fields' shape ``(..., N)``: the batch shape, then N tasks (every field has it)."""
         return jnp.shape(self.size)
 
     def features(self) -> Array:
@@ -341,6 +342,22 @@ def validate_scenario(scn: Scenario, sys_params: SystemParams | None = None) -> 
     return Scenario(**arrays)
 
 
+def tasks_ok(scn: Scenario) -> Array:
+    """Bool ``(..., N)``: each task passes :func:`validate_scenario`'s rules (finite, signs)
+    and :data:`SCENARIO_BOUNDS`, computed in the input's dtype with a slack of a few
+    rounding errors; jit-able (what :func:`check_scenario` checks, as data)."""
+    ok = jnp.ones(jnp.shape(scn.size), bool)
+    for name, _, zero_ok in SCENARIO_RULES:
+        a = jnp.asarray(getattr(scn, name))
+        ok = ok & jnp.isfinite(a) & ((a >= 0) if zero_ok else (a > 0))
+    values = bound_values(scn, jnp)
+    for name, lo, hi, _, _ in SCENARIO_BOUNDS:
+        a = values[name]
+        slack = 8 * jnp.finfo(a.dtype).eps
+        ok = ok & (a >= lo * (1 - slack)) & (a <= hi * (1 + slack))
+    return ok
+
+
 def check_scenario(scn: Scenario) -> None:
     """:func:`validate_scenario`'s value rules as ``checkify`` checks, for traced callers.
 
@@ -368,6 +385,12 @@ def sample_scenarios(key: Array, sys_params: SystemParams, batch: int) -> Scenar
     d ~ U[0, d_max] s floored at d_min, l ~ U[l_min, l_max] m,
     f_loc ~ U[f_min, f_max] cycles/s.  Each field has shape ``(batch, N)``.
     Every float field of ``sys_params`` may be traced (vmap over a sweep).
+
+    Precision: the draws are in JAX's default float dtype, so the same key
+    samples *different* scenarios with ``jax_enable_x64`` on (float64 uniforms
+    consume the random bits differently): seeded results depend on the
+    precision, and a result is reproduced only at the precision it was made
+    at (float32, the default, everywhere in this project).
     """
     shape = (batch, sys_params.n_users)
     ks = jax.random.split(key, 5)

@@ -357,3 +357,20 @@ def test_normalize_features_finite_and_logarithmic():
     np.testing.assert_allclose(z[0], [np.log(1e-4), 0.0, 0.0, 0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(z[1], [0.0, np.log(1e-4), np.log(0.1), np.log(0.01), np.log(0.1)],
                                rtol=1e-6)
+
+
+def test_width_per_scenario_is_never_taken_for_per_user_values():
+    """A (B,) width is one per scenario, also when B = N (it was broadcast per user); a shape
+    that fits neither is a clear error."""
+    model = moe.MoEAllocator(n_experts=3, n_layers=2, hidden=8)
+    z = jax.random.normal(jax.random.key(0), (4, 4, 5))      # B = N = 4
+    params = model.init(jax.random.key(1), z, 1, 1)
+    width = jnp.array([1, 2, 3, 1])
+    logits, _ = model.apply(params, z, width, 2)
+    one_by_one = jnp.stack([model.apply(params, z[i], int(width[i]), 2)[0] for i in range(4)])
+    np.testing.assert_allclose(logits, one_by_one, rtol=1e-6, atol=1e-6)
+    per_user = jnp.broadcast_to(width[:, None], (4, 4))
+    np.testing.assert_allclose(model.apply(params, z, per_user, 2)[0], logits, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"width of shape \(3,\) does not fit scenarios of "
+                                         r"shape \(4, 4\): give a scalar, one per scenario"):
+        model.apply(params, z, jnp.array([1, 2, 3]), 2)

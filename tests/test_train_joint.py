@@ -321,3 +321,18 @@ def test_decide_serves_any_n_with_one_compiled_program(alloc, sp):
         np.testing.assert_allclose(d.inference_delay_edge, ref.inference_delay_edge, rtol=1e-6)
     assert pipeline.padded_users(3) == pipeline.padded_users(64) == 64
     assert pipeline.padded_users(65) == 128
+
+
+def test_jitted_decide_flags_the_scenarios_whose_input_is_invalid(alloc, sp):
+    """Under jit a NaN task cannot raise; the decision says which scenario it spoilt."""
+    cfg = train_config.TrainConfig(n_users=N)
+    models = pipeline.build_models(cfg, alloc)
+    pipe = pipeline.Pipeline(scheduler_net.init_scheduler(jax.random.key(1), models.scheduler),
+                             policy_net.init_policy(jax.random.key(2), models.policy), alloc,
+                             pipeline.PipelineSpec.of(cfg))
+    scn = system.sample_scenarios(jax.random.key(3), sp, 3)
+    scn = scn.replace(size=scn.size.at[1, 2].set(jnp.nan), deadline=scn.deadline.at[2, 0].set(0.0))
+    d = jax.jit(pipeline.decide_body)(pipe, scn, sp)
+    np.testing.assert_array_equal(d.input_ok, [True, False, False])
+    with pytest.raises(ValueError, match="'size' at index"):
+        pipe.decide(scn)   # the host path refuses

@@ -143,6 +143,32 @@ def gates_from_logits(logits: Array, ranks: Array, width: Array) -> Array:
 # The model
 # ----------------------------------------------------------------------------
 
+def per_user(value: Array, user_shape: tuple, name: str) -> Array:
+    """A width/depth as int32 per user, ``user_shape = (..., N)``.
+
+    ``value`` is a scalar, one per scenario (rank of the batch shape ``(...)``,
+    e.g. ``(B,)``; broadcast over the N users) or one per user (rank of
+    ``(..., N)``, e.g. ``(B, N)`` or ``(B, 1)``).  The rank decides, never the
+    sizes, so a per-scenario ``(B,)`` is not taken for per-user values when
+    B = N.  Any other shape raises ``ValueError`` naming ``name`` and both shapes.
+    """
+    v = jnp.asarray(value).astype(jnp.int32)
+    n_batch = len(user_shape) - 1
+    if v.ndim <= n_batch:
+        v = v[..., None]
+    elif v.ndim != n_batch + 1:
+        raise ValueError(f"{name} of shape {v.shape} does not fit scenarios of shape "
+                         f"{tuple(user_shape)}: give a scalar, one per scenario "
+                         f"{tuple(user_shape[:-1])} or one per user {tuple(user_shape)}")
+    try:
+        return jnp.broadcast_to(v, user_shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {v.shape[:-1] if v.shape[-1] == 1 else v.shape} "
+                         f"does not fit scenarios of shape {tuple(user_shape)}: give a "
+                         f"scalar, one per scenario {tuple(user_shape[:-1])} or one per user "
+                         f"{tuple(user_shape)}") from None
+
+
 class MoEAllocator(nn.Module):
     """Elastic MoE allocation model of Fig. 2(a) (Eq. 12-20, 32).
 
@@ -301,8 +327,11 @@ class MoEAllocator(nn.Module):
 
         Args:
           z: normalised features ``(..., N, F)``.
-          width, depth: traced ints broadcastable to ``(..., N)``; clipped to
-            ``[1, K]`` and ``[1, L]``.
+          width, depth: traced ints, clipped to ``[1, K]`` and ``[1, L]``: a
+            scalar, one per scenario (the batch shape ``(...)``, e.g. ``(B,)``) or
+            one per user (``(..., N)``): :func:`per_user`, which tells them
+            apart by rank (so a ``(B,)`` width is per scenario even when B = N)
+            and raises ``ValueError`` on a shape that fits neither.
           noise_key: PRNG key for the gate noise of Eq. 16 (training), or None.
           gate_noise: the gate noise ``eps`` itself, ``(..., N, K)`` (instead
             of ``noise_key``), see :meth:`gate_logits`.
@@ -315,8 +344,8 @@ class MoEAllocator(nn.Module):
         """
         lead = z.shape[:-1]
         zf = z.reshape(-1, z.shape[-1])
-        width = jnp.broadcast_to(jnp.asarray(width, jnp.int32), lead).reshape(-1)
-        depth = jnp.broadcast_to(jnp.asarray(depth, jnp.int32), lead).reshape(-1)
+        width = per_user(width, lead, "width").reshape(-1)
+        depth = per_user(depth, lead, "depth").reshape(-1)
         if gate_noise is not None:
             gate_noise = jnp.reshape(gate_noise, (zf.shape[0], self.n_experts))
         gates = self.gates(zf, width, noise_key, gate_noise)           # (M, K)
