@@ -46,6 +46,8 @@ Local execution   none (nothing runs).
 Greedy (beyond)   local and edge: ``greedy.greedy_ops(N, rounds)``, the
                   traced operations of the rounds it ran plus one, and the
                   final allocation.
+DROO (beyond)     local and edge: M_DNN + K x the operations of one exact
+                  allocation (``droo.droo_ops``).
 GA (joint)        local and edge: ``ga.ga_ops(N, joint=True)["total"]``.
 Optimum (bound)   none: the best offloading set with the exact allocation.
 ================  ==========================================================
@@ -63,6 +65,7 @@ import jax.numpy as jnp
 
 from dynmec_jax import accounting, baselines, costs, pipeline, system
 from dynmec_jax import allocator as allocator_lib
+from dynmec_jax.baselines import droo as droo_lib
 from dynmec_jax.baselines import exhaustive as exhaustive_lib
 from dynmec_jax.baselines import ga as ga_lib
 from dynmec_jax.baselines import greedy as greedy_lib
@@ -501,6 +504,26 @@ def greedy(scn: Scenario, sys_params: SystemParams, objective: str = "cost") -> 
     shape = g.offload.shape[:-1]
     return MethodResult(decision(g.offload, 1, 1, g.bandwidth, g.f_alloc, t, t),
                         jnp.zeros(shape, g.bandwidth.dtype))
+
+
+def droo(params, k, scn: Scenario, sys_params: SystemParams) -> MethodResult:
+    """DROO (beyond the paper; Huang, Bi, Zhang, IEEE TMC 2020): its trained DNN, K
+    order-preserving candidates, each scored by the exact allocation
+    (:func:`dynmec_jax.baselines.droo.decide`).
+
+    ``params``: the DNN (``DrooState.params``); ``k``: its adaptive K
+    (``DrooState.k``, may be traced).  Deployed, it pays its own compute
+    (module doc): every task waits lambda (M_DNN + K x the operations of one
+    allocation) / f_ser (Eq. 9; :func:`dynmec_jax.baselines.droo.droo_ops`).
+    """
+    scn = system.as_scenario(scn)
+    n = jnp.shape(scn.size)[-1]
+    x, b, f = droo_lib.decide(params, scn, sys_params, k)
+    n_max = droo_lib.network_from_params(params).n_max
+    ops = (droo_lib.dnn_macs(n_max, droo_lib.network_from_params(params).hidden)
+           + jnp.clip(jnp.asarray(k), 1, n) * droo_lib.allocation_ops(n))
+    t = accounting.inference_delay(ops, sys_params)
+    return MethodResult(decision(x, 1, 1, b, f, t, t), jnp.zeros(x.shape[:-1], b.dtype))
 
 
 def exhaustive(scn: Scenario, sys_params: SystemParams) -> MethodResult:

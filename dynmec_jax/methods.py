@@ -79,6 +79,9 @@ class Method:
       right_axis: drawn on a right axis (the GA: seconds next to milliseconds).
       subsample: "ga" to evaluate on the first ``va.ga_batch`` scenarios only.
       max_users: largest N it is computed for (None: any).
+      host: computed on the host, outside the compiled programs, on a
+        subsample of the scenarios (the certified optimum: a solver);
+        :func:`evaluate` does not run it (``run`` is None).
     """
 
     name: str
@@ -87,12 +90,13 @@ class Method:
     needs: tuple[str, ...]
     charge: str
     charged: str
-    run: Callable[..., MethodResult]
+    run: Callable[..., MethodResult] | None
     in_figures: bool = True
     plotted: bool = True
     right_axis: bool = False
     subsample: str | None = None
     max_users: int | None = None
+    host: bool = False
 
     def __post_init__(self):
         assert self.section in SECTIONS and self.charge in CHARGES
@@ -171,15 +175,17 @@ FIX_MOE_VB = Method("Fix MoE", "vb", ("#9467bd", "D", "-"), ("pmrl",), "deployed
                     "local: M_Sced; edge: M_Sced + M_Alloc(K, L, n)",
                     lambda inp, scn, sp: evaluation.fixed_with_scheduler(inp.pmrl, scn, sp),
                     in_figures=False)
+DROO = Method("DROO", "vb", ("#8c564b", "p", "-"), ("droo",), "deployed",
+              "local and edge: M_DNN + K x the operations of one exact allocation",
+              lambda inp, scn, sp: evaluation.droo(inp.droo.params, inp.droo.k, scn, sp))
 OPTIMUM = Method("Optimum", "vb", ("#7f7f7f", "X", ":"), (), "bound",
-                 "none (the best offloading set, exact allocation)",
-                 lambda inp, scn, sp: evaluation.exhaustive(scn, sp), plotted=False,
-                 max_users=12)
+                 "none (the certified best offloading set and allocation, "
+                 "baselines/exact.py)", None, host=True)
 
 #: Every method, in legend order per section.
 REGISTRY: tuple[Method, ...] = (POLICY_MOE, FIX_WIDTH_MOE, FIX_DEPTH_MOE, FIX_MOE, STATIC, GA_VA,
                                 ORACLE, PMRL, PMRL_PAPER, RL, RAND, LOCAL, GREEDY, GA_VB,
-                                FIX_MOE_VB, OPTIMUM)
+                                DROO, FIX_MOE_VB, OPTIMUM)
 #: Styles of series that are not methods (Fig. 10's label series).
 EXTRA_STYLES = {"Eq. 28 label (oracle)": ("#7f7f7f", "P", ":")}
 
@@ -229,6 +235,9 @@ def evaluate(methods, inputs: Inputs, scn: Scenario, sys_params: SystemParams,
     """
     out = {}
     for m in methods:
+        if m.host:
+            raise ValueError(f"{m.name} runs on the host (a solver), not in a program: see "
+                             "dynmec_jax.experiments.optimum")
         s = scn
         if m.subsample is not None and subsample and m.subsample in subsample:
             s = jax.tree.map(lambda a, k=int(subsample[m.subsample]): a[:k], scn)

@@ -36,6 +36,9 @@ def _fake_tables(pmrl_cost_ratio: float, share_step: float, paper: bool = True) 
         vb["cost"]["series"]["PMRL"] = _series([100.0 * pmrl_cost_ratio, 120.0 * pmrl_cost_ratio])
         vb["offload_fraction"]["series"]["Greedy"] = _series([0.5, 0.6])
         vb["offload_fraction"]["series"]["PMRL"] = _series([0.4, 0.4 + share_step])
+    gap_series = {m.name: _series([0.005, 0.008]) for m in M.section("vb")
+                  if m.in_figures and not m.host}
+    tabs["gap"] = {ax: {"x": xs, "series": gap_series} for ax in names.PANEL_ORDER}
     tabs["policy"] = {ax: {k: {"x": xs, "series": {"va": _series([0.001, 0.002]),
                                                    "vb": _series([0.004, 0.03])}}
                            for k in ("regret", "label_width", "label_depth", "label_macs")}

@@ -32,7 +32,7 @@ SMALL = ("--config.sweeps.workload_avg=(797.5,)", "--config.sweeps.f_server=(2.5
          "--config.sweeps.n_users=(4,)")
 FIGURES = ("fig04_model_size", "fig05_delay", "fig06_miss_ratio", "fig07_delay_joint",
            "fig08_miss_ratio_joint", "fig09_energy_joint", "fig10_macs",
-           "fig11_inference_share", "fig12_training_cost")
+           "fig11_inference_share", "fig12_training_cost", "gap_to_optimum")
 
 
 def small_config() -> ReproduceConfig:
@@ -81,9 +81,25 @@ def test_smoke_reproduction_end_to_end(run):
     recs = ResultStore(run["workdir"] / "store").records("sweep_main")
     assert len(recs) == 2 * 2   # 2 points x 2 seeds
     for r in recs:
-        assert all(np.isfinite(v) for v in r["result"].values())
+        assert all(np.all(np.isfinite(v)) for v in r["result"].values())
         for field in ("config", "seed", "versions", "wall_time_s", "point"):
             assert field in r
+    # the certified optimum of every item's first scenarios: a bound on every method there
+    opts = {(o["point_key"], o["seed"]): o
+            for o in ResultStore(run["workdir"] / "store").records("optimum_sweep_main")}
+    assert len(opts) == len(recs)
+    for r in recs:
+        opt = np.asarray(opts[(r["point_key"], r["seed"])]["result"]["subsample/Optimum/cost"])
+        assert opt.shape == (small_config().vb.optimum_scenarios,)
+        subs = {k: v for k, v in r["result"].items() if k.startswith("subsample/")}
+        assert {"subsample/DROO/cost", "subsample/PMRL/cost", "subsample/GA/cost"} <= set(subs)
+        for k, v in subs.items():
+            assert np.all(np.asarray(v) >= opt * (1 - 1e-5)), k
+    gap = json.loads((out / "gap_to_optimum.json").read_text())["panels"][0]["table"]
+    assert {"PMRL", "DROO", "Greedy"} <= set(gap["series"])
+    series = json.loads((out / "fig07_delay_joint.json").read_text())["panels"][0]["table"]
+    assert {"DROO", "Optimum"} <= set(series["series"])
+    assert "weighted_delay_panels" in json.loads((out / "fig05_delay.json").read_text())
 
 
 def test_rerun_reuses_everything_and_heals_a_corrupt_timings_file(run, tmp_path):
@@ -108,12 +124,13 @@ def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(run, tmp_pat
     wd = tmp_path / "work"
     shutil.copytree(run["workdir"], wd)
     cfg = small_config()
-    chosen = ("PMRL", "Greedy", "Local execution")
+    chosen = ("PMRL", "Greedy", "Local execution", "Optimum")
     n, written = axis.run_study(cfg, wd, "f_server", [2.5e9, 3.5e9], chosen, tmp_path / "res")
     assert n == 4 and len(written) == 2
     data = json.loads((tmp_path / "res" / "axis_f_server.json").read_text())
     delay = data["metrics"]["delay"]
     assert delay["x"] == [2.5e9, 3.5e9] and set(delay["series"]) == set(chosen)
+    assert set(data["metrics"]["gap"]["series"]) == set(chosen) - {"Optimum"}
     assert all(k == 2 for s in delay["series"].values() for k in s["n"])
     recs = sorted((wd / "store" / "axis_f_server").rglob("seed_*.json"))
     stamps = [r.stat().st_mtime_ns for r in recs]
@@ -127,7 +144,7 @@ def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(run, tmp_pat
         if rec["point"]["f_server"] != 2.5e9:
             continue
         ref = main[(2.5e9, rec["seed"])]
-        for m in chosen:
+        for m in chosen[:3]:
             for metric in ("delay", "energy", "cost"):
                 np.testing.assert_allclose(rec["result"][f"vb/{m}/{metric}"],
                                            ref[f"vb/{m}/{metric}"], rtol=1e-5)

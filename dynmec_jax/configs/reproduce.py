@@ -61,7 +61,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
         # No "PMRL (paper)" here: it adds a second Algorithm 1 (about a quarter of the
         # compile time of a sweep item, which the tests run several times); its claims row
         # is tested on synthetic tables, and the quick preset runs it.
-        c.vb.update(eval_batch=16, paper_scheduler=False)
+        c.vb.update(eval_batch=16, paper_scheduler=False, optimum_scenarios=4)
         c.chunk_size = 2
     elif preset == "paper":
         paper = allocator_configs.get_config("paper")
@@ -76,5 +76,5 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
             n_users=(10, 20, 30, 40, 50))
         c.train.update(pretrain_steps=3000, batch=64, policy_lr=1e-4, episodes=2000)
         c.va.update(eval_batch=1024, ga_batch=64, ga_iters=200)
-        c.vb.update(eval_batch=1024)
+        c.vb.update(eval_batch=1024, optimum_scenarios=32)
     return c

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from dynmec_jax import files, methods, plotting, sweep, system
-from dynmec_jax.experiments import reproduce, sections
+from dynmec_jax.experiments import optimum, reproduce, sections
 from dynmec_jax.experiments.config import ReproduceConfig
 from dynmec_jax.store import ResultStore
 
@@ -83,15 +83,24 @@ def run_axis(cfg: ReproduceConfig, store: ResultStore, allocs: dict, field: str,
                            chunk_size=cfg.chunk_size, progress=progress)
 
 
-def axis_table(records: list[dict], field: str, chosen: tuple[str, ...]) -> dict:
-    """``{metric: sweep_table}`` of the records (x = the field's value, SI units)."""
-    rows = []
+def axis_table(records: list[dict], field: str, chosen: tuple[str, ...],
+               optima: dict | None = None) -> dict:
+    """``{metric: sweep_table}`` of the records (x = the field's value, SI units); with the
+    certified optimum's records (:func:`dynmec_jax.experiments.optimum.solve_records`) also
+    the Optimum and, under ``"gap"``, every method's gap to it."""
+    rows, gaps = [], []
     for r in records:
-        vb = sections.ItemResult.from_flat(r["result"]).vb
+        res = optimum.merged(r, optima or {})
+        vb = sections.ItemResult.from_flat(res).vb
         rows += [{"method": m, "x": r["point"][field], "seed": r["seed"],
                   "metrics": vb[m]._asdict()} for m in chosen if m in vb]
-    return {k: plotting.sweep_table(rows, k)
-            for k in ("delay", "energy", "miss_ratio", "cost", "offload_fraction")}
+        gaps += [{"method": m, "x": r["point"][field], "seed": r["seed"],
+                  "metrics": {"gap": g}} for m, g in optimum.gaps(res).items() if m in chosen]
+    out = {k: plotting.sweep_table(rows, k)
+           for k in ("delay", "energy", "miss_ratio", "cost", "offload_fraction")}
+    if gaps:
+        out["gap"] = plotting.sweep_table(gaps, "gap")
+    return out
 
 
 def write_axis(tables: dict, field: str, out_dir: pathlib.Path) -> list[str]:
@@ -121,8 +130,12 @@ def run_study(cfg: ReproduceConfig, workdir, field: str, values: list[float],
     JSON in ``results`` (:func:`write_axis`).  Returns ``(records, files written)``."""
     workdir = pathlib.Path(workdir)
     allocs = reproduce.train_allocators(cfg, workdir)
-    records = run_axis(cfg, ResultStore(workdir / "store"), allocs, field, values, chosen)
+    store = ResultStore(workdir / "store")
+    records = run_axis(cfg, store, allocs, field, values, chosen)
     written = []
     if jax.process_index() == 0:
-        written = write_axis(axis_table(records, field, chosen), field, pathlib.Path(results))
+        optima = (optimum.solve_records(cfg, store, {"axis": records})
+                  if methods.OPTIMUM.name in chosen else None)
+        written = write_axis(axis_table(records, field, chosen, optima), field,
+                             pathlib.Path(results))
     return len(records), written

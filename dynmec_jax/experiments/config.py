@@ -115,13 +115,20 @@ class VBConfig:
       eval_batch: held-out scenarios per item.
       paper_scheduler: also train PMRL with the paper's scheduler network and
         Eq. 23 ("PMRL (paper)").
+      droo: also train and evaluate DROO (``baselines/droo.py``).
+      optimum_scenarios: S, the first held-out scenarios of each item for which
+        the certified optimum is solved on the host (every method's gap to it is
+        measured on them; at most ``va.ga_batch`` and ``eval_batch``).
     """
 
     eval_batch: int = 256
     paper_scheduler: bool = True
+    droo: bool = True
+    optimum_scenarios: int = 16
 
     def __post_init__(self):
         _positive("vb.eval_batch", self.eval_batch)
+        _positive("vb.optimum_scenarios", self.optimum_scenarios)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +175,9 @@ class ReproduceConfig:
         _positive("train.pretrain_steps", self.train.pretrain_steps)
         if self.va.ga_batch > min(self.va.eval_batch, self.vb.eval_batch):
             raise ValueError("va.ga_batch must not exceed va.eval_batch and vb.eval_batch")
+        if self.vb.optimum_scenarios > self.va.ga_batch:
+            raise ValueError("vb.optimum_scenarios must not exceed va.ga_batch (every method, "
+                             "the GA too, is scored on them)")
         for n in self.sweeps.n_users:   # Algorithm 1 at every N of the sweep
             try:
                 dataclasses.replace(self.train, n_users=n)

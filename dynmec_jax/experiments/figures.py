@@ -15,7 +15,7 @@ import numpy as np
 
 from dynmec_jax import files, methods, plotting, stats
 from dynmec_jax.evaluation import METRICS
-from dynmec_jax.experiments import sections
+from dynmec_jax.experiments import optimum, sections
 from dynmec_jax.experiments.names import AXES, LABEL_SERIES, PANEL_ORDER
 from dynmec_jax.experiments.sections import REGRET, ItemResult
 
@@ -59,11 +59,17 @@ AXIS_LABELS = {"size_avg": ("Average data amount s_avg [kbit]", 1e-3),
 
 
 def _axis_points(cfg, sweeps: dict, axis: str) -> list[tuple[float, dict]]:
-    """``[(x, record)]`` of one x-axis (x in SI), every seed's record."""
+    """``[(x, record)]`` of one x-axis (x in SI), every seed's record (its result merged
+    with the certified optimum's where solved, :func:`optimum.merged`)."""
+    optima = sweeps.get("optima", {})
+
+    def with_opt(r):
+        return dict(r, result=optimum.merged(r, optima))
+
     if axis == "n_users":
-        return [(float(n), r) for n in cfg.sweeps.n_users for r in sweeps[n]]
+        return [(float(n), with_opt(r)) for n in cfg.sweeps.n_users for r in sweeps[n]]
     default = sections.default_point(cfg)
-    return [(r["point"][axis], r) for r in sweeps["main"]
+    return [(r["point"][axis], with_opt(r)) for r in sweeps["main"]
             if all(math.isclose(r["point"][a], default[a], rel_tol=1e-9)
                    for a in AXES if a != axis)]
 
@@ -102,14 +108,26 @@ def policy_table(cfg, sweeps: dict, axis: str) -> dict:
     return {k: plotting.sweep_table(recs, k) for k in REGRET}
 
 
+def gap_table(cfg, sweeps: dict, axis: str) -> dict:
+    """Every Section V.B method's relative gap to the certified optimum along one axis
+    (:func:`dynmec_jax.experiments.optimum.gaps`, per seed), in ``sweep_table`` form."""
+    recs = [{"method": m, "x": x, "seed": r["seed"], "metrics": {"gap": g}}
+            for x, r in _axis_points(cfg, sweeps, axis)
+            for m, g in optimum.gaps(r["result"]).items()]
+    order = [m.name for m in methods.section("vb")]
+    recs.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    return plotting.sweep_table(recs, "gap")
+
+
 def tables(cfg, sweeps: dict) -> dict:
-    """``{section: {axis: {metric: sweep_table}}}`` for sections "va", "vb", and "policy"
-    (``{axis: policy_table}``)."""
+    """``{section: {axis: {metric: sweep_table}}}`` for sections "va", "vb", "policy"
+    (``{axis: policy_table}``) and "gap" (``{axis: gap_table}``)."""
     out = {sec: {ax: {k: plotting.sweep_table(axis_records(cfg, sweeps, sec, ax), k)
                       for k in METRICS}
                  for ax in PANEL_ORDER}
            for sec in ("va", "vb")}
     out["policy"] = {ax: policy_table(cfg, sweeps, ax) for ax in PANEL_ORDER}
+    out["gap"] = {ax: gap_table(cfg, sweeps, ax) for ax in PANEL_ORDER}
     return out
 
 
@@ -154,9 +172,11 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
         plotting.plot_sweep(panels, out / f"{name}.png", ylabel,
                             right_axis_methods=_right_axis(sec) if right else (), yscale=scale,
                             styles=styles)
-        files.write_json({"metric": metric, "unit_scale": ys, "ylabel": ylabel,
-                          "panels": [{k: v for k, v in p.items()} for p in panels]},
-                         out / f"{name}.json")
+        data = {"metric": metric, "unit_scale": ys, "ylabel": ylabel,
+                "panels": [{k: v for k, v in p.items()} for p in panels]}
+        if name == "fig05_delay":   # the allocator's own objective beside the mean delay
+            data["weighted_delay_panels"] = _panels(tabs[sec], sec, "weighted_delay", 1.0)
+        files.write_json(data, out / f"{name}.json")
         names.append(name)
     t10 = _select(tabs["va"]["size_avg"]["allocator_macs"], NN_METHODS + (methods.ORACLE.name,))
     t10["series"][LABEL_SERIES] = t10["series"].pop(methods.ORACLE.name)
@@ -170,6 +190,16 @@ def write_figures(cfg, tabs: dict, fig04: dict, fig12: dict, out: pathlib.Path) 
     files.write_json({"metric": "inference_share", "unit": "fraction", "table": t11},
                      out / "fig11_inference_share.json")
     names += ["fig10_macs", "fig11_inference_share"]
+    gap_panels = [{"xlabel": AXIS_LABELS[ax][0], "x_scale": AXIS_LABELS[ax][1], "y_scale": 100.0,
+                   "letter": "abcd"[i], "table": tabs["gap"][ax]}
+                  for i, ax in enumerate(PANEL_ORDER)]
+    plotting.plot_sweep(gap_panels, out / "gap_to_optimum.png",
+                        "sum_i C_i above the certified optimum [%]", right_axis_methods=(),
+                        yscale="symlog", styles=styles,
+                        title="Section V.B: each method's gap to the certified optimum")
+    files.write_json({"metric": "gap", "unit_scale": 100.0, "panels": gap_panels},
+                     out / "gap_to_optimum.json")
+    names.append("gap_to_optimum")
     plotting.plot_fig12(fig12, out / "fig12_training_cost.png")
     files.write_json(fig12, out / "fig12_training_cost.json")
     names.append("fig12_training_cost")

@@ -20,9 +20,11 @@
    item (point, seed) pre-trains the three policies of Section V.A (full,
    fix width, fix depth; Algorithm 1, lines 2-6), evaluates the V.A methods
    with every task offloaded, then trains PMRL (Algorithm 1 from the
-   pre-trained policy) and RL (the scheduler with the largest fixed
-   allocator) and evaluates the V.B methods on scenarios where users have
+   pre-trained policy), RL (the scheduler with the largest fixed allocator)
+   and DROO, and evaluates the V.B methods on scenarios where users have
    computing power.  All methods of an item see the same held-out scenarios.
+   Then **the certified optimum** of each item's first held-out scenarios, on
+   the host (:mod:`~dynmec_jax.experiments.optimum`).
 5. **Figures** (``results/fig*.png`` + ``.json``, :mod:`~dynmec_jax.experiments.figures`),
    ``results/claims.md`` (the claims of :mod:`dynmec_jax.experiments.claims`),
    ``results/summary.json`` and ``results/README.md``
@@ -45,7 +47,7 @@ from absl import logging
 
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import files, sweep
-from dynmec_jax.experiments import claims, fig12, figures, report, sections
+from dynmec_jax.experiments import claims, fig12, figures, optimum, report, sections
 from dynmec_jax.experiments.config import ReproduceConfig
 from dynmec_jax.experiments.names import AXES
 from dynmec_jax.store import ResultStore
@@ -193,6 +195,11 @@ def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=
     t0 = time.perf_counter()
     sweeps = run_sweeps(cfg, store, allocs, progress, mesh)
     times["sweeps"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if jax.process_index() == 0:
+        sweeps["optima"] = optimum.solve_records(cfg, store, sweeps, progress)
+    times["optimum"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     tabs = figures.tables(cfg, sweeps)

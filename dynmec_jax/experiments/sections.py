@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from dynmec_jax import evaluation, methods, pipeline, system
+from dynmec_jax.baselines import droo as droo_lib
 from dynmec_jax.evaluation import Metrics
 from dynmec_jax.experiments.config import ReproduceConfig
 from dynmec_jax.experiments.names import AXES
@@ -37,6 +38,9 @@ PAPER_SCHEDULER = {"scheduler": "paper", "advantage": "raw", "estimator": "eq23"
 #: Section V.A method -> its policy variant (dynmec_jax.nets.policy), in pre-training order.
 VARIANTS = {methods.POLICY_MOE.name: "full", methods.FIX_WIDTH_MOE.name: "fix_width",
             methods.FIX_DEPTH_MOE.name: "fix_depth"}
+#: DROO's keys: ``fold_in(item key, DROO_STREAM)`` (a stream of its own: adding DROO leaves
+#: every other method's keys, and numbers, as they were).
+DROO_STREAM = 7
 #: The policy-regret quantities stored per section (:func:`evaluation.policy_regret`).
 REGRET = ("regret", "label_width", "label_depth", "label_macs")
 
@@ -48,13 +52,18 @@ class ItemResult(NamedTuple):
       va, vb: ``{method name: Metrics}`` of Sections V.A and V.B.
       policy: ``{"va" | "vb": {REGRET name: value}}``: the policy against the
         Eq. 28 label on the offload sets it serves.
-      train: ``{variant | "pmrl" | "rl": {name: value}}``: training summaries.
+      train: ``{variant | "pmrl" | "rl" | "droo": {name: value}}``: training summaries.
+      subsample: ``{method name: {"cost": (S,)}}``: sum_i C_i of each Section V.B
+        method on the first S = ``vb.optimum_scenarios`` held-out scenarios, the
+        ones the certified optimum is solved for on the host
+        (:mod:`dynmec_jax.experiments.optimum`).
     """
 
     va: dict
     vb: dict
     policy: dict
     train: dict
+    subsample: dict
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> ItemResult:
@@ -64,7 +73,8 @@ class ItemResult(NamedTuple):
             head, name, leaf = key.split("/", 2)
             groups[head].setdefault(name, {})[leaf] = value
         for sec in ("va", "vb"):
-            groups[sec] = {m: Metrics(**v) for m, v in groups[sec].items()}
+            groups[sec] = {m: Metrics(**v) for m, v in groups[sec].items()
+                           if set(v) == set(Metrics._fields)}
         return cls(**groups)
 
 
@@ -89,7 +99,15 @@ def train_configs(cfg: ReproduceConfig, n_users: int) -> dict[str, TrainConfig]:
 def figure_methods(cfg: ReproduceConfig, n_users: int) -> tuple:
     """The methods the Section V figures compute at N = ``n_users`` (both sections)."""
     return tuple(m for m in methods.REGISTRY if m.in_figures and m.applies(n_users)
-                 and (m is not methods.PMRL_PAPER or cfg.vb.paper_scheduler))
+                 and (m is not methods.PMRL_PAPER or cfg.vb.paper_scheduler)
+                 and (m is not methods.DROO or cfg.vb.droo))
+
+
+def droo_config(cfg: ReproduceConfig, n_users: int) -> droo_lib.DrooConfig:
+    """DROO of a sweep item at N = ``n_users``: the reference settings, a DNN for N users,
+    trained on as many scenarios as PMRL's scheduler sees (episodes x batch)."""
+    pmrl = train_configs(cfg, n_users)["pmrl"]
+    return droo_lib.DrooConfig(n_max=n_users, n_scenarios=pmrl.episodes * pmrl.batch)
 
 
 def _means(per_method: dict) -> dict:
@@ -114,8 +132,9 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
     else:
         chosen_methods = tuple(m for m in (methods.get("vb", c) for c in chosen)
                                if m.applies(n_users))
-    va = tuple(m for m in chosen_methods if m.section == "va")
-    vb = tuple(m for m in chosen_methods if m.section == "vb")
+    va = tuple(m for m in chosen_methods if m.section == "va" and not m.host)
+    vb = tuple(m for m in chosen_methods if m.section == "vb" and not m.host)
+    n_sub = cfg.vb.optimum_scenarios
     need = methods.needs(chosen_methods) | {"pmrl"}
     # The three variants pre-train together when V.A needs them; V.B alone needs the
     # full one only (the first of the three: the same stream).
@@ -158,6 +177,12 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
                 pmrl_paper=pipeline.make_pipeline(tcs["pmrl_paper"], alloc, p_state))
         if "static" in need:
             inputs = inputs._replace(static=jax.tree.map(lambda a: a[idx], static_stack))
+        if "droo" in need:
+            d_state, d_m = droo_lib.make_train(droo_config(cfg, n_users))(
+                jax.random.fold_in(key, DROO_STREAM), sp)
+            inputs = inputs._replace(droo=d_state)
+            train["droo"] = {"cost": jnp.mean(d_m["cost"][-max(1, d_m["cost"].shape[0] // 10):]),
+                             "k": d_state.k.astype(jnp.float32)}
 
         res_va = {}
         if va:   # Section V.A: every task offloaded
@@ -169,12 +194,14 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
         # Section V.B: users have computing power.
         scn_b = system.sample_scenarios(jax.random.fold_in(k_eval, 1), sp, cfg.vb.eval_batch)
         res_vb = methods.evaluate(vb, inputs, scn_b, sp, subsample)
+        sub = {name: {"cost": m.cost[:n_sub]} for name, m in res_vb.items()}
         # The policy against the per-scenario best sub-network (Eq. 28) on PMRL's sets.
         x_b = pipeline.decide_body(pmrl, scn_b, sp).offload
         policy["vb"] = evaluation.policy_regret(pmrl.models, state.policy, alloc, scn_b, x_b,
                                                 sp)
         policy = {sec: {k: jnp.mean(v) for k, v in reg.items()} for sec, reg in policy.items()}
-        return ItemResult(va=_means(res_va), vb=_means(res_vb), policy=policy, train=train)
+        return ItemResult(va=_means(res_va), vb=_means(res_vb), policy=policy, train=train,
+                          subsample=sub)
 
     return item
 

@@ -1,0 +1,123 @@
+"""The certified optimum at every sweep point, solved on the host, resumable in the store.
+
+A solver does not run inside a compiled program, and at about 0.05 s a
+scenario (``benchmarks/exact.py``) all held-out scenarios of every item would
+cost hours; so for each sweep record (point, seed) :func:`solve_records`
+solves :func:`dynmec_jax.baselines.exact.exact_optimum` (sum_i C_i of Eq.
+24-25 over offloading, bandwidth and CPU; a bound: no inference delay) on the
+first S = ``vb.optimum_scenarios`` held-out scenarios of Section V.B, the
+same ones every method's per-scenario cost was kept for
+(:attr:`~dynmec_jax.experiments.sections.ItemResult.subsample`).  The
+scenarios are sampled again on the host exactly as the item samples them,
+and checked against the item's own costs of Local execution (which depend on
+the scenarios alone).  Each result is a record of figure ``optimum_<sweep>``
+in the store (a rerun, also after a kill, solves only what is missing), with
+the optimum's :class:`~dynmec_jax.evaluation.Metrics` means under ``vb/Optimum``
+and its per-scenario costs under ``subsample/Optimum/cost``.
+
+:func:`gap_rows` turns the records into every method's relative gap to the
+optimum per (point, seed): ``sum_s C(method) / sum_s C(optimum) - 1`` over the
+S scenarios; the figures average it over seeds with a 95% CI.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from dynmec_jax import evaluation, files, methods, system
+from dynmec_jax.baselines import exact
+from dynmec_jax.experiments.config import ReproduceConfig
+from dynmec_jax.experiments.sections import ItemResult
+from dynmec_jax.store import ResultStore
+
+#: The point key of the N sweep, whose value is N (it overrides no field).
+N_POINT = "n_users_point"
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(k_eval, sp, batch: int):
+    return system.sample_scenarios(jax.random.fold_in(k_eval, 1), sp, batch)
+
+
+def held_out(cfg: ReproduceConfig, point: dict, seed: int) -> tuple[system.Scenario,
+                                                                   system.SystemParams]:
+    """The first S Section V.B held-out scenarios of item (``point``, ``seed``) and its
+    system, as :func:`~dynmec_jax.experiments.sections.make_item` draws them."""
+    n = int(point.get(N_POINT, cfg.system.n_users))
+    sp = cfg.system.replace(n_users=n, **{k: v for k, v in point.items() if k != N_POINT})
+    k_eval = jax.random.fold_in(jax.random.PRNGKey(cfg.eval_seed), seed)
+    scn = _sample(k_eval, sp, cfg.vb.eval_batch)
+    return jax.tree.map(lambda a: np.asarray(a[:cfg.vb.optimum_scenarios]), scn), sp
+
+
+def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
+    """The optimum of one sweep record's scenarios: ``{"vb/Optimum/<metric>": mean,
+    "subsample/Optimum/cost": [S], "status_optimal": share, "max_gap": certificate}``."""
+    scn, sp = held_out(cfg, record["point"], record["seed"])
+    local = np.asarray(evaluation.task_cost(scn, evaluation.local_execution(scn, sp), sp))
+    item = ItemResult.from_flat(record["result"]).subsample
+    if methods.LOCAL.name in item:
+        np.testing.assert_allclose(local, item[methods.LOCAL.name]["cost"], rtol=1e-5,
+                                   err_msg="the host's scenarios are not the item's")
+    res = exact.exact_optimum(scn, sp)
+    sc = evaluation.score(scn, res.offload, res.bandwidth, res.f_alloc, sys_params=sp)
+    m = evaluation.metrics(sc, sp)
+    out = {f"vb/{methods.OPTIMUM.name}/{k}": float(np.mean(v)) for k, v in m._asdict().items()}
+    out[f"subsample/{methods.OPTIMUM.name}/cost"] = np.asarray(m.cost, np.float64).tolist()
+    out["status_optimal"] = float(np.mean(res.status == "optimal"))
+    out["max_gap"] = float(np.max(res.gap))
+    out["solver_cost"] = np.asarray(res.cost, np.float64).tolist()
+    return out
+
+
+def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
+                  progress: bool = True) -> dict:
+    """The optimum records of every sweep record, ``{figure: {(point_key, seed): record}}``
+    (stored ones reused, missing ones solved and stored as they finish)."""
+    conf = {"eval_seed": cfg.eval_seed, "vb": files.to_jsonable(cfg.vb),
+            "system": files.to_jsonable(cfg.system)}
+    todo = [r for name, recs in sweeps.items() if name != "optima" for r in recs]
+    out: dict = {}
+    seen = set()
+    for r in tqdm(todo, desc="certified optimum", unit="item", disable=not progress):
+        fig = f"optimum_{r['figure']}"
+        key = (fig, r["point_key"], r["seed"])
+        if key in seen:
+            continue
+        seen.add(key)
+        rec = store.try_read(fig, r["point"], r["seed"])
+        if rec is None or rec.get("config") != files.to_jsonable(conf):
+            t0 = time.perf_counter()
+            result = solve_one(cfg, r)
+            rec = store.write(fig, r["point"], r["seed"], result, config=conf,
+                              wall_time_s=time.perf_counter() - t0)
+        out.setdefault(r["figure"], {})[(r["point_key"], r["seed"])] = rec
+    return out
+
+
+def merged(record: dict, optima: dict) -> dict:
+    """A sweep record's result with its optimum's numbers added (``vb/Optimum/...``,
+    ``subsample/Optimum/cost``), when the optimum was solved."""
+    opt = optima.get(record["figure"], {}).get((record["point_key"], record["seed"]))
+    if opt is None:
+        return record["result"]
+    res = dict(record["result"])
+    res.update({k: v for k, v in opt["result"].items() if k.startswith(("vb/", "subsample/"))})
+    return res
+
+
+def gaps(result: dict) -> dict:
+    """``{method: sum C(method) / sum C(optimum) - 1}`` over the S scenarios of a merged
+    result (:func:`merged`); empty without the optimum."""
+    sub = ItemResult.from_flat(result).subsample
+    opt = sub.get(methods.OPTIMUM.name)
+    if opt is None:
+        return {}
+    total = float(np.sum(opt["cost"]))
+    return {name: float(np.sum(v["cost"])) / total - 1.0 for name, v in sub.items()
+            if name != methods.OPTIMUM.name}
