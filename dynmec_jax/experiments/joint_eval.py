@@ -4,19 +4,19 @@
 
 1. Trains ``config.n_seeds`` seeds of PMRL (variant "full") and of RL (variant
    "fixed" = the largest allocator, no policy) with Algorithm 1, all seeds at
-   once (``jit(vmap(train))``), on the config's allocator.
+   once (``jit(vmap(train))``), on the config's allocator, and as many of DROO
+   (``baselines/droo.py``) on as many scenarios (episodes x batch).
 2. On held-out scenarios of the config's system (``eval.seed``, users with
    computing power) evaluates the Section V.B methods of the registry
    (:mod:`dynmec_jax.methods`: PMRL, RL, Fix MoE, Rand, Local execution,
-   Greedy + KKT on all ``eval.batch`` scenarios; the joint GA on the first
-   ``eval.ga_batch``) and a shipped pipeline if given.  Means with 95%
-   Student-t CIs over seeds (:func:`dynmec_jax.stats.mean_ci`).
-3. At N = ``eval.small_n`` trains PMRL again and reports its gap in sum_i C_i
-   (Eq. 24-25) to the exhaustive optimum over all 2^N offloading subsets with
-   the exact allocation (``baselines/exhaustive.py``, energy-aware), (a)
-   without inference delay on either side and (b) with PMRL's own inference
-   delay against the optimum given the smallest inference delay any
-   sub-network could have (width 1, depth 1, plus M_Sced and M_Poli).
+   Greedy + KKT, DROO on all ``eval.batch`` scenarios; the joint GA on the first
+   ``eval.ga_batch``) and a shipped pipeline if given, each with its own
+   inference delay (Eq. 9).  Means with 95% Student-t CIs over seeds
+   (:func:`dynmec_jax.stats.mean_ci`).
+3. Solves the certified optimum (``baselines/exact.py``: a bound, no inference
+   delay) of the first ``eval.optimum_batch`` of those scenarios and reports
+   every method's gap to it, and PMRL's gap split into its inference delay,
+   its learned allocation and its offloading decisions (:func:`decompose`).
 
 :func:`report` prints the tables.  Units: SI; costs as in Eq. 24-25.
 """
@@ -29,8 +29,8 @@ import time
 import jax
 import numpy as np
 
-from dynmec_jax import costs, evaluation, files, methods, pipeline, stats, system
-from dynmec_jax.baselines import exhaustive, greedy
+from dynmec_jax import evaluation, files, methods, pipeline, stats, system
+from dynmec_jax.baselines import droo, exact
 from dynmec_jax.train import joint as train_joint
 from dynmec_jax.train import joint_run
 from dynmec_jax.train.config import JointConfig
@@ -72,12 +72,21 @@ def evaluate(config: JointConfig, shipped: pipeline.Pipeline | None = None,
         jax.block_until_ready(states[name])
         walls[name] = time.time() - t0
         progress(f"trained {name}: {config.n_seeds} seeds in {walls[name]:.1f} s")
+    droo_states = None
+    if config.eval.droo:
+        t0 = time.time()
+        droo_states = _train_droo(config, keys)
+        walls["DROO"] = time.time() - t0
+        progress(f"trained DROO: {config.n_seeds} seeds in {walls['DROO']:.1f} s")
 
     e = config.eval
     scn = system.sample_scenarios(jax.random.key(e.seed), sp, e.batch)
     ga_scn = jax.tree.map(lambda a: a[:e.ga_batch], scn)
     eval_key = jax.random.key(e.seed + 3)
     per_seed: dict[str, list] = {}
+    pipes: dict[str, list] = {"PMRL": []}
+    costs_: dict[str, list] = {}      # per-scenario sum_i C_i of each method and seed
+    chosen = TRAINED + ((methods.DROO,) if droo_states is not None else ())
     for i in range(config.n_seeds):
         k = jax.random.fold_in(eval_key, i)
         inputs = methods.Inputs(
@@ -85,16 +94,23 @@ def evaluate(config: JointConfig, shipped: pipeline.Pipeline | None = None,
                                    "ga_vb": jax.random.fold_in(eval_key, 100 + i)},
             pmrl=pipeline.make_pipeline(tcs["PMRL"], alloc, train_joint.unstack(states["PMRL"], i)),
             rl=pipeline.make_pipeline(tcs["RL"], alloc, train_joint.unstack(states["RL"], i)),
+            droo=None if droo_states is None else train_joint.unstack(droo_states, i),
             ga_iters=e.ga_iters)
-        res = _means(_evaluate_jit(TRAINED, inputs, scn, sp))
+        pipes["PMRL"].append(inputs.pmrl)
+        per = _evaluate_jit(chosen, inputs, scn, sp)
+        res = _means(per)
         if e.ga_iters > 0:
             res.update(_means(methods.evaluate((methods.GA_VB,), inputs, ga_scn, sp)))
         for name, v in res.items():
             per_seed.setdefault(name, []).append(v)
+        for name, m in per.items():
+            costs_.setdefault(name, []).append(np.asarray(m.cost, np.float64))
     if shipped is not None:
         inputs = methods.Inputs(allocator=shipped.allocator, pmrl=shipped)
-        per_seed["PMRL (shipped)"] = [
-            _means(_evaluate_jit((methods.PMRL,), inputs, scn, sp))[methods.PMRL.name]]
+        m = _evaluate_jit((methods.PMRL,), inputs, scn, sp)[methods.PMRL.name]
+        per_seed["PMRL (shipped)"] = [_means({"x": m})["x"]]
+        costs_["PMRL (shipped)"] = [np.asarray(m.cost, np.float64)]
+        pipes["PMRL (shipped)"] = [shipped]
 
     table = {name: {k: _ci([r[k] for r in rows]) for k in SHOWN}
              for name, rows in per_seed.items()}
@@ -110,8 +126,16 @@ def evaluate(config: JointConfig, shipped: pipeline.Pipeline | None = None,
         if not table[who][k][0] < table[other][k][0]]
     record["claim_met"] = not record["claim_failures"]
     if with_optimum:
-        record["optimum"] = exhaustive_gap(config, alloc, keys)
+        record["optimum"] = optimum_gaps(config, scn, costs_, pipes, progress)
     return record
+
+
+def _train_droo(config: JointConfig, keys):
+    """DROO for every seed, on as many scenarios as PMRL's scheduler sees."""
+    tc = config.train
+    dc = droo.DrooConfig(n_max=config.system.n_users, n_scenarios=tc.episodes * tc.batch)
+    states, _ = jax.jit(jax.vmap(droo.make_train(dc), in_axes=(0, None)))(keys, config.system)
+    return jax.block_until_ready(states)
 
 
 def _ci(values) -> tuple[float, float]:
@@ -119,55 +143,68 @@ def _ci(values) -> tuple[float, float]:
     return c["mean"], c["ci"]
 
 
-def _pmrl_cost(pipe, scn, sp):
-    res = evaluation.pipeline_method(pipe, scn, sp)
-    return (evaluation.task_cost(scn, res, sp),
-            evaluation.task_cost(scn, evaluation.without_inference(res), sp),
-            evaluation.scenario_metrics(scn, res, sp))
-
-
-def exhaustive_gap(config: JointConfig, alloc, keys) -> dict:
-    """PMRL's gap to the exhaustive optimum at N = ``eval.small_n`` (module doc, step 3)."""
-    n = config.eval.small_n
-    sp_n = config.system.replace(n_users=n)
-    tc = dataclasses.replace(config.train, n_users=n)
+def optimum_gaps(config: JointConfig, scn, costs_: dict, pipes: dict, progress=print) -> dict:
+    """Every method's gap to the certified optimum on the first ``eval.optimum_batch``
+    held-out scenarios (mean and 95% CI over seeds of ``sum C / sum C_opt - 1``; for a
+    single pipeline, over the scenarios), and PMRL's gap split into its inference delay,
+    its learned allocation and its offloading decisions (:func:`decompose`)."""
+    sp = config.system
+    n = config.eval.optimum_batch
+    sub = jax.tree.map(lambda a: np.asarray(a[:n]), scn)
     t0 = time.time()
-    states, _ = train_joint.train_seeds(tc, alloc, sp_n, keys)
-    jax.block_until_ready(states)
+    opt = exact.exact_optimum(sub, sp)
     wall = time.time() - t0
-    scn = system.sample_scenarios(jax.random.key(config.eval.seed + 2), sp_n,
-                                  config.eval.small_batch)
-    models = pipeline.build_models(tc, alloc)
-    t_local = costs.inference_delays(sp_n, models.scheduler_macs, 0, 0)[0]
-
-    def infer_edge(n_served):
-        return costs.inference_delays(sp_n, models.scheduler_macs, models.policy_macs,
-                                      alloc.macs(1, 1, max(n_served, 1)))[1]
-
-    opt0 = exhaustive.exhaustive_optimum(scn, sp_n, objective="cost", allocation="energy_aware")
-    opt1 = exhaustive.exhaustive_optimum(scn, sp_n, infer_local=t_local, infer_edge=infer_edge,
-                                         objective="cost", allocation="energy_aware")
-    local = evaluation.task_cost(scn, evaluation.local_execution(scn, sp_n), sp_n)
-    greedy_cost = float(greedy.greedy_offloading(scn, sp_n).cost.mean())
-    out = {"n_users": n, "scenarios": config.eval.small_batch, "train_wall_time_s": wall,
-           "greedy_cost_no_infer": greedy_cost,
-           "greedy_gap_no_infer": greedy_cost / float(opt0.value.mean()) - 1,
-           "opt_cost_no_infer": float(opt0.value.mean()),
-           "opt_cost_infer": float(opt1.value.mean()),
-           "opt_offload_fraction": float(opt1.offload.mean()),
-           "local_cost": float(local.mean()), "seeds": []}
-    pmrl_cost = jax.jit(_pmrl_cost)
-    for i in range(keys.shape[0]):
-        pipe = pipeline.make_pipeline(tc, alloc, train_joint.unstack(states, i))
-        c_inf, c0, m = pmrl_cost(pipe, scn, sp_n)
-        out["seeds"].append({
-            "cost_infer": float(c_inf.mean()), "cost_no_infer": float(c0.mean()),
-            "gap_infer": float(c_inf.mean() / opt1.value.mean() - 1),
-            "gap_no_infer": float(c0.mean() / opt0.value.mean() - 1),
-            "never_below_optimum": bool(np.all(np.asarray(c0) >= np.asarray(opt0.value)
-                                               * (1 - 1e-4))),
-            "offload_fraction": float(m.offload_fraction.mean())})
+    progress(f"certified optimum of {n} scenarios in {wall:.1f} s "
+             f"({float(np.mean(opt.status == 'optimal')):.0%} optimal)")
+    total = float(np.sum(opt.cost))
+    gaps = {}
+    for name, per in costs_.items():
+        g = [float(np.sum(c[:n])) / total - 1.0 for c in per]
+        gaps[name] = (_ci(g) if len(g) > 1 else
+                      (stats.relative_gap(per[0][:n], opt.cost)["mean"],
+                       stats.relative_gap(per[0][:n], opt.cost)["ci"]))
+    out = {"n_users": sp.n_users, "scenarios": n, "solver_wall_time_s": wall,
+           "max_certificate_gap": float(np.max(opt.gap)),
+           "optimum_cost": total / n, "optimum_offload_fraction": float(np.mean(opt.offload)),
+           "gap": gaps}
+    out["decomposition"] = {name: [decompose(p, sub, opt, sp) for p in ps]
+                            for name, ps in pipes.items()}
     return out
+
+
+def decompose(pipe: pipeline.Pipeline, scn, opt, sp) -> dict:
+    """PMRL's gap to the optimum, in parts of the optimum's cost (they add up):
+    ``inference`` (its own inference delay, Eq. 34-35), ``allocation`` (its learned
+    allocation against the exact one of its own offloading set) and ``decisions`` (the
+    exact allocation of its set against the optimum's set and allocation); and how its
+    set differs: tasks it offloads that the optimum keeps local (``extra``) and the
+    reverse (``missed``), as shares of all tasks, with their mean features relative to
+    all tasks' (size, workload, deadline, distance, f_local, importance weight)."""
+    res = evaluation.pipeline_method(pipe, scn, sp)
+    full = float(np.sum(evaluation.task_cost(scn, res, sp)))
+    no_inf = float(np.sum(evaluation.task_cost(scn, evaluation.without_inference(res), sp)))
+    x = np.asarray(res.decision.offload)
+    own = float(np.sum(evaluation.score(scn, x, sys_params=sp).cost))
+    base = float(np.sum(opt.cost))
+    xo = np.asarray(opt.offload, bool)
+    feats = {"size": scn.size, "workload": scn.workload, "deadline": scn.deadline,
+             "distance": scn.distance, "f_local": scn.f_local,
+             "importance": np.asarray(system.importance_weights(scn.size, scn.workload,
+                                                                scn.deadline, sp))}
+
+    def profile(mask):
+        if not mask.any():
+            return {}
+        return {k: float(np.mean(np.asarray(v)[mask]) / np.mean(np.asarray(v)))
+                for k, v in feats.items()}
+
+    extra, missed = x & ~xo, ~x & xo
+    return {"gap": full / base - 1, "inference": (full - no_inf) / base,
+            "allocation": (no_inf - own) / base, "decisions": own / base - 1,
+            "offload_fraction": float(x.mean()),
+            "optimum_offload_fraction": float(xo.mean()),
+            "extra": float(extra.mean()), "missed": float(missed.mean()),
+            "extra_profile": profile(extra), "missed_profile": profile(missed)}
 
 
 def report(record: dict) -> str:
@@ -189,19 +226,20 @@ def report(record: dict) -> str:
     lines += [f"NOT MET: {f}" for f in record["claim_failures"]]
     lines.append("claim (PMRL lower mean delay and miss ratio than "
                  f"{', '.join(MUST_BEAT)}): {'met' if record['claim_met'] else 'NOT met'}")
-    gap = record.get("optimum")
-    if gap:
-        g0 = _ci([s["gap_no_infer"] for s in gap["seeds"]])
-        g1 = _ci([s["gap_infer"] for s in gap["seeds"]])
-        lines += [
-            f"\n== PMRL vs the exhaustive optimum, N = {gap['n_users']}, {gap['scenarios']} "
-            "scenarios (sum_i C_i, Eq. 24-25) ==",
-            f"optimum: cost {gap['opt_cost_no_infer']:.3f} (no inference delay), "
-            f"{gap['opt_cost_infer']:.3f} (smallest inference delay); Local execution "
-            f"{gap['local_cost']:.3f}; optimum offloads {gap['opt_offload_fraction']:.3f}; "
-            f"greedy + KKT {gap['greedy_cost_no_infer']:.3f} "
-            f"({100 * gap['greedy_gap_no_infer']:.2f}% above)",
-            f"PMRL gap without inference delay: {100 * g0[0]:.2f}% +- {100 * g0[1]:.2f}%; "
-            f"with inference delay: {100 * g1[0]:.2f}% +- {100 * g1[1]:.2f}%; never below the "
-            f"optimum: {all(s['never_below_optimum'] for s in gap['seeds'])}"]
+    opt = record.get("optimum")
+    if opt:
+        lines += [f"\n== Gap to the certified optimum of sum_i C_i (Eq. 24-25), N = "
+                  f"{opt['n_users']}, {opt['scenarios']} scenarios; optimum "
+                  f"{opt['optimum_cost']:.3f} per scenario, offloads "
+                  f"{100 * opt['optimum_offload_fraction']:.1f}% ==",
+                  f"{'method':<16}{'above the optimum [%]':>26}"]
+        for name, (g, ci) in opt["gap"].items():
+            lines.append(f"{name:<16}{100 * g:>15.3f} +- {100 * ci:<7.3f}")
+        lines.append("PMRL's gap in parts of the optimum [%] (inference delay + learned "
+                     "allocation + offloading decisions; extra / missed offloads, % of tasks):")
+        for name, parts in opt["decomposition"].items():
+            for k, d in enumerate(parts):
+                lines.append(f"  {name} #{k}: {100 * d['gap']:.3f} = {100 * d['inference']:.3f} "
+                             f"+ {100 * d['allocation']:.3f} + {100 * d['decisions']:.3f}; "
+                             f"extra {100 * d['extra']:.1f}, missed {100 * d['missed']:.1f}")
     return "\n".join(lines)
