@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, struct
 
-from dynmec_jax import accounting, costs, files, system
+from dynmec_jax import accounting, checks, costs, files, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
@@ -166,7 +166,7 @@ class Decision(NamedTuple):
       inference_delay_edge: T_e^infer of Eq. 35 [s], ``(...)`` (with
         M_Alloc for the number actually offloaded).
       input_ok: bool ``(...)``: the scenario's tasks passed the value checks
-        (:func:`dynmec_jax.system.tasks_ok`: finite, in their physical
+        (:func:`dynmec_jax.checks.tasks_ok`: finite, in their physical
         bounds).  Set by :func:`decide_body`, so jitted callers, which cannot
         raise, see which scenarios were invalid (their decision means
         nothing); None where no check ran (the baselines).
@@ -232,6 +232,11 @@ class Pipeline:
         return self.replace(allocator=allocator)
 
     @property
+    def sys_params(self) -> SystemParams:
+        """The default system of :meth:`decide`: the allocator's (Table II for the shipped one)."""
+        return self.allocator.sys_params
+
+    @property
     def n_users(self) -> int | None:
         """N the scheduler was built for; None for a per-user scheduler (any N)."""
         return self.spec.n_users if self.spec.scheduler == "paper" else None
@@ -240,11 +245,11 @@ class Pipeline:
         """Greedy joint decision: offload (p > 0.5), (width, depth), allocation, delays.
 
         ``scn`` fields ``(N,)`` or ``(B, N)`` (NumPy or JAX), checked by
-        :func:`dynmec_jax.system.validate_scenario` (``ValueError`` naming the
+        :func:`dynmec_jax.checks.validate_scenario` (``ValueError`` naming the
         field and index of a bad value, including one outside
-        :data:`dynmec_jax.system.SCENARIO_BOUNDS`: the decision runs in
+        :data:`dynmec_jax.checks.SCENARIO_BOUNDS`: the decision runs in
         float32, where e.g. a size of 1e39 bits is inf; inside ``jit`` use
-        :func:`decide_body`, unchecked, or ``system.check_scenario`` under
+        :func:`decide_body`, unchecked, or ``checks.check_scenario`` under
         ``checkify``);
         ``sys_params`` defaults to the allocator's.  Returns a
         :class:`Decision` of the same leading shape.
@@ -256,7 +261,7 @@ class Pipeline:
         """
         sp = self.allocator.sys_params if sys_params is None else sys_params
         if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(scn)):
-            scn = system.validate_scenario(scn)
+            scn = checks.validate_scenario(scn)
         scn = system.as_scenario(scn)
         single = jnp.ndim(scn.size) == 1
         if single:
@@ -304,7 +309,7 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
         m.policy_macs,
         pipe.allocator.macs(width, depth, n))
     shape = n.shape
-    ok = system.tasks_ok(scn)
+    ok = checks.tasks_ok(scn)
     if valid is not None:
         ok = ok | ~valid
     return Decision(x, width, depth, bandwidth, f_alloc, jnp.broadcast_to(t_loc, shape),

@@ -1,9 +1,9 @@
 r"""Task files: a user's tasks in (CSV or JSON), one decision per task out (CSV).
 
-The library behind ``launch/decide.py``.  :func:`decide_file` is the whole
-flow: :func:`check_output_path`, :func:`read_tasks`, :func:`decide_table`
-(``Pipeline.decide`` per scenario and the outcomes of Eq. 1-6 with the
-inference delays of Eq. 34-35), :func:`write_decisions`.  Every refusal is an
+The library behind ``dynmec-decide``: this module reads and checks the
+input (:func:`read_tasks`); :mod:`dynmec_jax.decisionfile` checks the output
+path, decides and writes (``decisionfile.decide_file`` is the whole flow).
+Every refusal is an
 :class:`InputError` whose message is one line naming the file and the row
 (and the column) where it applies; on any error nothing is written.
 
@@ -36,7 +36,7 @@ Rules (the same for CSV and JSON wherever both have the notion):
   arrays and objects are refused; a number with hundreds of digits is read
   from its text (never an ``OverflowError``) and refused by its bound.
 * Bounds: every value must lie in its range of
-  :data:`dynmec_jax.system.SCENARIO_BOUNDS` (:data:`BOUNDS`), and so must the
+  :data:`dynmec_jax.checks.SCENARIO_BOUNDS` (:data:`BOUNDS`), and so must the
   products the maths forms from a task (cycles c s, the importance weight of
   Eq. 19, the local energy of Eq. 6).  They keep every quantity of Eq. 1-6
   and 19 finite in float32, the dtype the networks and the outcomes run in
@@ -63,7 +63,7 @@ Rules (the same for CSV and JSON wherever both have the notion):
   An id must be non-empty, without leading or trailing whitespace (``"a "``
   would silently be another scenario than ``"a"``) and without control,
   surrogate or line-separator characters.
-* Output path (:func:`check_output_path`): refused if empty, if it names a
+* Output path (``decisionfile.check_output_path``): refused if empty, if it names a
   directory (an existing one, or a path ending in ``/``), if it is one of the
   input files (the same file by ``os.path.samefile``, hard and symbolic links
   included), if something other than a regular file is there (a FIFO, a
@@ -92,13 +92,12 @@ import pathlib
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
-from dynmec_jax import files, pipeline, system
+from dynmec_jax import checks, system
 
 
 class InputError(ValueError):
@@ -106,7 +105,7 @@ class InputError(ValueError):
     row (and column) where it applies.  ``launch/decide.py`` prints it and exits 2."""
 
     def __init__(self, message: str):
-        super().__init__(_one_line(str(message)))
+        super().__init__(one_line(str(message)))
 
 
 class Column(NamedTuple):
@@ -140,9 +139,9 @@ COLUMNS: tuple[Column, ...] = (
 )
 ID_COLUMN = "scenario"
 #: The task fields, in :class:`dynmec_jax.system.Scenario` order.
-TASK_FIELDS = tuple(name for name, _, _ in system.SCENARIO_RULES)
-#: (name, low, high, unit, reason), both ends inclusive: :data:`system.SCENARIO_BOUNDS`.
-BOUNDS = system.SCENARIO_BOUNDS
+TASK_FIELDS = tuple(name for name, _, _ in checks.SCENARIO_RULES)
+#: (name, low, high, unit, reason), both ends inclusive: :data:`checks.SCENARIO_BOUNDS`.
+BOUNDS = checks.SCENARIO_BOUNDS
 OUTPUT_COLUMNS = ("scenario", "task", "offload", "bandwidth_hz", "f_alloc_hz", "width",
                   "depth", "delay_s", "energy_j", "deadline_miss")
 #: Input formats by (lower-case) suffix.
@@ -158,24 +157,35 @@ _LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _BAD_ID_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     for ch in _LINE_BREAKS:
         message = message.replace(ch, ascii(ch)[1:-1])
     return message
 
 
-def _show(path) -> str:
+def show_path(path) -> str:
     """A path for a message: as given, or its ``repr`` if it has unprintable characters."""
     text = os.fspath(path) if not isinstance(path, str) else path
     text = os.fsdecode(text) if isinstance(text, bytes) else text
     return text if text.isprintable() else repr(text)
 
 
-def _clip(value, limit: int = 40) -> str:
+def clip(value, limit: int = 40) -> str:
     """``repr`` of a raw value for a message, shortened to about ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
     return (repr(text) if len(text) <= limit
             else f"{repr(text[:limit])}... ({len(text)} characters)")
+
+
+#: What a non-regular file is, in words (:func:`file_kind`), tested in this order.
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+               (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words (for refusals)."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "special file")
 
 
 def known_columns() -> str:
@@ -195,7 +205,7 @@ class TaskTable:
       path: the file read.
       scenarios: ``{id: Scenario}`` in order of first appearance; fields are
         float64 NumPy arrays ``(N,)`` in SI units, checked by
-        :func:`dynmec_jax.system.validate_scenario` (bounds included).
+        :func:`dynmec_jax.checks.validate_scenario` (bounds included).
       order: one ``(scenario id, index within the scenario, where)`` per
         input row, in input order; ``where`` names the row for messages
         (``"tasks.csv row 3"``, ``"tasks.json task 2"``).
@@ -261,7 +271,7 @@ def _open_input(path) -> tuple[pathlib.Path, str, bytes]:
     text = "" if path is None else os.fsdecode(os.fspath(path))
     if text == "":
         raise InputError("input path is empty; name a .csv or .json file")
-    p, shown = pathlib.Path(text), _show(text)
+    p, shown = pathlib.Path(text), show_path(text)
     if "\x00" in text:
         raise InputError(f"input {shown}: a path cannot contain a NUL character")
     try:
@@ -276,7 +286,7 @@ def _open_input(path) -> tuple[pathlib.Path, str, bytes]:
         if stat.S_ISDIR(st.st_mode):
             raise InputError(f"input {shown} is a directory; name a .csv or .json file")
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"input {shown} is a {_kind(st.st_mode)}, not a regular file")
+            raise InputError(f"input {shown} is a {file_kind(st.st_mode)}, not a regular file")
         if p.suffix.lower() not in SUFFIXES:
             raise InputError(f"input {shown}: unknown format {p.suffix or '(no suffix)'!r}; "
                              "name a .csv or .json file")
@@ -330,16 +340,16 @@ def _csv_records(shown: str, text: str) -> list[tuple[str, dict]]:
 def _check_columns(where: str, names: Sequence[str], duplicates: Iterable[str] = ()) -> None:
     """Refuses duplicate, unknown and (for required columns) missing names."""
     for d in duplicates:
-        raise InputError(f"{where}: duplicate column {_clip(d)}")
+        raise InputError(f"{where}: duplicate column {clip(d)}")
     known = {c.name for c in COLUMNS}
     for n in names:
         if n not in known:
-            raise InputError(f"{where}: unknown column {_clip(n)}; the known columns are "
+            raise InputError(f"{where}: unknown column {clip(n)}; the known columns are "
                              f"{known_columns()}")
     for c in COLUMNS:
         if c.required and c.name not in names:
             raise InputError(f"{where}: missing column {c.name!r} (columns: "
-                             f"{', '.join(_clip(n) for n in names)})")
+                             f"{', '.join(clip(n) for n in names)})")
 
 
 def _json_records(shown: str, text: str) -> list[tuple[str, dict]]:
@@ -354,11 +364,11 @@ def _json_records(shown: str, text: str) -> list[tuple[str, dict]]:
         raise InputError(f"{shown}: JSON nested too deeply") from None
     if isinstance(data, _JsonObject):
         if data.duplicates:
-            raise InputError(f"{shown}: duplicate key {_clip(data.duplicates[0])}")
+            raise InputError(f"{shown}: duplicate key {clip(data.duplicates[0])}")
         if set(data) != {"tasks"}:
             other = sorted(set(data) - {"tasks"})
             raise InputError(f"{shown}: expected a list of tasks or {{\"tasks\": [...]}}; "
-                             f"{'unknown key ' + _clip(other[0]) if other else 'no key tasks'}")
+                             f"{'unknown key ' + clip(other[0]) if other else 'no key tasks'}")
         data = data["tasks"]
         if not isinstance(data, list):
             raise InputError(f"{shown}: \"tasks\" must be a list of task objects")
@@ -385,7 +395,7 @@ def _json_kind(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"the string {_clip(value)}"
+        return f"the string {clip(value)}"
     return "an array" if isinstance(value, list) else "an object"
 
 
@@ -404,13 +414,13 @@ def _number(where: str, name: str, value, is_json: bool) -> float:
     if text == "":
         raise InputError(f"{at}: missing value")
     if not NUMBER.fullmatch(text):
-        raise InputError(f"{at}: {_clip(text)} is not a "
+        raise InputError(f"{at}: {clip(text)} is not a "
                          "number (plain ASCII decimal or scientific notation such as 1200, "
                          "0.01 or 1.5e8; no '+', '_', inf or nan)")
     v = float(text)          # never raises on this grammar; huge values become inf
     lo, hi, unit, reason = _BOUND[name]
     if not lo <= v <= hi:
-        raise InputError(f"{at}: {_clip(text)} is outside [{lo:g}, {hi:g}] {unit}: {reason}")
+        raise InputError(f"{at}: {clip(text)} is outside [{lo:g}, {hi:g}] {unit}: {reason}")
     return v
 
 
@@ -430,11 +440,11 @@ def _scenario_id(where: str, value) -> str:
     if value == "":
         raise InputError(f"{at}: missing value")
     if value != value.strip():
-        raise InputError(f"{at}: {_clip(value)} has leading or trailing whitespace; ids are "
+        raise InputError(f"{at}: {clip(value)} has leading or trailing whitespace; ids are "
                          "compared as exact text")
     for ch in value:
         if unicodedata.category(ch) in _BAD_ID_CATEGORIES:
-            raise InputError(f"{at}: {_clip(value)} contains the character {ascii(ch)}; an "
+            raise InputError(f"{at}: {clip(value)} contains the character {ascii(ch)}; an "
                              "id must be printable text")
     return value
 
@@ -442,7 +452,7 @@ def _scenario_id(where: str, value) -> str:
 def _check_products(where: str, values: dict[str, float]) -> None:
     """Refuses a task whose products (c s, Eq. 19's w, Eq. 6's E_loc) leave their bounds."""
     with np.errstate(all="ignore"):
-        derived = system.bound_values({k: np.float64(v) for k, v in values.items()})
+        derived = checks.bound_values({k: np.float64(v) for k, v in values.items()})
     for name, lo, hi, unit, reason in BOUNDS:
         if name in values:
             continue
@@ -488,232 +498,8 @@ def read_tasks(path) -> TaskTable:
     scenarios = {}
     for sid, cols in groups.items():
         try:
-            scenarios[sid] = system.validate_scenario(system.Scenario(
+            scenarios[sid] = checks.validate_scenario(system.Scenario(
                 **{f: np.asarray(v, dtype=np.float64) for f, v in cols.items()}))
         except ValueError as e:       # not expected: every value was checked above
-            raise InputError(f"{shown}: scenario {_clip(sid)}: {e}") from None
+            raise InputError(f"{shown}: scenario {clip(sid)}: {e}") from None
     return TaskTable(path=p, scenarios=scenarios, order=tuple(order), extras=tuple(extras))
-
-
-# ----------------------------------------------------------------------------
-# Output path
-# ----------------------------------------------------------------------------
-
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    return "special file"
-
-
-def check_output_path(out, inputs: Sequence = ()) -> pathlib.Path:
-    """The file to write the decisions to: ``out``, or the target of a symlink ``out``.
-
-    Refuses (:class:`InputError`, one line) an empty path; a path ending in a
-    separator or naming an existing directory; a dangling or looping symlink; an
-    existing file that is not a regular file (FIFO, device, socket: left alone); one of
-    the ``inputs`` (``os.path.samefile``: hard and symbolic links included); a parent
-    directory that does not exist or is not writable.  Nothing is created.  Returns the
-    resolved path (``os.path.realpath``) that :func:`write_decisions` replaces.
-    """
-    if out is None:
-        raise InputError("output path is empty; name the .csv file to write")
-    text = os.fsdecode(os.fspath(out))
-    if text == "":
-        raise InputError("output path is empty; name the .csv file to write")
-    shown = _show(text)
-    if "\x00" in text:
-        raise InputError(f"output {shown}: a path cannot contain a NUL character")
-    if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
-        raise InputError(f"output {shown} names a directory; name a file to write")
-    try:
-        link = os.lstat(text)
-    except FileNotFoundError:
-        link = None
-    except OSError as e:
-        raise InputError(f"output {shown}: {e.strerror or e}") from None
-    if link is not None and stat.S_ISLNK(link.st_mode) and not os.path.exists(text):
-        raise InputError(f"output {shown} is a dangling or looping symlink (to "
-                         f"{_clip(os.readlink(text))}); it is left alone: name a file")
-    target = pathlib.Path(os.path.realpath(text))
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise InputError(f"output {shown}: {e.strerror or e}") from None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise InputError(f"output {shown} is a directory; name a file to write")
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"output {shown} is a {_kind(st.st_mode)}, not a regular file; "
-                             "it is left alone: name a regular file")
-        for inp in inputs:
-            try:
-                same = os.path.samefile(target, os.fsdecode(os.fspath(inp)))
-            except (OSError, TypeError, ValueError):
-                same = False
-            if same:
-                raise InputError(f"output {shown} is the input file {_show(inp)}; name "
-                                 "another file")
-    parent = target.parent
-    if not parent.is_dir():
-        raise InputError(f"output {shown}: directory {_show(str(parent))} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output {shown}: directory {_show(str(parent))} is not writable")
-    return target
-
-
-def _still_replaceable(target: pathlib.Path, shown: str) -> None:
-    """Just before the rename: the target must be absent or a regular file (not a link)."""
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"output {shown} became a {_kind(st.st_mode)} while deciding; it is "
-                         "left alone and nothing was written")
-
-
-# ----------------------------------------------------------------------------
-# Deciding and writing
-# ----------------------------------------------------------------------------
-
-def to_csv(rows: Sequence[dict]) -> str:
-    """The output rows as CSV text: :data:`OUTPUT_COLUMNS` (bandwidth and CPU shares of
-    Eq. 18, 20 [Hz], delay [s] and energy [J] of Eq. 1-6), ``repr`` of floats (they
-    read back exactly)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=OUTPUT_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def write_decisions(out, rows: Sequence[dict], inputs: Sequence = ()) -> pathlib.Path:
-    """Writes decision rows (:data:`OUTPUT_COLUMNS`) to ``out`` as CSV, atomically.
-
-    ``out`` is checked by :func:`check_output_path` (``inputs``: files it must not
-    be); the file is written by :func:`dynmec_jax.files.atomic_write`, which re-checks
-    just before its rename that the target is still absent or a regular file, so the
-    rename only ever replaces a regular file.  Every float must be finite (delays [s],
-    energies [J], bandwidths and CPU shares [Hz] of Eq. 1-6, 18, 20).  Returns the
-    path written (the target of a symlink ``out``).
-
-    Raises:
-      InputError: a refused path, a non-finite value, or an OS error while writing;
-        nothing is written then.
-    """
-    target = check_output_path(out, inputs)
-    shown = _show(os.fsdecode(os.fspath(out)))
-    for r in rows:
-        for k, v in r.items():
-            if isinstance(v, float) and not np.isfinite(v):
-                raise InputError(f"output {shown}: {k} of scenario {_clip(r.get('scenario'))} "
-                                 f"task {r.get('task')} is {v!r}; nothing was written")
-    try:
-        files.atomic_write(target, to_csv(rows),
-                           before_replace=lambda: _still_replaceable(target, shown))
-    except OSError as e:
-        raise InputError(f"output {shown}: cannot write it ({e.strerror or e})") from None
-    return target
-
-
-def decide_table(pipe: pipeline.Pipeline, table: TaskTable,
-                 sys_params: system.SystemParams | None = None) -> list[dict]:
-    """One output row per input task (:data:`OUTPUT_COLUMNS`), in input order.
-
-    Per scenario: ``pipe.decide`` (offloading of Eq. 22, sub-network, the allocation
-    of Eq. 12-20 [Hz], the inference delays of Eq. 34-35 [s]) and
-    :func:`dynmec_jax.system.task_outcomes` (delay [s] and energy [J] of Eq. 1-6, the
-    deadline miss).  ``sys_params`` defaults to the pipeline allocator's (Table II).
-
-    Raises:
-      InputError: a scenario whose decision or outcome is not finite (naming it and
-        its first row), a scenario size the pipeline cannot take, or bad ``sys_params``.
-    """
-    sp = pipe.allocator.sys_params if sys_params is None else sys_params
-    try:
-        system.validate(sp)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"sys_params: {e}") from None
-    first = {}
-    for sid, _, where in table.order:
-        first.setdefault(sid, where)
-    results = {}
-    for sid, scn in table.scenarios.items():
-        n = int(scn.size.shape[0])
-        at = f"{first[sid]}: scenario {_clip(sid)}"
-        if pipe.n_users is not None and n != pipe.n_users:
-            raise InputError(f"{at} has {n} tasks, but this pipeline's scheduler takes "
-                             f"exactly {pipe.n_users}")
-        try:
-            d = pipe.decide(scn, sp)
-        except ValueError as e:
-            raise InputError(f"{at}: {e}") from None
-        res = system.task_outcomes(system.as_scenario(scn), d.offload, d.bandwidth, d.f_alloc,
-                                   sp, infer_edge=d.inference_delay_edge,
-                                   infer_local=d.inference_delay_local)
-        d, res = jax.device_get((d, res))
-        checks = {"bandwidth_hz": d.bandwidth, "f_alloc_hz": d.f_alloc, "delay_s": res.delay,
-                  "energy_j": res.energy,
-                  "inference delay": np.stack([np.broadcast_to(d.inference_delay_edge, (n,)),
-                                               np.broadcast_to(d.inference_delay_local, (n,))])}
-        for name, a in checks.items():
-            bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
-            if bad.any():
-                task = int(np.argwhere(bad)[0][-1])
-                raise InputError(f"{table.where(sid, task)}: scenario {_clip(sid)}, task "
-                                 f"{task}: {name} is {float(np.asarray(a)[bad][0])!r}; the "
-                                 "decision is not finite, nothing was written")
-        results[sid] = (d, res)
-    rows = []
-    for sid, i, _ in table.order:
-        d, res = results[sid]
-        rows.append({"scenario": sid, "task": i, "offload": int(d.offload[i]),
-                     "bandwidth_hz": float(d.bandwidth[i]), "f_alloc_hz": float(d.f_alloc[i]),
-                     "width": int(d.width), "depth": int(d.depth),
-                     "delay_s": float(res.delay[i]), "energy_j": float(res.energy[i]),
-                     "deadline_miss": int(res.miss[i])})
-    return rows
-
-
-def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_path, out_path,
-                sys_params: system.SystemParams | None = None) -> dict:
-    """Reads tasks from ``in_path``, decides, writes one decision per task to ``out_path``.
-
-    The whole flow, in this order: :func:`check_output_path` (before anything else),
-    :func:`read_tasks`, :func:`decide_table` (Eq. 1-6, 12-20, 22, 34-35; every output
-    value checked finite), :func:`write_decisions` (atomic, re-checked).  ``pipe``: a
-    :class:`~dynmec_jax.pipeline.Pipeline` (anything with its ``decide``,
-    ``allocator`` and ``n_users``), or a function returning one, called only
-    once the file has been read and checked (so a bad file is refused before a
-    pipeline is loaded).
-
-    Returns:
-      ``{"scenarios": int, "tasks": int, "offloaded": int, "out": str}`` (``out`` the
-      file written: the target of a symlink).
-
-    Raises:
-      InputError: any refusal (one line naming the file, row and column, or the
-        scenario); nothing is written then.
-    """
-    check_output_path(out_path, inputs=(in_path,))
-    table = read_tasks(in_path)
-    if not hasattr(pipe, "decide"):
-        pipe = pipe()
-    rows = decide_table(pipe, table, sys_params)
-    target = write_decisions(out_path, rows, inputs=(in_path,))
-    return {"scenarios": len(table.scenarios), "tasks": len(rows),
-            "offloaded": sum(r["offload"] for r in rows), "out": str(target)}

@@ -9,7 +9,7 @@ from dynmec_jax import methods as M
 from dynmec_jax import typedconfig
 from dynmec_jax.configs import reproduce as reproduce_configs
 from dynmec_jax.evaluation import METRICS
-from dynmec_jax.experiments import claims, names
+from dynmec_jax.experiments import claim_checks, claims, names
 from dynmec_jax.experiments.config import ReproduceConfig
 
 
@@ -102,7 +102,7 @@ def test_claims_are_distinct_rows():
     ([], "not reproduced"),
 ])
 def test_status_thresholds(checks, status):
-    assert claims._status(checks) == status
+    assert claim_checks.status(checks) == status
 
 
 def test_markdown_counts_statuses():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.experimental import checkify
 
-from dynmec_jax import pipeline, system, taskfile
+from dynmec_jax import checks, pipeline, system, taskfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tasks.csv"
@@ -103,7 +103,7 @@ def test_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_validate_scenario_names_field_and_index():
     ok = dict(size=np.ones((2, 3)), workload=np.ones((2, 3)), deadline=np.ones((2, 3)),
               distance=np.ones((2, 3)), f_local=np.ones((2, 3)))
-    scn = system.validate_scenario(system.Scenario(**ok))
+    scn = checks.validate_scenario(system.Scenario(**ok))
     assert scn.size.dtype == np.float64
     for field, value in (("size", np.nan), ("deadline", 0.0), ("distance", np.inf),
                          ("f_local", -1.0), ("workload", -1e-9)):
@@ -111,11 +111,11 @@ def test_validate_scenario_names_field_and_index():
         bad[field] = ok[field].copy()
         bad[field][1, 2] = value
         with pytest.raises(ValueError, match=rf"'{field}' at index \(1, 2\)"):
-            system.validate_scenario(system.Scenario(**bad))
+            checks.validate_scenario(system.Scenario(**bad))
     with pytest.raises(ValueError, match="has shape"):
-        system.validate_scenario(system.Scenario(**dict(ok, size=np.ones((2, 4)))))
+        checks.validate_scenario(system.Scenario(**dict(ok, size=np.ones((2, 4)))))
     with pytest.raises(ValueError, match="not numeric"):
-        system.validate_scenario(system.Scenario(**dict(ok, size=np.array(["a", "b"]))))
+        checks.validate_scenario(system.Scenario(**dict(ok, size=np.array(["a", "b"]))))
 
 
 def test_decide_rejects_bad_scenarios_and_checkify_sees_them_under_jit():
@@ -124,7 +124,7 @@ def test_decide_rejects_bad_scenarios_and_checkify_sees_them_under_jit():
     pipe.decide(scn)
     with pytest.raises(ValueError, match="'size' at index 2"):
         pipe.decide(scn.replace(size=np.array([1.0, 1.0, np.nan, 1.0])))
-    f = checkify.checkify(lambda s: system.check_scenario(s))
+    f = checkify.checkify(lambda s: checks.check_scenario(s))
     err, _ = jax.jit(f)(scn.replace(deadline=np.array([1.0, 0.0, 1.0, 1.0])))
     with pytest.raises(Exception, match="deadline"):
         err.throw()

@@ -2,7 +2,7 @@
 
 One test per failure a careless-user test found (each failed before), the
 bounds at their corners, the output-path rules, and a hypothesis fuzz test
-of :func:`taskfile.decide_file` on random files.  Never touches real device
+of :func:`decisionfile.decide_file` on random files.  Never touches real device
 files: FIFOs and symlinks are made in a temporary directory.
 """
 
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jax.experimental import checkify
 
-from dynmec_jax import files, pipeline, system, taskfile
+from dynmec_jax import checks, decisionfile, files, pipeline, system, taskfile
 from dynmec_jax.taskfile import InputError
 
 HEADER = "scenario,size,workload,deadline,distance,f_local\n"
@@ -61,7 +61,7 @@ def _refused(pipe, tmp_path, name, body, match, out_name="out.csv"):
     src = _write(tmp_path / name, body)
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(InputError) as e:
-        taskfile.decide_file(pipe, src, tmp_path / out_name)
+        decisionfile.decide_file(pipe, src, tmp_path / out_name)
     msg = str(e.value)
     assert len(msg.splitlines()) == 1, msg
     assert re.search(match, msg), msg
@@ -72,7 +72,7 @@ def _refused(pipe, tmp_path, name, body, match, out_name="out.csv"):
 def _decided(pipe, tmp_path, name, body):
     src = _write(tmp_path / name, body)
     out = tmp_path / "out.csv"
-    summary = taskfile.decide_file(pipe, src, out)
+    summary = decisionfile.decide_file(pipe, src, out)
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == summary["tasks"]
@@ -212,7 +212,7 @@ def _out_refused(pipe, tmp_path, out, match):
     before = {p: (os.lstat(tmp_path / p).st_mode, os.lstat(tmp_path / p).st_mtime_ns)
               for p in os.listdir(tmp_path)}
     with pytest.raises(InputError) as e:
-        taskfile.decide_file(pipe, src, out)
+        decisionfile.decide_file(pipe, src, out)
     assert len(str(e.value).splitlines()) == 1 and re.search(match, str(e.value)), str(e.value)
     after = {p: (os.lstat(tmp_path / p).st_mode, os.lstat(tmp_path / p).st_mtime_ns)
              for p in os.listdir(tmp_path)}
@@ -265,12 +265,12 @@ def test_out_symlink_to_a_regular_file_replaces_the_target(pipe, tmp_path):
     src = _input(tmp_path)
     (tmp_path / "real.csv").write_text("old\n")
     os.symlink("real.csv", tmp_path / "link.csv")
-    summary = taskfile.decide_file(pipe, src, tmp_path / "link.csv")
+    summary = decisionfile.decide_file(pipe, src, tmp_path / "link.csv")
     assert summary["out"] == str((tmp_path / "real.csv").resolve())
     assert os.path.islink(tmp_path / "link.csv")               # the link stays a link
     assert (tmp_path / "real.csv").read_text().startswith("scenario,task,offload,")
     # An existing regular file is replaced atomically.
-    taskfile.decide_file(pipe, src, tmp_path / "real.csv")
+    decisionfile.decide_file(pipe, src, tmp_path / "real.csv")
     assert sorted(os.listdir(tmp_path)) == ["in.csv", "link.csv", "real.csv"]
 
 
@@ -284,11 +284,11 @@ def test_the_write_rechecks_the_target_just_before_the_rename(tmp_path, monkeypa
             before_replace()
         return real(path, data, before_replace=hook)
 
-    monkeypatch.setattr(taskfile.files, "atomic_write", racing)
+    monkeypatch.setattr(decisionfile.files, "atomic_write", racing)
     rows = [{"scenario": "a", "task": 0, "offload": 1, "bandwidth_hz": 1.0, "f_alloc_hz": 1.0,
              "width": 1, "depth": 1, "delay_s": 1.0, "energy_j": 1.0, "deadline_miss": 0}]
     with pytest.raises(InputError, match="became a FIFO"):
-        taskfile.write_decisions(out, rows)
+        decisionfile.write_decisions(out, rows)
     assert stat.S_ISFIFO(os.lstat(out).st_mode)
     assert os.listdir(tmp_path) == ["out.csv"]                 # the temporary file is gone
 
@@ -296,7 +296,7 @@ def test_the_write_rechecks_the_target_just_before_the_rename(tmp_path, monkeypa
 def test_a_fifo_as_input_is_refused_without_blocking(pipe, tmp_path):
     os.mkfifo(tmp_path / "in.csv")
     with pytest.raises(InputError, match="is a FIFO"):
-        taskfile.decide_file(pipe, tmp_path / "in.csv", tmp_path / "out.csv")
+        decisionfile.decide_file(pipe, tmp_path / "in.csv", tmp_path / "out.csv")
 
 
 # ----------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_columns_and_bounds_are_consistent_data():
 def test_bound_table_keeps_float32_finite_at_every_corner(pipe, tmp_path):
     f32_max = float(np.finfo(np.float32).max)
     rows = list(itertools.product(*[BOUND[f] for f in FIELDS]))      # 32 corners
-    values = system.bound_values({f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)})
+    values = checks.bound_values({f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)})
     for name, lo, hi, _, reason in taskfile.BOUNDS:
         assert lo <= np.min(values[name]) and np.max(values[name]) <= hi, name
         assert hi < 1e-12 * f32_max and reason
@@ -332,7 +332,7 @@ def test_bound_table_keeps_float32_finite_at_every_corner(pipe, tmp_path):
 def test_checkify_sees_the_bounds_under_jit_in_float32():
     rows = np.array(list(itertools.product(*[BOUND[f] for f in FIELDS]))).T
     scn = system.Scenario(*(jnp.asarray(r, jnp.float32) for r in rows))
-    f = jax.jit(checkify.checkify(system.check_scenario))
+    f = jax.jit(checkify.checkify(checks.check_scenario))
     err, _ = f(scn)
     err.throw()                                          # every corner passes in float32
     err, _ = f(scn.replace(workload=scn.workload.at[3].set(2e6)))
@@ -354,7 +354,7 @@ def test_just_outside_a_bound_is_refused(pipe, tmp_path, field):
 def test_a_non_finite_decision_is_refused_naming_the_scenario(pipe, tmp_path):
     class Broken:
         """A pipeline whose allocation is NaN for task 1."""
-        allocator, n_users = pipe.allocator, None
+        sys_params, n_users = pipe.sys_params, None
 
         def decide(self, scn, sys_params=None):
             d = pipe.decide(scn, sys_params)
@@ -365,7 +365,7 @@ def test_a_non_finite_decision_is_refused_naming_the_scenario(pipe, tmp_path):
     _write(tmp_path / "t.csv", HEADER + f"a,{ROW}\nb,{ROW}\nb,{ROW}\n")
     with pytest.raises(InputError, match=r"t\.csv row 4: scenario 'b', task 1: bandwidth_hz "
                                          r"is nan; the decision is not finite"):
-        taskfile.decide_file(Broken(), tmp_path / "t.csv", tmp_path / "out.csv")
+        decisionfile.decide_file(Broken(), tmp_path / "t.csv", tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -553,7 +553,7 @@ def test_fuzz_decide_file_is_complete_and_finite_or_refused_in_one_line(pipe, ca
         src.write_bytes(raw)
         out = tmp / "out.csv"
         try:
-            summary = taskfile.decide_file(pipe, src, out)
+            summary = decisionfile.decide_file(pipe, src, out)
         except InputError as e:
             event(f"refused ({'valid' if isinstance(expected, list) else expected})")
             msg = str(e)

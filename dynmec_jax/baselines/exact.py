@@ -101,7 +101,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dynmec_jax import system
+from dynmec_jax import checks
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -634,7 +634,7 @@ def exact_optimum(scn: Scenario, sys_params: SystemParams, *, infer_local: Array
 
     Raises:
       ImportError: if pyscipopt is not installed (``MISSING_EXTRA``).
-      ValueError: if the scenario is malformed (``system.validate_scenario``),
+      ValueError: if the scenario is malformed (``checks.validate_scenario``),
         an inference delay is negative or not finite, or ``tol`` /
         ``time_limit`` is not positive.
     """
@@ -643,7 +643,7 @@ def exact_optimum(scn: Scenario, sys_params: SystemParams, *, infer_local: Array
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0, got {time_limit!r}")
-    scn = system.validate_scenario(scn, sys_params)         # float64, (N,) or (B, N)
+    scn = checks.validate_scenario(scn, sys_params)         # float64, (N,) or (B, N)
     single = scn.size.ndim == 1
     shape = (1, scn.size.shape[0]) if single else scn.size.shape
     n_scn = shape[0]

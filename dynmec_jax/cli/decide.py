@@ -26,7 +26,7 @@ duplicate column; a value that is not a plain ASCII decimal number (``abc``,
 ``true``, ``"1200"``, ``null``); a value outside its physical bound, or a
 task whose cycles, importance weight (Eq. 19) or local energy (Eq. 6) is
 (the bounds that keep the float32 maths finite:
-``dynmec_jax.system.SCENARIO_BOUNDS``, e.g. a size above 1e10 bits or a
+``dynmec_jax.checks.SCENARIO_BOUNDS``, e.g. a size above 1e10 bits or a
 zero deadline); a file that is not UTF-8; a scenario id with surrounding
 whitespace or control characters (ids are text: JSON ``1`` and ``"1"`` are
 the same scenario).  So does an ``--out`` that is empty, a directory, the
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from dynmec_jax import cli, pipeline, taskfile
+from dynmec_jax import cli, decisionfile, pipeline, taskfile
 
 _IN = flags.DEFINE_string("in", None, "input tasks: .csv or .json", required=True)
 _OUT = flags.DEFINE_string("out", None, "output decisions (.csv)", required=True)
@@ -58,7 +58,7 @@ def _load_pipeline() -> pipeline.Pipeline:
 def main(argv):
     cli.start(argv)
     try:
-        summary = taskfile.decide_file(_load_pipeline, _IN.value, _OUT.value)
+        summary = decisionfile.decide_file(_load_pipeline, _IN.value, _OUT.value)
     except taskfile.InputError as e:
         cli.fail(str(e))
     print(f"decided {summary['scenarios']} scenarios, {summary['tasks']} tasks "

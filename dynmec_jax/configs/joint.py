@@ -39,7 +39,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.n_seeds = 2
         c.system.n_users = 6
         c.train.update(batch=16, pretrain_steps=20, episodes=20)
-        c.eval.update(batch=64, ga_iters=5, ga_batch=4, small_n=4, small_batch=16, optimum_batch=16)
+        c.eval.update(batch=64, ga_iters=5, ga_batch=4, optimum_batch=16)
     elif preset == "paper":
         c.n_seeds = 5
         c.train.update(batch=128, pretrain_steps=6000, episodes=6000)

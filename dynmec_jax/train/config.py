@@ -307,8 +307,6 @@ class JointEval:
     Attributes:
       batch: held-out scenarios; seed: their PRNG seed (disjoint from training).
       ga_iters, ga_batch: the joint GA's iterations and scenarios (it is slow).
-      small_n, small_batch: N and scenarios of the ablation's comparison with the
-        exhaustive optimum (``dynmec-ablate-scheduler --small_n``).
       optimum_batch: the first held-out scenarios whose certified optimum
         ``dynmec-evaluate-joint`` solves (every method's gap is measured on them).
       droo: also train and evaluate DROO in ``dynmec-evaluate-joint``.
@@ -320,16 +318,13 @@ class JointEval:
     seed: int = 777
     ga_iters: int = 100
     ga_batch: int = 64
-    small_n: int = 10
-    small_batch: int = 1024
     curve_batch: int = 64
     optimum_batch: int = 256
     droo: bool = True
 
     def __post_init__(self):
         check_seed("eval.seed", self.seed)
-        for name in ("batch", "ga_batch", "small_n", "small_batch", "curve_batch",
-                     "optimum_batch"):
+        for name in ("batch", "ga_batch", "curve_batch", "optimum_batch"):
             _at_least(f"eval.{name}", getattr(self, name), 1)
         _at_least("eval.ga_iters", self.ga_iters, 0)
         if self.optimum_batch > self.batch:
