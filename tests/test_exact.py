@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dynmec_jax import baselines, system
-from dynmec_jax.baselines import exact, exhaustive
+from dynmec_jax.baselines import exact, exact_alloc, exhaustive
 
 needs_scip = pytest.mark.skipif(importlib.util.find_spec("pyscipopt") is None,
                                 reason="needs the 'exact' extra (pyscipopt)")
@@ -80,7 +80,7 @@ def test_bounds_n30():
     assert (res.cost <= np.asarray(greedy.cost, np.float64) * (1 + 1e-5)).all()
     for k in range(2):
         one = jax.tree.map(lambda a, k=k: a[k], scn)
-        assert res.cost[k] <= exact.set_cost(one, np.asarray(greedy.offload[k]), sp)
+        assert res.cost[k] <= exact_alloc.set_cost(one, np.asarray(greedy.offload[k]), sp)
     local = np.asarray(system.cost_local(scn, sp), np.float64).sum(-1)
     assert (res.cost <= local).all()
 
@@ -104,13 +104,13 @@ def test_set_allocation_matches_energy_aware():
     sp, scn = scenarios(12, 1, seed=5)
     one = jax.tree.map(lambda a: a[0], scn)
     x = np.arange(12) % 3 != 0
-    b, f = exact.set_allocation(one, x, sp)
+    b, f = exact_alloc.set_allocation(one, x, sp)
     with jax.enable_x64(True):
         b_ref, f_ref = exhaustive.energy_aware_allocation(one, x, sp)
         value = exhaustive.subset_value(one, x, b_ref, f_ref, sp, 1e-3, 2e-3)
     np.testing.assert_allclose(b, np.asarray(b_ref), rtol=0, atol=1e-10 * sp.bandwidth_max)
     np.testing.assert_allclose(f, np.asarray(f_ref), rtol=0, atol=1e-10 * sp.f_server)
-    assert exact.set_cost(one, x, sp, infer_local=1e-3, infer_edge=2e-3) == pytest.approx(
+    assert exact_alloc.set_cost(one, x, sp, infer_local=1e-3, infer_edge=2e-3) == pytest.approx(
         float(value), rel=1e-12)
 
 
