@@ -1,6 +1,8 @@
-"""The gymnax environments (dynmec_jax.env)."""
+"""The gymnax environments (dynmec_jax.env) and the PPO example on them."""
 
 import importlib
+import importlib.util
+import pathlib
 import sys
 
 import jax
@@ -15,6 +17,7 @@ from dynmec_jax import env as env_lib  # noqa: E402
 from dynmec_jax import evaluation, system  # noqa: E402
 from dynmec_jax.env import EnvParams, OneShotOffloading, SequentialOffloading  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 N = 4
 RTOL = 2e-5          # jit/vmap vs eager float32 rounding of the same scorer
 
@@ -170,3 +173,34 @@ def test_missing_gymnax_names_the_extra(monkeypatch):
         importlib.import_module("dynmec_jax.env")
     assert str(err.value) == "dynmec_jax.env needs gymnax: pip install -e '.[rl]'"
     assert env_lib.OneShotOffloading is OneShotOffloading      # the real module untouched
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("ppo_offloading",
+                                                  ROOT / "examples" / "ppo_offloading.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod                 # flax modules' dataclasses look it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ppo_make_train_tiny_budget_two_seeds():
+    ppo = _example()
+    config = {"N_USERS": N, "NUM_ENVS": 8, "NUM_STEPS": 2, "TOTAL_TIMESTEPS": 32,
+              "NUM_MINIBATCHES": 2, "UPDATE_EPOCHS": 1, "HIDDEN": 8}
+    out = jax.jit(jax.vmap(ppo.make_train(config)))(_keys(2))
+    metrics = out["metrics"]
+    assert metrics["episode_return"].shape == (2, 2)
+    for k, v in metrics.items():
+        assert np.all(np.isfinite(v)), k
+    assert np.all(metrics["episode_return"] < 0)                # -sum C_i
+    params = out["runner_state"][0].params
+    env = OneShotOffloading(N)
+    scn = system.sample_scenarios(jax.random.PRNGKey(9), env.default_params.sys_params, 5)
+    full = {**ppo.DEFAULT_CONFIG, **config}
+    for s in range(2):
+        p = jax.tree.map(lambda a, s=s: a[s], params)
+        x = ppo.greedy_decisions(full, p, scn)
+        assert x.shape == (5, N) and x.dtype == jnp.bool_
+        assert np.all(jax.vmap(env.action_space(env.default_params).contains)(
+            x.astype(jnp.float32)))
