@@ -44,7 +44,8 @@ class Inputs(NamedTuple):
       policies: ``{variant: policy params}`` pre-trained with every task
         offloaded ("full", "fix_width", "fix_depth").
       pmrl, pmrl_paper, rl: trained :class:`~dynmec_jax.pipeline.Pipeline` s.
-      droo: DROO's trained state (``baselines.droo``).
+      droo: DROO's trained state (``baselines.droo_train.DrooState``) or a
+        ``baselines.droo.DrooModel`` (both have ``params`` and ``k``).
       keys: ``{"rand", "ga_va", "ga_vb"}`` PRNG keys of the random methods.
       ga_iters, ga_pop_factor: the GA's budget (static ints).
     """

@@ -1,4 +1,8 @@
-"""Tests of dynmec_jax.baselines.droo: DROO (Huang, Bi, Zhang, IEEE TMC 2020) as a baseline."""
+"""Tests of dynmec_jax.baselines.droo and droo_train: DROO (Huang, Bi, Zhang, IEEE TMC 2020)."""
+
+import dataclasses
+import json
+import shutil
 
 import chex
 import jax
@@ -7,7 +11,7 @@ import numpy as np
 import pytest
 
 from dynmec_jax import accounting, system
-from dynmec_jax.baselines import droo, exhaustive
+from dynmec_jax.baselines import droo, droo_train, exhaustive
 
 N = 6
 
@@ -87,18 +91,18 @@ def test_op_quantisation_padding_and_masking():
 
 def test_replay_memory_wraps_and_keeps_newest():
     cfg = droo.DrooConfig(n_max=3, memory_size=8, batch=4, n_scenarios=10)
-    mem = droo.init_state(jax.random.key(0), cfg).memory
+    mem = droo_train.init_state(jax.random.key(0), cfg).memory
     assert mem.labels.shape == (8, 3) and int(mem.count) == 0
     entry = 0
     for b in (3, 3, 3, 2):                          # 11 entries, in chunks
         ids = np.arange(entry, entry + b, dtype=np.float32)
         feats = jnp.broadcast_to(jnp.asarray(ids)[:, None, None], (b, 3, 5))
         labels = jnp.broadcast_to(jnp.asarray(ids)[:, None], (b, 3))
-        mem = droo.memory_push(mem, feats, labels, jnp.ones((b, 3), bool))
+        mem = droo_train.memory_push(mem, feats, labels, jnp.ones((b, 3), bool))
         entry += b
         if entry == 3:
             # Before the memory fills, only written entries are sampled.
-            f, lab, v = droo.memory_sample(mem, jax.random.key(1), 64)
+            f, lab, v = droo_train.memory_sample(mem, jax.random.key(1), 64)
             assert set(np.asarray(lab)[:, 0].tolist()) <= {0.0, 1.0, 2.0}
             assert f.shape == (64, 3, 5) and bool(jnp.all(v))
     assert int(mem.count) == 11
@@ -106,7 +110,7 @@ def test_replay_memory_wraps_and_keeps_newest():
     # Entry j sits in slot j % 8; the oldest three (0, 1, 2) were overwritten.
     np.testing.assert_array_equal(stored, [8, 9, 10, 3, 4, 5, 6, 7])
     np.testing.assert_array_equal(np.asarray(mem.features)[:, 1, 2], stored)
-    _, lab, _ = droo.memory_sample(mem, jax.random.key(2), 256)
+    _, lab, _ = droo_train.memory_sample(mem, jax.random.key(2), 256)
     assert set(np.asarray(lab)[:, 0].tolist()) == set(range(3, 11))
 
 
@@ -122,8 +126,8 @@ def test_adaptive_k_follows_reference_rule(delta):
     def step(carry, x):
         k, window = carry
         frame, best = x
-        k, window = droo.adaptive_k_start(k, window, frame, delta, n)
-        window = droo.adaptive_k_record(window, frame, best, delta)
+        k, window = droo_train.adaptive_k_start(k, window, frame, delta, n)
+        window = droo_train.adaptive_k_record(window, frame, best, delta)
         return (k, window), k
 
     init = (jnp.asarray(n, jnp.int32), jnp.asarray(-1, jnp.int32))
@@ -138,7 +142,7 @@ def trained():
     cfg = droo.DrooConfig(n_max=N, n_scenarios=2000)
     sp = system.SystemParams(n_users=N)
     chex.clear_trace_counter()
-    train = jax.jit(jax.vmap(chex.assert_max_traces(droo.make_train(cfg), n=1),
+    train = jax.jit(jax.vmap(chex.assert_max_traces(droo_train.make_train(cfg), n=1),
                              in_axes=(0, None)))
     states, metrics = train(jax.random.split(jax.random.key(0), 2), sp)
     # A second call (other seeds) does not trace again.
@@ -197,7 +201,7 @@ def test_mixed_n_never_offloads_padded_users():
     cfg = droo.DrooConfig(n_max=N, n_users_min=2, n_scenarios=300, batch=32,
                           scenarios_per_frame=3)
     sp = system.SystemParams(n_users=N)
-    state, metrics = jax.jit(droo.make_train(cfg))(jax.random.key(4), sp)
+    state, metrics = jax.jit(droo_train.make_train(cfg))(jax.random.key(4), sp)
     assert metrics["cost"].shape == (100,) and bool(jnp.all(jnp.isfinite(metrics["cost"])))
     # Padded users never enter the memory's labels.
     mem = state.memory
@@ -259,9 +263,147 @@ def test_make_train_vmaps_over_stacked_system_params():
     cfg = droo.DrooConfig(n_max=4, n_scenarios=60, batch=16)
     sp = system.SystemParams(n_users=4)
     stacked = jax.tree.map(lambda *a: jnp.stack(a), sp, sp.replace(bandwidth_max=0.05e6))
-    train = jax.jit(jax.vmap(droo.make_train(cfg)))
+    train = jax.jit(jax.vmap(droo_train.make_train(cfg)))
     states, metrics = train(jax.random.split(jax.random.key(0), 2), stacked)
     assert bool(jnp.all(jnp.isfinite(metrics["cost"])))
     # A tenth of the bandwidth costs more.
     cost = np.asarray(metrics["cost"]).mean(-1)
     assert cost[1] > cost[0]
+
+
+# ----------------------------------------------------------------------------
+# Save / load, the shipped default, a run
+# ----------------------------------------------------------------------------
+
+def _seed0(trained):
+    cfg, _, states, _, _ = trained
+    return cfg, jax.tree.map(lambda a: a[0], states.params), int(states.k[0])
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    cfg, params, k = _seed0(trained)
+    sp = trained[1]
+    path = droo.save_droo(params, k, cfg, tmp_path / "m", {"note": "test", "cost": float("nan")})
+    assert sorted(p.name for p in path.iterdir()) == ["droo.json", "params.msgpack"]
+    model = droo.load_droo(path)
+    assert isinstance(model, droo.DrooModel)
+    assert model.k == k and model.config == cfg
+    assert json.loads(model.record)["note"] == "test"
+    chex.assert_trees_all_equal(model.params, jax.tree.map(jnp.asarray, params))
+    val = system.sample_scenarios(jax.random.key(9), sp, 32)
+    a = jax.jit(droo.decide_full)(params, val, sp, k)
+    b = model.decide(val, sp)
+    np.testing.assert_array_equal(a.offload, b.offload)
+    np.testing.assert_array_equal(a.cost, b.cost)
+    # The model is a pytree (params traced, K and config static) usable inside jit.
+    off = jax.jit(lambda m, s: droo.decide(m.params, s, sp, m.k)[0])(model, val)
+    np.testing.assert_array_equal(off, a.offload)
+    # A config that does not match the weights, or a K out of range, is refused.
+    with pytest.raises(ValueError, match="n_max"):
+        droo.save_droo(params, k, droo.DrooConfig(n_max=N + 1), tmp_path / "x")
+    with pytest.raises(ValueError, match="k must be"):
+        droo.save_droo(params, N + 1, cfg, tmp_path / "x")
+
+
+def test_load_errors(trained, tmp_path):
+    cfg, params, k = _seed0(trained)
+    good = droo.save_droo(params, k, cfg, tmp_path / "good")
+
+    def copy(name):
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        return d
+
+    d = copy("no_params")
+    (d / "params.msgpack").unlink()
+    with pytest.raises(FileNotFoundError, match="params.msgpack"):
+        droo.load_droo(d)
+    with pytest.raises(FileNotFoundError, match="droo.json"):
+        droo.load_droo(tmp_path / "nowhere")
+    d = copy("bad_bytes")
+    (d / "params.msgpack").write_bytes(b"\x00not msgpack")
+    with pytest.raises(ValueError, match="corrupt DROO checkpoint at .*bad_bytes"):
+        droo.load_droo(d)
+    d = copy("bad_json")
+    (d / "droo.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt DROO checkpoint at .*bad_json"):
+        droo.load_droo(d)
+    meta = json.loads((good / "droo.json").read_text())
+    for name, change in [("format", {"format": 99}), ("k", {"k": N + 1}),
+                         ("shape", {"config": {**meta["config"], "n_max": N + 2}}),
+                         ("config", {"config": {**meta["config"], "lr": -1.0}})]:
+        d = copy(f"bad_{name}")
+        (d / "droo.json").write_text(json.dumps({**meta, **change}))
+        with pytest.raises(ValueError, match=f"corrupt DROO checkpoint at .*bad_{name}"):
+            droo.load_droo(d)
+
+
+def test_shipped_default_decides_any_n():
+    model = droo.load_droo()
+    assert model.config.n_max == 64 and model.config.n_users_min == 5
+    assert 1 <= model.k <= 64 and model.sys_params.n_users == 64
+    rec = json.loads(model.record)
+    assert rec["config"]["droo"]["n_scenarios"] == model.config.n_scenarios
+    for n in (10, 60):
+        sp = system.SystemParams(n_users=n)
+        scn = system.sample_scenarios(jax.random.key(n), sp, 8)
+        d = model.decide(scn, sp)        # padded to 64 users inside, cut back to n
+        assert d.offload.shape == d.bandwidth.shape == (8, n) and d.cost.shape == (8,)
+        assert bool(jnp.all(jnp.isfinite(d.cost)))
+        np.testing.assert_allclose(exhaustive.subset_value(scn, d.offload, d.bandwidth,
+                                                           d.f_alloc, sp), d.cost, rtol=1e-5)
+        assert np.all(np.asarray(d.bandwidth).sum(-1) <= sp.bandwidth_max * (1 + 1e-5))
+        assert 0 < float(jnp.mean(d.offload)) <= 1
+
+
+def test_select_seed_is_nan_safe():
+    assert droo_train.select_seed([3.0, 1.0, 2.0], [True, True, True]) == 1
+    assert droo_train.select_seed([3.0, np.nan, 2.0], [True, True, True]) == 2
+    assert droo_train.select_seed([3.0, 1.0, 2.0], [True, False, True]) == 2
+    assert droo_train.select_seed([np.inf, 5.0], [True, True]) == 1
+    with pytest.raises(ValueError, match="no seed"):
+        droo_train.select_seed([np.nan, 1.0], [True, False])
+
+
+def test_run_config_and_presets():
+    from dynmec_jax import typedconfig
+    from dynmec_jax.configs import droo as presets
+    run = typedconfig.from_configdict(droo_train.DrooRunConfig, presets.get_config("default"))
+    assert (run.droo.n_max, run.droo.n_users_min, run.system.n_users) == (64, 5, 64)
+    assert (run.droo.lr, run.droo.adam_b1, run.droo.hidden) == (0.01, 0.09, (120, 80))
+    assert "n_users" not in presets.get_config("default").system
+    cfg = droo.DrooConfig(n_max=7)
+    assert droo_train.DrooRunConfig(droo=cfg).system.n_users == 7   # N_max from droo
+    for bad, match in [({"n_seeds": 0}, "n_seeds"), ({"seed": -1}, "seed"),
+                       ({"eval_batch": 0}, "eval_batch"),
+                       ({"system": system.SystemParams(bandwidth_max=-1.0)}, "system.")]:
+        with pytest.raises(ValueError, match=match):
+            droo_train.DrooRunConfig(**bad)
+    with pytest.raises(ValueError, match="unknown preset"):
+        presets.get_config("paper")
+
+
+def test_train_and_select_picks_lowest_cost_seed(tmp_path):
+    from dynmec_jax import typedconfig
+    from dynmec_jax.configs import droo as presets
+    cd = presets.get_config("smoke")
+    cd.n_seeds = 3
+    cd.eval_batch = 32
+    cd.droo.n_scenarios = 100
+    run = typedconfig.from_configdict(droo_train.DrooRunConfig, cd)
+    model, record = droo_train.train_and_select(run, tmp_path)
+    costs = [r["cost"] for r in record["per_seed"]]
+    assert len(costs) == 3 and all(np.isfinite(costs))
+    assert record["exported_seed"] == int(np.argmin(costs))
+    best = record["per_seed"][record["exported_seed"]]
+    assert model.k == best["k"] and model.config == run.droo
+    assert np.isfinite(record["greedy_cost"]) and record["train_wall_time_s"] > 0
+    assert (tmp_path / "train_droo.json").is_file() and (tmp_path / "config.json").is_file()
+    # The saved model is the chosen seed: its held-out cost is the recorded one.
+    scn, valid = droo_train.held_out(run)
+    ev = droo.load_droo(tmp_path / "droo")
+    cost = droo.evaluate(ev.params, ev.k, scn, run.system, valid)["cost"]
+    np.testing.assert_allclose(float(cost), best["cost"], rtol=1e-4)
+    # A workdir holding another run's config is refused.
+    with pytest.raises(ValueError, match="different config"):
+        droo_train.train_and_select(dataclasses.replace(run, seed=1), tmp_path)

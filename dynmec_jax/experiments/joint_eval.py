@@ -5,7 +5,7 @@
 1. Trains ``config.n_seeds`` seeds of PMRL (variant "full") and of RL (variant
    "fixed" = the largest allocator, no policy) with Algorithm 1, all seeds at
    once (``jit(vmap(train))``), on the config's allocator, and as many of DROO
-   (``baselines/droo.py``) on as many scenarios (episodes x batch).
+   (``baselines/droo_train.py``) on as many scenarios (episodes x batch).
 2. On held-out scenarios of the config's system (``eval.seed``, users with
    computing power) evaluates the Section V.B methods of the registry
    (:mod:`dynmec_jax.methods`: PMRL, RL, Fix MoE, Rand, Local execution,
@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from dynmec_jax import evaluation, files, methods, pipeline, stats, system
-from dynmec_jax.baselines import droo, exact
+from dynmec_jax.baselines import droo, droo_train, exact
 from dynmec_jax.train import joint as train_joint
 from dynmec_jax.train import joint_run
 from dynmec_jax.train.config import JointConfig
@@ -134,7 +134,7 @@ def _train_droo(config: JointConfig, keys):
     """DROO for every seed, on as many scenarios as PMRL's scheduler sees."""
     tc = config.train
     dc = droo.DrooConfig(n_max=config.system.n_users, n_scenarios=tc.episodes * tc.batch)
-    states, _ = jax.jit(jax.vmap(droo.make_train(dc), in_axes=(0, None)))(keys, config.system)
+    states, _ = jax.jit(jax.vmap(droo_train.make_train(dc), in_axes=(0, None)))(keys, config.system)
     return jax.block_until_ready(states)
 
 

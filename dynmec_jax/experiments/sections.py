@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from dynmec_jax import evaluation, methods, pipeline, system
 from dynmec_jax.baselines import droo as droo_lib
+from dynmec_jax.baselines import droo_train
 from dynmec_jax.evaluation import Metrics
 from dynmec_jax.experiments.config import ReproduceConfig
 from dynmec_jax.experiments.names import AXES
@@ -178,7 +179,7 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
         if "static" in need:
             inputs = inputs._replace(static=jax.tree.map(lambda a: a[idx], static_stack))
         if "droo" in need:
-            d_state, d_m = droo_lib.make_train(droo_config(cfg, n_users))(
+            d_state, d_m = droo_train.make_train(droo_config(cfg, n_users))(
                 jax.random.fold_in(key, DROO_STREAM), sp)
             inputs = inputs._replace(droo=d_state)
             train["droo"] = {"cost": jnp.mean(d_m["cost"][-max(1, d_m["cost"].shape[0] // 10):]),
