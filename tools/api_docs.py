@@ -17,6 +17,7 @@ import argparse
 import importlib
 import inspect
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -48,8 +49,9 @@ def public(module) -> list[tuple[str, object]]:
 
 
 def _signature(obj) -> str:
+    """``obj``'s signature without memory addresses (Flax modules' ``parent`` default)."""
     try:
-        return str(inspect.signature(obj))
+        return re.sub(r" at 0x[0-9a-f]+", "", str(inspect.signature(obj)))
     except (TypeError, ValueError):
         return ""
 
