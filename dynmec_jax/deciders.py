@@ -122,5 +122,6 @@ def make(method: str, pipeline_path=None, droo_path=None):
     if method == "droo":
         return Droo(droo.load_droo(droo_path), sp)
     if method == "optimum":
+        exact.require_scip()
         return Optimum(sp)
     raise ValueError(f"--method must be one of {METHODS}, got {method!r}")

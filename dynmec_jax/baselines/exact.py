@@ -165,8 +165,9 @@ class ExactResult(NamedTuple):
     iterations: np.ndarray
 
 
-def _import_scip():
-    """pyscipopt, imported lazily; ``ImportError(MISSING_EXTRA)`` if it is absent."""
+def require_scip():
+    """pyscipopt, imported lazily; ``ImportError(MISSING_EXTRA)`` (naming the ``exact``
+    extra) if it is absent.  Callers check it before any work."""
     try:
         import pyscipopt
     except ImportError as e:
@@ -411,7 +412,7 @@ def exact_optimum(scn: Scenario, sys_params: SystemParams, *, infer_local: Array
         an inference delay is negative or not finite, or ``tol`` /
         ``time_limit`` is not positive.
     """
-    scip = _import_scip()
+    scip = require_scip()
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if not time_limit > 0:

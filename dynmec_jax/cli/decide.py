@@ -1,8 +1,17 @@
 r"""Decisions of a trained pipeline on your own tasks: CSV or JSON in, CSV out.
 
     dynmec-decide --in=examples/tasks.csv --out=decisions.csv [--pipeline=DIR]
+    dynmec-decide --in=... --out=... --method=greedy|droo|optimum [--droo=DIR]
 
 (or ``python launch/decide.py ...``).
+
+``--method`` (:mod:`dynmec_jax.deciders`): ``pmrl`` (default: the shipped or
+``--pipeline`` pipeline), ``greedy`` (greedy offloading + the optimal KKT
+allocation, charged its own operations), ``droo`` (the shipped or ``--droo``
+DROO model, any N up to its N_max) and ``optimum`` (the certified optimum of
+sum_i C_i, Eq. 24-25, from ``baselines/exact.py``: a bound, charged no
+inference delay; it needs the ``exact`` extra and runs a solver per
+scenario, much slower than the others).
 
 Input: one row per task with the columns ``scenario`` (an id; the tasks of
 one scenario compete for the server), ``size`` [bits], ``workload``
@@ -39,29 +48,41 @@ from __future__ import annotations
 
 from absl import flags
 
-from dynmec_jax import cli, decisionfile, pipeline, taskfile
+from dynmec_jax import cli, deciders, decisionfile, taskfile
 
 _IN = flags.DEFINE_string("in", None, "input tasks: .csv or .json", required=True)
 _OUT = flags.DEFINE_string("out", None, "output decisions (.csv)", required=True)
+_METHOD = flags.DEFINE_enum(
+    "method", "pmrl", deciders.METHODS,
+    "who decides: pmrl (the pipeline), greedy (greedy + KKT), droo (DROO), optimum "
+    "(the certified optimum: a bound with no inference delay, needs the 'exact' extra, "
+    "a solver per scenario: much slower)")
 _PIPELINE = flags.DEFINE_string("pipeline", None,
-                                "pipeline directory (default: the shipped one)")
+                                "pipeline directory for --method=pmrl (default: the shipped one)")
+_DROO = flags.DEFINE_string("droo", None,
+                            "DROO model directory for --method=droo (default: the shipped one)")
 
 
-def _load_pipeline() -> pipeline.Pipeline:
-    """The pipeline of ``--pipeline`` (loaded once the input file has been checked)."""
+def _load_decider():
+    """The decider of ``--method`` (loaded once the input file has been checked)."""
+    flag = {"pmrl": "--pipeline", "droo": "--droo"}.get(_METHOD.value, "--method")
     try:
-        return pipeline.load_pipeline(_PIPELINE.value)
-    except (FileNotFoundError, ValueError) as e:
-        raise taskfile.InputError(f"--pipeline: {e}") from None
+        return deciders.make(_METHOD.value, _PIPELINE.value, _DROO.value)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise taskfile.InputError(f"{flag}: {e}") from None
 
 
 def main(argv):
     cli.start(argv)
+    if _PIPELINE.value is not None and _METHOD.value != "pmrl":
+        cli.fail(f"--pipeline is for --method=pmrl, not --method={_METHOD.value}")
+    if _DROO.value is not None and _METHOD.value != "droo":
+        cli.fail(f"--droo is for --method=droo, not --method={_METHOD.value}")
     try:
-        summary = decisionfile.decide_file(_load_pipeline, _IN.value, _OUT.value)
-    except taskfile.InputError as e:
+        summary = decisionfile.decide_file(_load_decider, _IN.value, _OUT.value)
+    except (taskfile.InputError, ImportError) as e:
         cli.fail(str(e))
-    print(f"decided {summary['scenarios']} scenarios, {summary['tasks']} tasks "
+    print(f"{_METHOD.value} decided {summary['scenarios']} scenarios, {summary['tasks']} tasks "
           f"({summary['offloaded']} offloaded) -> {_OUT.value}")
     return 0
 
