@@ -30,9 +30,7 @@ PRESETS = ("smoke", "default", "paper")
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     """Returns the joint-training config for ``preset``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    c = typedconfig.to_configdict(JointConfig(preset=preset))
+    c = typedconfig.preset(JointConfig, preset, PRESETS)
     c.train = typedconfig.to_configdict(TrainConfig(), exclude=("n_users",))
     c.train.update(batch=64, pretrain_steps=1500, episodes=1500)
     if preset == "smoke":
