@@ -116,13 +116,13 @@ class DrooConfig:
     n_max: int = 30
     n_users_min: int | None = None
     hidden: tuple[int, ...] = HIDDEN
-    memory_size: int = 1024
+    memory_size: int = 1024         # entries
     batch: int = 128
-    train_interval: int = 10
-    k_interval: int = 32
+    train_interval: int = 10        # delta [frames]
+    k_interval: int = 32            # Delta [frames]
     adaptive_k: bool = True
     lr: float = 0.01
-    adam_b1: float = 0.09
+    adam_b1: float = 0.09           # as DROO's code
     adam_b2: float = 0.999
     n_scenarios: int = 9600
     scenarios_per_frame: int = 1
@@ -563,10 +563,8 @@ def load_droo(path=None) -> DrooModel:
     path if the files are corrupt (bad JSON, format, config, K or bytes).
     """
     path = PRETRAINED_DIR if path is None else pathlib.Path(path)
-    meta_file, params_file = path / "droo.json", path / "params.msgpack"
-    for f in (meta_file, params_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"DROO checkpoint file missing: {f}")
+    meta_file, params_file = files.model_files(path, "DROO", "droo.json",
+                                               "params.msgpack")
     try:
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT:

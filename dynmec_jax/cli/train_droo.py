@@ -23,16 +23,11 @@ from __future__ import annotations
 
 import json
 
-from absl import flags
-
 from dynmec_jax import cli, files
 from dynmec_jax.baselines import droo, droo_train
 from dynmec_jax.train import loop
 
-_CONFIG = cli.define_config("droo.py", "default", "DROO training config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/droo", "output directory")
-_EXPORT = flags.DEFINE_bool("export_pretrained", False,
-                            "also write the model into dynmec_jax/pretrained/droo")
+_CONFIG, _WORKDIR, _EXPORT = cli.define_training_flags("droo.py", "DROO model", "droo")
 
 
 def main(argv):
