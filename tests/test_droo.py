@@ -399,6 +399,14 @@ def test_train_and_select_picks_lowest_cost_seed(tmp_path):
     assert model.k == best["k"] and model.config == run.droo
     assert np.isfinite(record["greedy_cost"]) and record["train_wall_time_s"] > 0
     assert (tmp_path / "train_droo.json").is_file() and (tmp_path / "config.json").is_file()
+    # The curves: one entry per window of frames, the last at the last frame.
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    entries = [json.loads(x) for x in lines]
+    frames = run.droo.n_frames
+    assert len(entries) == min(100, frames) and entries[-1]["step"] == frames
+    assert len(entries[0]["per_seed"]["cost"]) == 3 and np.isfinite(entries[-1]["cost"])
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert any((tmp_path / "tensorboard").iterdir())
     # The saved model is the chosen seed: its held-out cost is the recorded one.
     scn, valid = droo_train.held_out(run)
     ev = droo.load_droo(tmp_path / "droo")

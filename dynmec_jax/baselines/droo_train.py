@@ -455,6 +455,22 @@ def select_seed(costs, finite_weights) -> int:
     return int(np.nanargmin(costs))
 
 
+def write_curves(metrics: dict, workdir, points: int = 100) -> str:
+    """The training curves of per-frame ``metrics`` ``(seeds, frames)``: ``points``
+    consecutive windows of frames, each averaged (:func:`dynmec_jax.train.loop.summarize`),
+    into ``workdir/metrics.jsonl``, TensorBoard events and ``workdir/curves.png``
+    (:class:`dynmec_jax.train.loop.Curves`); the step is the frame.  Returns the PNG's path.
+
+    DROO trains as one compiled program (its replay memory and adaptive K run every
+    frame), so the curves are written once it ends, not per chunk."""
+    frames = int(np.asarray(metrics["cost"]).shape[-1])
+    curves = loop.Curves(workdir, [])
+    for window in np.array_split(np.arange(frames), min(points, frames)):
+        curves.log(loop.summarize(int(window[-1]) + 1, {
+            k: np.asarray(v)[..., window] for k, v in metrics.items()}))
+    return curves.close("DROO training (per-frame means over windows of frames)")
+
+
 def train_and_select(run: DrooRunConfig, workdir) -> tuple[droo.DrooModel, dict]:
     """Trains ``run.n_seeds`` seeds, keeps the best on held-out scenarios and saves it.
 
@@ -466,8 +482,8 @@ def train_and_select(run: DrooRunConfig, workdir) -> tuple[droo.DrooModel, dict]
     cost is chosen NaN-safely: a seed whose cost or weights are not finite is
     never chosen.  Writes ``workdir/config.json`` (the run's config:
     :func:`dynmec_jax.files.claim_workdir`, a workdir holding another run is
-    refused), ``workdir/droo`` (:func:`~dynmec_jax.baselines.droo.save_droo`)
-    and ``workdir/train_droo.json`` (the record).
+    refused), ``workdir/droo`` (:func:`~dynmec_jax.baselines.droo.save_droo`),
+    ``workdir/train_droo.json`` (the record) and the curves (:func:`write_curves`).
 
     Returns:
       ``(model, record)``: the saved :class:`~dynmec_jax.baselines.droo.DrooModel`
@@ -486,6 +502,7 @@ def train_and_select(run: DrooRunConfig, workdir) -> tuple[droo.DrooModel, dict]
     t0 = time.perf_counter()
     states, metrics = jax.block_until_ready(train(keys, run.system))
     wall = time.perf_counter() - t0
+    write_curves(metrics, workdir)
     scn, valid = held_out(run)
     score = jax.jit(jax.vmap(droo.evaluate, in_axes=(0, 0, None, None, None)))
     ev = {k: np.asarray(v, np.float64) for k, v in
