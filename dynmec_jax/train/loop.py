@@ -26,7 +26,6 @@ Steps are optimiser steps (allocator) or pre-training steps and episodes
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import warnings
@@ -91,7 +90,7 @@ class Curves:
         self.workdir = pathlib.Path(workdir)
         self.history = list(history)
         self.jsonl = self.workdir / "metrics.jsonl"
-        files.atomic_write(self.jsonl, "".join(json.dumps(files.to_jsonable(h, True)) + "\n"
+        files.atomic_write(self.jsonl, "".join(files.dumps(h) + "\n"
                                                for h in self.history))
         last = self.history[-1]["step"] if self.history else None
         self.writer = SummaryWriter(str(self.workdir / "tensorboard"),
@@ -101,7 +100,7 @@ class Curves:
         """Appends a history entry (:func:`summarize`) to the JSON lines and TensorBoard."""
         self.history.append(entry)
         with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps(files.to_jsonable(entry, True)) + "\n")
+            f.write(files.dumps(entry) + "\n")
             f.flush()
         for name, value in entry.items():
             if name in ("step", "per_seed") or not isinstance(value, (int, float)):
