@@ -413,12 +413,9 @@ def export_pretrained(workdir, dst=None) -> pathlib.Path:
     """
     workdir = pathlib.Path(workdir)
     alloc = allocator_lib.load_allocator(workdir / "allocator")
-    if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(alloc.params)):
-        raise ValueError(f"{workdir / 'allocator'} has non-finite weights; not exported")
     gap = json.loads(alloc.record).get("record", {}).get("max_gap_all")
-    if gap is None or not np.isfinite(gap) or gap > EXPORT_MAX_GAP:
-        raise ValueError(f"{workdir / 'allocator'}: worst sub-network gap {gap} above "
-                         f"{EXPORT_MAX_GAP}; not exported")
+    loop.check_export(workdir / "allocator", alloc.params, "worst sub-network gap to the "
+                      "optimum (max_gap_all)", gap, EXPORT_MAX_GAP)
     dst = allocator_lib.PRETRAINED_DIR if dst is None else pathlib.Path(dst)
     allocator_lib.save_allocator(alloc, dst, json.loads(alloc.record).get("record"))
     return dst

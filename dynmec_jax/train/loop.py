@@ -62,6 +62,26 @@ def check_finite(step: int, metrics: dict, params) -> None:
             raise DivergenceError(step, "the weights")
 
 
+def all_finite(tree) -> bool:
+    """Whether every leaf of ``tree`` (a pytree of arrays, on the host) is finite."""
+    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree))
+
+
+def check_export(path, params, name: str, gap, max_gap: float) -> None:
+    """The checks before a model is exported over a shipped default (``--export_pretrained``).
+
+    Raises ``ValueError`` naming ``path`` if a weight of ``params`` is not
+    finite, or if ``gap`` (the model's recorded relative gap ``name``) is
+    missing, not finite or above ``max_gap``.
+    """
+    if not all_finite(params):
+        raise ValueError(f"{path} has non-finite weights; not exported")
+    if (gap is None or isinstance(gap, bool) or not isinstance(gap, (int, float))
+            or not np.isfinite(gap) or gap > max_gap):
+        raise ValueError(f"{path}: {name} {gap} is missing, not finite or above the export "
+                         f"threshold {max_gap}; not exported")
+
+
 def summarize(step: int, metrics: dict) -> dict:
     """A history entry: ``{"step", name: mean over the chunk's steps and the seeds,
     "per_seed": {name: [mean per seed]}}`` of per-step metrics ``(seeds, steps)`` or
