@@ -37,6 +37,7 @@ import os
 import pathlib
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -227,15 +228,27 @@ def claim_workdir(cfg, workdir) -> pathlib.Path:
     """Creates ``workdir`` and records ``cfg`` in ``workdir/config.json``.
 
     Raises ``ValueError`` if the directory already holds a run with a
-    different config (resuming it would mix two runs).
+    different config (resuming it would mix two runs).  A ``config.json``
+    that is not a JSON object (truncated by a full disk, edited by hand) is
+    bookkeeping, not a different run: it is rewritten with a warning (the
+    checkpoints' shapes and the "done" checks still guard what is reused).
     """
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     text = config_json(cfg)
     cfg_file = workdir / "config.json"
-    if cfg_file.exists() and cfg_file.read_text() != text:
-        raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
-                         "use another --workdir or delete it")
+    if cfg_file.exists():
+        try:
+            old = cfg_file.read_text(encoding="utf-8")
+            readable = isinstance(json.loads(old), dict)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            readable = False
+        if not readable:
+            warnings.warn(f"{cfg_file} is corrupt; rewriting it with this run's config",
+                          stacklevel=2)
+        elif old != text:
+            raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
+                             "use another --workdir or delete it")
     atomic_write(cfg_file, text)
     return workdir
 

@@ -384,7 +384,14 @@ def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: S
 
 def finished(config: AllocatorConfig, workdir) -> bool:
     """Whether ``workdir`` holds the finished run of ``config``: its record
-    (``allocator_eval.json``, written last) and every seed's allocator parse."""
+    (``allocator_eval.json``, written last), every seed's allocator and the
+    curves (``metrics.jsonl``, if there) parse.
+
+    Anything less (a seed half saved by a kill between its two files, a
+    truncated record or curve file) is not done: :func:`train_and_evaluate`
+    then restores the last checkpoint and rewrites every file, with the
+    same numbers.
+    """
     workdir = pathlib.Path(workdir)
     try:
         rec = files.read_json(workdir / "allocator_eval.json")
@@ -393,7 +400,11 @@ def finished(config: AllocatorConfig, workdir) -> bool:
         for i in range(config.n_seeds):
             allocator_lib.load_allocator(workdir / "seeds" / f"seed_{i}")
         allocator_lib.load_allocator(workdir / "allocator")
-    except (OSError, ValueError, AttributeError):
+        curves = workdir / "metrics.jsonl"
+        if curves.exists():
+            for line in curves.read_text(encoding="utf-8").splitlines():
+                json.loads(line)
+    except (OSError, ValueError, AttributeError):   # JSONDecodeError, UnicodeError: ValueError
         return False
     return True
 
