@@ -54,7 +54,7 @@ def test_curves_and_records_are_strict_json(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     for line in lines:
-        json.loads(line, parse_constant=lambda t: pytest.fail(f"bare {t} in {line}"))
+        json.loads(line, parse_constant=lambda t: pytest.fail(f"bare {t} in metrics.jsonl"))
     assert json.loads(lines[1])["per_seed"]["a"] == [1.0, None]
     rec = _strict(pathlib.Path(files.write_json({"gap": np.float32("inf")}, tmp_path / "r.json")))
     assert rec == {"gap": None, files.NONFINITE_KEY: {"value.gap": "Infinity"}}
