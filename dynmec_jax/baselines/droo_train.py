@@ -450,11 +450,7 @@ def select_seed(costs, finite_weights) -> int:
     all finite (``finite_weights[i]`` false), is never chosen.  Raises
     ``ValueError`` if no seed is usable.
     """
-    costs = np.where(np.asarray(finite_weights, bool), np.asarray(costs, np.float64), np.nan)
-    costs = np.where(np.isfinite(costs), costs, np.nan)
-    if np.isnan(costs).all():
-        raise ValueError("no seed has finite weights and a finite held-out cost")
-    return int(np.nanargmin(costs))
+    return loop.best_seed(costs, finite_weights)
 
 
 def train_and_select(run: DrooRunConfig, workdir) -> tuple[droo.DrooModel, dict]:

@@ -506,10 +506,10 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
         "steps_per_s": timing["steps"] / t_train if t_train else None,
         "history": history,
         "per_seed": per_seed,
-        # np.max, not Python's max: a NaN gives NaN whatever the seeds' order
-        "max_gap_all": float(np.max([r["all"]["gap"] for r in per_seed])),
-        "max_gap_random": float(np.max([r["random"]["gap"] for r in per_seed])),
-        "full_gap_all": float(np.max([r["all"]["gap"][-1][-1] for r in per_seed])),
+        # NaN-safe: a NaN gives NaN (written as null, export refused) whatever the order
+        "max_gap_all": loop.worst_over_seeds([r["all"]["gap"] for r in per_seed]),
+        "max_gap_random": loop.worst_over_seeds([r["random"]["gap"] for r in per_seed]),
+        "full_gap_all": loop.worst_over_seeds([r["all"]["gap"][-1][-1] for r in per_seed]),
         "versions": files.versions(),
     }
     extra = {k: v for k, v in record.items() if k != "history"}

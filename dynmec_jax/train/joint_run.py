@@ -170,10 +170,13 @@ def _select_and_save(config, alloc, state, history, wall, ref, workdir):
     for i in range(config.n_seeds):
         ev = joint.evaluate_state(tc, alloc, joint.unstack(state, i), val, config.system, valid)
         per_seed.append({k: float(v) for k, v in ev.items()})
-    costs = np.asarray([r["cost"] for r in per_seed])
-    if not np.isfinite(costs).any():
-        raise loop.DivergenceError(tc.pretrain_steps + tc.episodes, "the validation cost")
-    best = int(np.nanargmin(costs))   # NaN-safe: a seed with a NaN score is never picked
+    try:   # NaN-safe: a seed with a non-finite score or weights is never picked
+        best = loop.best_seed([r["cost"] for r in per_seed],
+                              [loop.all_finite(joint.unstack(state, i))
+                               for i in range(config.n_seeds)])
+    except ValueError:
+        raise loop.DivergenceError(tc.pretrain_steps + tc.episodes, "the validation cost") \
+            from None
     sp = config.system.replace(n_users=val.shape[-1])
     g = jax.jit(evaluation.greedy)(val, sp)
     real = np.ones(val.shape, bool) if valid is None else np.asarray(valid)

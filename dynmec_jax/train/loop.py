@@ -62,6 +62,27 @@ def check_finite(step: int, metrics: dict, params) -> None:
             raise DivergenceError(step, "the weights")
 
 
+def best_seed(costs, usable=None) -> int:
+    """Index of the lowest cost among the usable seeds, whatever their order (NaN-safe).
+
+    A seed whose cost is NaN or infinite, or whose ``usable[i]`` is false
+    (e.g. its weights are not all finite), is never chosen; ties go to the
+    lowest index.  Raises ``ValueError`` if no seed is usable.  (Python's
+    ``min`` is not safe: ``min([nan, 1.0])`` is nan, ``min([1.0, nan])`` 1.0.)
+    """
+    c = np.asarray(costs, np.float64)
+    ok = np.isfinite(c) if usable is None else np.isfinite(c) & np.asarray(usable, bool)
+    if not ok.any():
+        raise ValueError("no seed has finite weights and a finite cost")
+    return int(np.argmin(np.where(ok, c, np.inf)))
+
+
+def worst_over_seeds(values) -> float:
+    """The largest value over seeds (and any further axes); NaN if any value is NaN,
+    whatever the order (``np.max``; Python's ``max`` depends on where the NaN is)."""
+    return float(np.max(np.asarray(values, np.float64)))
+
+
 def all_finite(tree) -> bool:
     """Whether every leaf of ``tree`` (a pytree of arrays, on the host) is finite."""
     return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree))
