@@ -33,6 +33,7 @@ _PROCESSES = cli.define_process_flags()
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
+    _PROCESSES.check()   # before anything is written
     workdir = cli.writable_workdir(_WORKDIR.value)
     results = cli.writable_workdir(_RESULTS.value)
     _PROCESSES.init()

@@ -48,6 +48,7 @@ _PROCESSES = cli.define_process_flags()
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
+    _PROCESSES.check()   # before anything is written
     study = None
     if _AXIS.value is not None:
         study = (_AXIS.value, cli.guard(axis.check_axis, _AXIS.value, _VALUES.value, cfg.system),
