@@ -31,3 +31,20 @@ def test_worst_over_seeds_is_nan_whatever_the_order():
         assert math.isnan(loop.worst_over_seeds(list(perm)))
     assert loop.worst_over_seeds([[0.1, 0.2], [0.3, 0.05]]) == 0.3
     assert loop.worst_over_seeds(np.array([1.0, math.inf])) == math.inf
+
+
+def test_a_diverged_training_cost_run_is_an_error_not_a_missed_target():
+    """Fig. 12's runs train to a target: at lr 10 the gap is NaN, which never 'reaches' the
+    target; it must stop the run as a divergence instead of being measured as slow."""
+    from dynmec_jax import typedconfig
+    from dynmec_jax.configs import allocator as allocator_config
+    from dynmec_jax.experiments import fig12
+    from dynmec_jax.train.config import AllocatorConfig
+
+    cd = allocator_config.get_config("smoke")
+    cd.train.lr = 10.0
+    cfg = typedconfig.from_configdict(AllocatorConfig, cd)
+    with pytest.raises(loop.DivergenceError, match="is not finite"):
+        fig12.training_cost(cfg, cfg.system, "depth", "progressive", seed=0, target=1e-9,
+                            eval_every=5, max_steps=40, eval_batch=16,
+                            eval_seed=cfg.eval.seed)
