@@ -16,7 +16,8 @@ chunk of steps (a ``lax.scan``, all seeds ``vmap``-ed), then on the host
 4. an orbax checkpoint of the state and the history.
 
 A rerun resumes from the newest checkpoint that restores (a corrupt newest
-one is dropped with a warning and the one before is used), rewrites
+one is moved aside to ``<step>.unrestorable``, never deleted, with a warning,
+and the one before is used), rewrites
 ``metrics.jsonl`` from the checkpointed history and tells TensorBoard to
 purge the events after it (``purge_step``), so the curves continue with no
 duplicate step.  :meth:`Curves.close` draws ``WORKDIR/curves.png``.
@@ -166,7 +167,8 @@ def checkpoint_manager(workdir) -> ocp.CheckpointManager:
 def restore(mngr: ocp.CheckpointManager, template) -> tuple[int, Any, list]:
     """``(step, state, history)`` of the newest checkpoint that restores, or ``(0,
     template, [])``.  A checkpoint that fails to restore (truncated by a crash or a full
-    disk) is deleted with a warning and the previous one is tried."""
+    disk, or another run's) is moved aside to ``<step>.unrestorable`` (kept, never
+    deleted; orbax ignores it) with a warning, and the previous one is tried."""
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             r = mngr.restore(step, args=ocp.args.Composite(
@@ -174,10 +176,28 @@ def restore(mngr: ocp.CheckpointManager, template) -> tuple[int, Any, list]:
             state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(r["state"]))
             return int(step), state, list(r["history"])
         except Exception as e:  # orbax/tensorstore raise various types on corrupt files
+            aside = _set_aside(pathlib.Path(mngr.directory), step)
             warnings.warn(f"checkpoint {step} in {mngr.directory} does not restore ({e}); "
-                          "deleting it and trying the one before", stacklevel=2)
-            mngr.delete(step)
+                          f"moved to {aside} and trying the one before", stacklevel=2)
+            if aside is None:
+                mngr.delete(step)
+            else:
+                mngr.reload()
     return 0, template, []
+
+
+def _set_aside(directory: pathlib.Path, step: int) -> pathlib.Path | None:
+    """Renames checkpoint ``step`` to a free ``<step>.unrestorable[.i]``; None if it is not
+    a plain directory named after the step (then the caller deletes it through orbax)."""
+    src = directory / str(step)
+    if not src.is_dir():
+        return None
+    for i in range(1000):
+        dst = directory / (f"{step}.unrestorable" + (f".{i}" if i else ""))
+        if not dst.exists():
+            src.rename(dst)
+            return dst
+    return None
 
 
 def run_chunks(state, chunk_fn: Callable, bounds: Sequence[tuple[int, int]], workdir, *,
