@@ -123,10 +123,10 @@ class AllocatorSpec:
     """
 
     kind: str = "moe"
-    n_experts: int = 10
-    n_layers: int = 3
+    n_experts: int = 10             # K
+    n_layers: int = 3               # L
     hidden: int = 64
-    static_hidden: int = 384
+    static_hidden: int = 384        # Section V.A
     negative_slope: float = 0.01
 
     def __post_init__(self):
@@ -388,10 +388,8 @@ def load_allocator(path=None) -> Allocator:
     missing or corrupt.
     """
     path = PRETRAINED_DIR if path is None else pathlib.Path(path)
-    meta_file, params_file = path / "allocator.json", path / "params.msgpack"
-    for f in (meta_file, params_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"allocator checkpoint file missing: {f}")
+    meta_file, params_file = files.model_files(path, "allocator", "allocator.json",
+                                               "params.msgpack")
     try:
         meta = json.loads(meta_file.read_text())
         model = AllocatorSpec(**meta["model"]).build()

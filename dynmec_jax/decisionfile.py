@@ -41,6 +41,16 @@ from dynmec_jax.taskfile import (
 # Output path
 # ----------------------------------------------------------------------------
 
+def _stat_or_none(stat_fn, path, shown: str):
+    """``stat_fn(path)``, None if nothing is there; any other OS error is an InputError."""
+    try:
+        return stat_fn(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise InputError(f"output {shown}: {e.strerror or e}") from None
+
+
 def check_output_path(out, inputs: Sequence = ()) -> pathlib.Path:
     """The file to write the decisions to: ``out``, or the target of a symlink ``out``.
 
@@ -61,22 +71,12 @@ def check_output_path(out, inputs: Sequence = ()) -> pathlib.Path:
         raise InputError(f"output {shown}: a path cannot contain a NUL character")
     if text.endswith(("/", os.sep)) or os.path.basename(text) in (".", ".."):
         raise InputError(f"output {shown} names a directory; name a file to write")
-    try:
-        link = os.lstat(text)
-    except FileNotFoundError:
-        link = None
-    except OSError as e:
-        raise InputError(f"output {shown}: {e.strerror or e}") from None
+    link = _stat_or_none(os.lstat, text, shown)
     if link is not None and stat.S_ISLNK(link.st_mode) and not os.path.exists(text):
         raise InputError(f"output {shown} is a dangling or looping symlink (to "
                          f"{clip(os.readlink(text))}); it is left alone: name a file")
     target = pathlib.Path(os.path.realpath(text))
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise InputError(f"output {shown}: {e.strerror or e}") from None
+    st = _stat_or_none(os.stat, target, shown)
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise InputError(f"output {shown} is a directory; name a file to write")

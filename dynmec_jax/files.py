@@ -210,6 +210,16 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def model_files(path: str | os.PathLike, what: str, *names: str) -> list[pathlib.Path]:
+    """``path / name`` for each of a saved model's ``names``; ``FileNotFoundError``
+    naming ``what`` and the first one missing."""
+    out = [pathlib.Path(path) / n for n in names]
+    for f in out:
+        if not f.is_file():
+            raise FileNotFoundError(f"{what} checkpoint file missing: {f}")
+    return out
+
+
 def seed_keys(seed: int, n: int) -> jax.Array:
     """Typed PRNG keys ``(n,)`` of a run's seeds: seed i uses ``fold_in(key(seed), i)``.
 

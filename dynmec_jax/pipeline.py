@@ -370,10 +370,8 @@ def load_pipeline(path=None) -> Pipeline:
     the files are corrupt.
     """
     path = PRETRAINED_DIR if path is None else pathlib.Path(path)
-    paths = [path / "pipeline.json", path / "scheduler.msgpack", path / "policy.msgpack"]
-    for f in paths:
-        if not f.is_file():
-            raise FileNotFoundError(f"pipeline checkpoint file missing: {f}")
+    paths = files.model_files(path, "pipeline", "pipeline.json", "scheduler.msgpack",
+                              "policy.msgpack")
     allocator = allocator_lib.load_allocator(path / "allocator")
     try:
         meta = json.loads(paths[0].read_text())

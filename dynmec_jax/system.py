@@ -67,27 +67,27 @@ class SystemParams:
     """
 
     n_users: int = struct.field(pytree_node=False, default=30)
-    bandwidth_max: float = 0.5e6
-    f_server: float = 2.5e9
-    efficiency: float = 1.0
-    tx_power: float = 0.1
-    noise_psd: float = 10.0 ** -20.4
+    bandwidth_max: float = 0.5e6           # b_max [Hz]
+    f_server: float = 2.5e9                # f_ser [cycles/s]
+    efficiency: float = 1.0                # lambda of Eq. 9
+    tx_power: float = 0.1                  # p [W]
+    noise_psd: float = 10.0 ** -20.4       # sigma_0 [W/Hz]
     path_loss_const: float = 1e-4
     path_loss_exp: float = 2.8
-    ref_distance: float = 1.0
-    energy_coeff: float = 1e-20
-    importance_scale: float = 60.0
+    ref_distance: float = 1.0              # l_0 [m]
+    energy_coeff: float = 1e-20            # mu of Eq. 6
+    importance_scale: float = 60.0         # gamma of Eq. 19
     alpha: float = 1.0
     beta: float = 0.1
-    delta: float = 0.01
-    size_avg: float = 1000.0
-    workload_avg: float = 797.5
+    delta: float = 0.01                    # Eq. 11a
+    size_avg: float = 1000.0               # s_avg [bits]
+    workload_avg: float = 797.5            # c_avg [cycles/bit]
     deadline_max: float = 0.160
-    deadline_min: float = 1e-3
+    deadline_min: float = 1e-3             # d_min [s]
     distance_min: float = 5.0
-    distance_max: float = 500.0
+    distance_max: float = 500.0            # [m]
     f_local_min: float = 0.01e9
-    f_local_max: float = 0.15e9
+    f_local_max: float = 0.15e9            # [cycles/s]
 
 
 # Fields that must be > 0 (a zero would divide by zero or make no physical sense).

@@ -188,3 +188,11 @@ def replace_path(obj, path: str, value):
     if not rest:
         return dataclasses.replace(obj, **{head: value})
     return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})
+
+
+def preset(cls, name: str, presets: tuple[str, ...]):
+    """The ConfigDict of ``cls(preset=name)``'s defaults, the start of every preset
+    of ``dynmec_jax/configs``; ``ValueError`` naming the choices for an unknown name."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {presets}")
+    return to_configdict(cls(preset=name))

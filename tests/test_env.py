@@ -204,3 +204,14 @@ def test_ppo_make_train_tiny_budget_two_seeds():
         assert x.shape == (5, N) and x.dtype == jnp.bool_
         assert np.all(jax.vmap(env.action_space(env.default_params).contains)(
             x.astype(jnp.float32)))
+    # The example's evaluation: every method's per-scenario cost, none below the certified
+    # optimum (a bound on the same scenarios, no inference delay on either side).
+    pytest.importorskip("pyscipopt")
+    costs, extras = ppo.evaluate_methods(full, [p], n_scenarios=6)
+    ref = np.asarray(costs[ppo.OPTIMUM])
+    assert set(costs) >= {"PPO seed 0", "Greedy + KKT", "PMRL (shipped)", "All local", ppo.OPTIMUM}
+    for name, v in costs.items():
+        assert np.asarray(v).shape == (6,)
+        assert np.all(np.asarray(v) >= ref * (1 - 1e-5)), name
+    assert all(np.all(np.asarray(v) >= np.asarray(costs[k.split(",")[0]]) * (1 - 1e-5))
+               for k, v in extras.items())            # charging inference never lowers a cost

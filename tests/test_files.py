@@ -1,6 +1,5 @@
 """Tests of dynmec_jax.files: atomic writes, JSON conversion, seeds, workdir claims."""
 
-import json
 import math
 import os
 import pathlib

@@ -69,8 +69,7 @@ import numpy as np
 from flax import serialization, struct
 
 from dynmec_jax import accounting, files, system
-from dynmec_jax.baselines import exhaustive
-from dynmec_jax.baselines.optimal import count_jaxpr_ops, dead_code_eliminated
+from dynmec_jax.baselines import exhaustive, optimal
 from dynmec_jax.nets import features
 from dynmec_jax.system import Scenario, SystemParams
 
@@ -117,13 +116,13 @@ class DrooConfig:
     n_max: int = 30
     n_users_min: int | None = None
     hidden: tuple[int, ...] = HIDDEN
-    memory_size: int = 1024
+    memory_size: int = 1024         # entries
     batch: int = 128
-    train_interval: int = 10
-    k_interval: int = 32
+    train_interval: int = 10        # delta [frames]
+    k_interval: int = 32            # Delta [frames]
     adaptive_k: bool = True
     lr: float = 0.01
-    adam_b1: float = 0.09
+    adam_b1: float = 0.09           # as DROO's code
     adam_b2: float = 0.999
     n_scenarios: int = 9600
     scenarios_per_frame: int = 1
@@ -451,19 +450,8 @@ def allocation_ops(n_users: int, special_cost: float = 1.0) -> float:
     rule as :func:`dynmec_jax.baselines.optimal.optimal_allocation_ops`
     (``special_cost`` MAC-equivalents per exp/log/divide, default 1).
     """
-    if n_users < 0:
-        raise ValueError(f"n_users must be >= 0, got {n_users}")
-    if n_users == 0:
-        return 0.0
-    params = SystemParams(n_users=n_users)
-    ones = jnp.ones((n_users,), jnp.float32)
-    scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
-
-    def run(s):
-        return exhaustive.energy_aware_allocation(s, jnp.ones((n_users,), bool), params)
-
-    closed = jax.make_jaxpr(run)(scn)
-    return float(count_jaxpr_ops(dead_code_eliminated(closed), special_cost))
+    return optimal.all_offloaded_ops(exhaustive.energy_aware_allocation, n_users,
+                                     special_cost, eliminate_dead_code=True)
 
 
 def dnn_macs(n_max: int, hidden: tuple = HIDDEN) -> int:
@@ -575,10 +563,8 @@ def load_droo(path=None) -> DrooModel:
     path if the files are corrupt (bad JSON, format, config, K or bytes).
     """
     path = PRETRAINED_DIR if path is None else pathlib.Path(path)
-    meta_file, params_file = path / "droo.json", path / "params.msgpack"
-    for f in (meta_file, params_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"DROO checkpoint file missing: {f}")
+    meta_file, params_file = files.model_files(path, "DROO", "droo.json",
+                                               "params.msgpack")
     try:
         meta = json.loads(meta_file.read_text())
         if meta.get("format") != FORMAT:

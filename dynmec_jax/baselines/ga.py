@@ -84,11 +84,11 @@ class GAParams:
         be kept (the returned best-so-far is kept regardless).
     """
 
-    crossover_rate: float = 0.2
+    crossover_rate: float = 0.2     # paper: 0.2
     crossover_decay: float = 0.5
-    mutation_rate: float = 0.1
+    mutation_rate: float = 0.1      # paper: 0.1
     mutation_decay: float = 0.25
-    decay_interval: int = 25
+    decay_interval: int = 25        # paper: 25 (allocation), 40 (joint)
     n_elite: int = 1
 
 

@@ -383,16 +383,26 @@ def optimal_allocation_ops(n_served: int, newton_iters: int = NEWTON_ITERS,
       the count (float); ``accounting.inference_delay(ops, params)`` gives the
       Eq. 9 inference delay [s] (lambda ops / f_ser).
     """
-    if n_served < 0 or newton_iters < 0:
+    if newton_iters < 0:
         raise ValueError("n_served and newton_iters must be >= 0")
-    if n_served == 0:
+    return all_offloaded_ops(
+        lambda s, off, p: optimal_allocation(s, off, p, newton_iters=newton_iters),
+        n_served, special_cost)
+
+
+def all_offloaded_ops(allocate, n_users: int, special_cost: float = 1.0,
+                      eliminate_dead_code: bool = False) -> float:
+    """MAC-equivalents of ``allocate(scn, offload, sys_params)`` for one scenario of
+    ``n_users`` users, all offloaded (:func:`count_jaxpr_ops` of its traced program;
+    with ``eliminate_dead_code``, of what XLA runs: :func:`dead_code_eliminated`).
+    0 for no users; ``ValueError`` for a negative count."""
+    if n_users < 0:
+        raise ValueError(f"n_users must be >= 0, got {n_users}")
+    if n_users == 0:
         return 0.0
-    params = SystemParams(n_users=n_served)
-    ones = jnp.ones((n_served,), jnp.float32)
+    params = SystemParams(n_users=n_users)
+    ones = jnp.ones((n_users,), jnp.float32)
     scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
-
-    def run(s):
-        return optimal_allocation(s, jnp.ones((n_served,), bool), params,
-                                  newton_iters=newton_iters)
-
-    return float(count_jaxpr_ops(jax.make_jaxpr(run)(scn), special_cost))
+    closed = jax.make_jaxpr(lambda s: allocate(s, jnp.ones((n_users,), bool), params))(scn)
+    jaxpr = dead_code_eliminated(closed) if eliminate_dead_code else closed
+    return float(count_jaxpr_ops(jaxpr, special_cost))

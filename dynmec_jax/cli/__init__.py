@@ -121,6 +121,19 @@ def define_config(module: str, preset: str, help_text: str):
         fail(f"invalid flag or config override: {e}")
 
 
+def define_training_flags(module: str, what: str, exported: str):
+    """The flags of a training launcher: ``--config`` (:func:`define_config`, preset
+    ``default``), ``--workdir`` (default ``runs/<module stem>``) and
+    ``--export_pretrained`` (also write the trained ``what`` into
+    ``dynmec_jax/pretrained/<exported>``, the package's default).  Returns the three
+    flag holders."""
+    stem = module.removesuffix(".py")
+    return (define_config(module, "default", f"{what} training config"),
+            flags.DEFINE_string("workdir", f"runs/{stem}", "output directory"),
+            flags.DEFINE_bool("export_pretrained", False,
+                              f"also write the {what} into dynmec_jax/pretrained/{exported}"))
+
+
 def typed(cls, cd):
     """The typed config ``cls`` of ConfigDict ``cd``
     (:func:`dynmec_jax.typedconfig.from_configdict`); an unknown key or a bad value is

@@ -16,17 +16,12 @@ run stops with one line and exit 1, keeping the last finite checkpoint.
 
 from __future__ import annotations
 
-from absl import flags
-
 from dynmec_jax import cli, files
 from dynmec_jax.train import allocator as train_allocator
 from dynmec_jax.train import loop
 from dynmec_jax.train.config import AllocatorConfig
 
-_CONFIG = cli.define_config("allocator.py", "default", "allocator training config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/allocator", "output directory")
-_EXPORT = flags.DEFINE_bool("export_pretrained", False,
-                            "copy the exported model into dynmec_jax/pretrained/allocator")
+_CONFIG, _WORKDIR, _EXPORT = cli.define_training_flags("allocator.py", "allocator", "allocator")
 
 
 def main(argv):

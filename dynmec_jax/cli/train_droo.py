@@ -23,16 +23,11 @@ per training scenario (mixed N, padded), so one DNN decides for any N up to
 
 from __future__ import annotations
 
-from absl import flags
-
 from dynmec_jax import cli, files
 from dynmec_jax.baselines import droo_train
 from dynmec_jax.train import loop
 
-_CONFIG = cli.define_config("droo.py", "default", "DROO training config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/droo", "output directory")
-_EXPORT = flags.DEFINE_bool("export_pretrained", False,
-                            "also write the model into dynmec_jax/pretrained/droo")
+_CONFIG, _WORKDIR, _EXPORT = cli.define_training_flags("droo.py", "DROO model", "droo")
 
 
 def main(argv):

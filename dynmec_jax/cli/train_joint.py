@@ -24,16 +24,11 @@ padded to 60 with a mask; the scheduler then also reads count features
 
 from __future__ import annotations
 
-from absl import flags
-
 from dynmec_jax import cli, pipeline
 from dynmec_jax.train import joint_run, loop
 from dynmec_jax.train.config import JointConfig
 
-_CONFIG = cli.define_config("joint.py", "default", "joint training config")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/joint", "output directory")
-_EXPORT = flags.DEFINE_bool("export_pretrained", False,
-                            "also write the pipeline into dynmec_jax/pretrained/pipeline")
+_CONFIG, _WORKDIR, _EXPORT = cli.define_training_flags("joint.py", "pipeline", "pipeline")
 
 
 def main(argv):

@@ -28,9 +28,7 @@ PRESETS = ("smoke", "default", "paper")
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     """Returns the allocator-training config for ``preset``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    c = typedconfig.to_configdict(AllocatorConfig(preset=preset))
+    c = typedconfig.preset(AllocatorConfig, preset, PRESETS)
     if preset == "smoke":
         c.n_seeds = 2
         c.system.n_users = 6

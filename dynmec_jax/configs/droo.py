@@ -29,9 +29,7 @@ PRESETS = ("smoke", "default")
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     """Returns the DROO training config for ``preset``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    c = typedconfig.to_configdict(DrooRunConfig(preset=preset))
+    c = typedconfig.preset(DrooRunConfig, preset, PRESETS)
     c.system = typedconfig.to_configdict(SystemParams(), exclude=("n_users",))
     c.droo.update(n_max=64, n_users_min=5, n_scenarios=96_000)
     if preset == "smoke":

@@ -30,9 +30,7 @@ PRESETS = ("smoke", "quick", "paper")
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     """Returns the reproduction config for ``preset``."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    c = typedconfig.to_configdict(ReproduceConfig(preset=preset))
+    c = typedconfig.preset(ReproduceConfig, preset, PRESETS)
     alloc = allocator_configs.get_config("default")
     alloc.n_seeds = 3
     alloc.train.update(batch=64, phase_steps=(150, 200, 200, 350), chunk_steps=100)

@@ -47,9 +47,9 @@ class Fig12Config:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     cases: tuple[str, ...] = FIG12_CASES
-    target: float = 0.05
+    target: float = 0.05            # relative gap
     batch: int = 32
-    eval_every: int = 25
+    eval_every: int = 25            # steps
     max_steps: int = 2000
     eval_batch: int = 256
 

@@ -185,9 +185,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
     scenarios, so this is the same gradient (same batch, same gate noise,
     drawn for the whole batch and sliced) up to float summation order; it
     keeps the ``(K, micro_batch * N, hidden)`` activations in cache, which
-    can be faster on CPU (0.64x the time on a 2-core Xeon with 4 MiB of L2;
-    1.08x, slower, on the 2-core AMD EPYC of benchmarks/README.md, so it is
-    off by default).  Ignored when ``load_balance_weight``
+    can be faster on a CPU with a small cache and slower on another
+    (measured: docs/measurements.md), so it is off by default.  Ignored when
+    ``load_balance_weight``
     is non-zero (the importance loss couples the whole batch).
 
     ``strata`` (static: a tuple of :func:`depth_stratum` profiles, e.g.

@@ -196,7 +196,7 @@ class AllocatorConfig:
 
     preset: str = "default"
     seed: int = 0
-    n_seeds: int = 3
+    n_seeds: int = 3                # trained side by side
     export_seed: int = 0
     system: SystemParams = dataclasses.field(default_factory=SystemParams)
     model: AllocatorSpec = dataclasses.field(default_factory=AllocatorSpec)
@@ -314,11 +314,11 @@ class JointEval:
         curves' gap to the optimum, computed once for them).
     """
 
-    batch: int = 1024
+    batch: int = 1024       # scenarios
     seed: int = 777
     ga_iters: int = 100
     ga_batch: int = 64
-    curve_batch: int = 64
+    curve_batch: int = 64   # scenarios per chunk's validation
     optimum_batch: int = 256
     droo: bool = True
 
@@ -349,8 +349,8 @@ class JointConfig:
 
     preset: str = "default"
     seed: int = 0
-    n_seeds: int = 3
-    allocator: str = ""
+    n_seeds: int = 3                # trained side by side
+    allocator: str = ""             # "": the shipped allocator
     system: SystemParams = dataclasses.field(default_factory=SystemParams)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: JointEval = dataclasses.field(default_factory=JointEval)
