@@ -375,7 +375,7 @@ def save_allocator(alloc: Allocator, path, extra: dict | None = None) -> pathlib
     }
     files.atomic_write(path / "params.msgpack",
                        serialization.to_bytes(jax.tree.map(np.asarray, alloc.params)))
-    files.atomic_write(path / "allocator.json", json.dumps(meta, indent=1))
+    files.atomic_write(path / "allocator.json", files.dumps(meta, indent=1))
     return path
 
 

@@ -10,7 +10,13 @@ result store of :mod:`dynmec_jax.sweep` cleans stray ones).
   records and figure data (NumPy/JAX arrays, dataclasses such as
   ``SystemParams``, ``ConfigDict``, paths).  Non-finite floats stay floats
   (JSON's ``NaN`` extension, what the result store has always written) unless
-  ``nonfinite_as_null`` (strict JSON for the figure data, :func:`write_json`).
+  ``nonfinite_as_null``.
+* :func:`dumps` / :func:`write_json`: the one way this package writes JSON
+  files: strict JSON (``allow_nan=False``), never a bare ``NaN`` or
+  ``Infinity``; a non-finite float becomes ``null`` and, in a top-level
+  object, its path and the value it stood for are listed under
+  :data:`NONFINITE_KEY` (the reason for the null).  Only the result store
+  (:mod:`dynmec_jax.store`) keeps its documented ``NaN`` for undefined metrics.
 * :func:`seed_keys`: per-seed PRNG keys of a run (``fold_in(key(seed), i)``).
 * :func:`claim_workdir`: a workdir remembers its config; a different config
   is refused instead of mixing two runs.
@@ -31,6 +37,7 @@ import os
 import pathlib
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,7 +65,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def to_jsonable(obj: Any, nonfinite_as_null: bool = False, _path: str = "value") -> Any:
+def to_jsonable(obj: Any, nonfinite_as_null: bool = False, _path: str = "value",
+                _found: list | None = None) -> Any:
     """Plain-JSON copy of ``obj`` (dict, list, str, numbers, bool, None).
 
     Handles mappings (keys become str), lists/tuples/sets, NumPy and JAX
@@ -71,7 +79,7 @@ def to_jsonable(obj: Any, nonfinite_as_null: bool = False, _path: str = "value")
       TypeError: naming the path of a value that has no JSON form.
     """
     def rec(v, path):
-        return to_jsonable(v, nonfinite_as_null, path)
+        return to_jsonable(v, nonfinite_as_null, path, _found)
 
     if obj is None or isinstance(obj, str):
         return obj
@@ -81,7 +89,11 @@ def to_jsonable(obj: Any, nonfinite_as_null: bool = False, _path: str = "value")
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
-        return None if nonfinite_as_null and not math.isfinite(f) else f
+        if nonfinite_as_null and not math.isfinite(f):
+            if _found is not None:
+                _found.append((_path, json.dumps(f)))
+            return None
+        return f
     if isinstance(obj, (np.ndarray, jax.Array)):
         return rec(np.asarray(obj).tolist(), _path)
     if isinstance(obj, Mapping):
@@ -152,14 +164,44 @@ def parent_dir(path: str | os.PathLike) -> pathlib.Path:
     return pathlib.Path(path).parent
 
 
-def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> str:
-    """Writes ``data`` as strict, indented JSON, atomically; NaN/inf become ``null``.
+#: Key of a top-level JSON object that lists its non-finite floats written as ``null``
+#: (:func:`dumps`): ``{"<path>": "NaN" | "Infinity" | "-Infinity"}``, paths as
+#: ``value.per_seed[0].gap``.
+NONFINITE_KEY = "nonfinite_as_null"
+#: At most this many paths are listed under :data:`NONFINITE_KEY` (then a count).
+_NONFINITE_LISTED = 50
 
+
+def dumps(data: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``data`` (anything :func:`to_jsonable` takes); never ``NaN``.
+
+    Non-finite floats become ``null`` (``json.dumps(..., allow_nan=False)``
+    guarantees no bare ``NaN``/``Infinity`` gets through).  If ``data`` is a
+    mapping, the reason for each such ``null`` is recorded beside the data: key
+    :data:`NONFINITE_KEY` maps the value's path to the value it replaced
+    (``"NaN"``, ``"Infinity"`` or ``"-Infinity"``; the first 50, then
+    ``"...": count``).  A mapping that has no non-finite value is written
+    unchanged.
+    """
+    found: list = []
+    obj = to_jsonable(data, nonfinite_as_null=True, _found=found)
+    if found and isinstance(obj, dict):
+        if NONFINITE_KEY in obj:
+            raise ValueError(f"data already has a key {NONFINITE_KEY!r}")
+        listed = dict(found[:_NONFINITE_LISTED])
+        if len(found) > _NONFINITE_LISTED:
+            listed["..."] = f"{len(found) - _NONFINITE_LISTED} more"
+        obj[NONFINITE_KEY] = listed
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def write_json(data: Any, path: str | os.PathLike, indent: int = 2) -> str:
+    """Writes ``data`` as strict, indented JSON (:func:`dumps`), atomically.
+
+    NaN/inf become ``null`` with their reason under :data:`NONFINITE_KEY`.
     Accepts anything :func:`to_jsonable` takes.  Returns ``str(path)``.
     """
-    text = json.dumps(to_jsonable(data, nonfinite_as_null=True), indent=indent,
-                      allow_nan=False) + "\n"
-    return str(atomic_write(path, text))
+    return str(atomic_write(path, dumps(data, indent=indent) + "\n"))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -196,15 +238,27 @@ def claim_workdir(cfg, workdir) -> pathlib.Path:
     """Creates ``workdir`` and records ``cfg`` in ``workdir/config.json``.
 
     Raises ``ValueError`` if the directory already holds a run with a
-    different config (resuming it would mix two runs).
+    different config (resuming it would mix two runs).  A ``config.json``
+    that is not a JSON object (truncated by a full disk, edited by hand) is
+    bookkeeping, not a different run: it is rewritten with a warning (the
+    checkpoints' shapes and the "done" checks still guard what is reused).
     """
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     text = config_json(cfg)
     cfg_file = workdir / "config.json"
-    if cfg_file.exists() and cfg_file.read_text() != text:
-        raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
-                         "use another --workdir or delete it")
+    if cfg_file.exists():
+        try:
+            old = cfg_file.read_text(encoding="utf-8")
+            readable = isinstance(json.loads(old), dict)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            readable = False
+        if not readable:
+            warnings.warn(f"{cfg_file} is corrupt; rewriting it with this run's config",
+                          stacklevel=2)
+        elif old != text:
+            raise ValueError(f"{workdir} holds a run with a different config ({cfg_file}); "
+                             "use another --workdir or delete it")
     atomic_write(cfg_file, text)
     return workdir
 

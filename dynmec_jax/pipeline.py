@@ -355,7 +355,7 @@ def save_pipeline(pipe: Pipeline, path) -> pathlib.Path:
                        serialization.to_bytes(jax.tree.map(np.asarray, pipe.scheduler_params)))
     files.atomic_write(path / "policy.msgpack",
                        serialization.to_bytes(jax.tree.map(np.asarray, pipe.policy_params)))
-    files.atomic_write(path / "pipeline.json", json.dumps(meta, indent=1))
+    files.atomic_write(path / "pipeline.json", files.dumps(meta, indent=1))
     return path
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import re
 import types
 import typing
 from typing import Any
@@ -97,6 +98,9 @@ def _convert(tp, value, path: str):
             _fail(path, value, "is not an integer")
         return int(value)
     if tp is float:
+        if isinstance(value, str) and re.search(r"nan|inf", value, re.IGNORECASE):
+            # e.g. --config.sweeps.size_avg=(nan,): the flag parser leaves it text
+            _fail(path, value, "is not a finite number (NaN and infinity are not allowed)")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             _fail(path, value, "is not a number")
         if not math.isfinite(float(value)):

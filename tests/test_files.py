@@ -1,6 +1,5 @@
 """Tests of dynmec_jax.files: atomic writes, JSON conversion, seeds, workdir claims."""
 
-import json
 import math
 import os
 import pathlib
@@ -40,9 +39,18 @@ def test_to_jsonable_types_and_nonfinite():
 
 
 def test_write_json_is_strict_json(tmp_path):
-    p = files.write_json({"x": [1.0, float("inf")]}, tmp_path / "d.json")
-    assert json.loads(open(p).read()) == {"x": [1.0, None]}
-    assert files.read_json(p) == {"x": [1.0, None]}
+    """A non-finite float is a null, with its reason beside the data; a finite record is
+    written unchanged."""
+    p = files.write_json({"x": [1.0, float("inf")], "y": {"z": np.float32("nan")}},
+                         tmp_path / "d.json")
+    text = open(p).read()
+    assert "Infinity" not in text.replace('"Infinity"', "") and "NaN" not in text.replace(
+        '"NaN"', "")
+    reason = {"value.x[1]": "Infinity", "value.y.z": "NaN"}
+    assert files.read_json(p) == {"x": [1.0, None], "y": {"z": None},
+                                  files.NONFINITE_KEY: reason}
+    assert files.read_json(files.write_json({"x": [1.0]}, tmp_path / "e.json")) == {"x": [1.0]}
+    assert files.dumps([float("-inf")]) == "[null]"     # no object to hold the reason
 
 
 def test_seed_keys_are_typed_and_equal_the_raw_keys():

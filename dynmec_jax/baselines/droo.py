@@ -549,7 +549,7 @@ def save_droo(params, k: int, config: DrooConfig, path, record: dict | None = No
             "record": files.to_jsonable(record or {})}
     files.atomic_write(path / "params.msgpack",
                        serialization.to_bytes(jax.tree.map(np.asarray, params)))
-    files.atomic_write(path / "droo.json", json.dumps(meta, indent=1))
+    files.atomic_write(path / "droo.json", files.dumps(meta, indent=1))
     return path
 
 

@@ -65,6 +65,8 @@ Eq. 24-25.
 from __future__ import annotations
 
 import dataclasses
+import json
+import pathlib
 import time
 from typing import Any, NamedTuple
 
@@ -448,11 +450,7 @@ def select_seed(costs, finite_weights) -> int:
     all finite (``finite_weights[i]`` false), is never chosen.  Raises
     ``ValueError`` if no seed is usable.
     """
-    costs = np.where(np.asarray(finite_weights, bool), np.asarray(costs, np.float64), np.nan)
-    costs = np.where(np.isfinite(costs), costs, np.nan)
-    if np.isnan(costs).all():
-        raise ValueError("no seed has finite weights and a finite held-out cost")
-    return int(np.nanargmin(costs))
+    return loop.best_seed(costs, finite_weights)
 
 
 def write_curves(metrics: dict, workdir, points: int = 100) -> str:
@@ -533,3 +531,31 @@ def train_and_select(run: DrooRunConfig, workdir) -> tuple[droo.DrooModel, dict]
     droo.save_droo(params, per_seed[best]["k"], cfg, workdir / "droo", record)
     files.write_json(record, workdir / "train_droo.json", indent=1)
     return droo.load_droo(workdir / "droo"), record
+
+
+#: ``--export_pretrained`` refuses a DROO whose held-out cost is more than this fraction
+#: above greedy + KKT's.  Loose on purpose: DROO is a baseline, and at the reference budget
+#: the shipped one is about 38% above greedy; the check catches a broken model, not a weak one.
+EXPORT_MAX_GAP_TO_GREEDY = 1.0
+
+
+def export_pretrained(workdir, dst=None) -> pathlib.Path:
+    """Copies ``workdir/droo`` over the shipped default (``dst``, default
+    :data:`dynmec_jax.baselines.droo.PRETRAINED_DIR`) after checking it.
+
+    Refused (``ValueError`` naming the path) if a weight is not finite, or if
+    the exported seed's held-out ``gap_to_greedy`` in its record is missing,
+    not finite or above :data:`EXPORT_MAX_GAP_TO_GREEDY`.  Returns ``dst``.
+    """
+    src = pathlib.Path(workdir) / "droo"
+    model = droo.load_droo(src)
+    rec = json.loads(model.record or "{}")
+    try:
+        gap = rec["per_seed"][rec["exported_seed"]]["gap_to_greedy"]
+    except (KeyError, IndexError, TypeError):
+        gap = None
+    loop.check_export(src, model.params, "held-out gap to greedy + KKT (gap_to_greedy)", gap,
+                      EXPORT_MAX_GAP_TO_GREEDY)
+    dst = droo.PRETRAINED_DIR if dst is None else pathlib.Path(dst)
+    droo.save_droo(model.params, model.k, model.config, dst, rec)
+    return dst

@@ -162,6 +162,12 @@ class ProcessFlags(NamedTuple):
     num_processes: Any
     process_id: Any
 
+    def check(self) -> bool:
+        """:func:`check_processes` with these flags' values (call it before writing
+        anything: inconsistent flags are one line, exit 2, and nothing is created)."""
+        return check_processes(self.coordinator.value, self.num_processes.value,
+                               self.process_id.value)
+
     def init(self) -> bool:
         """:func:`init_processes` with these flags' values."""
         return init_processes(self.coordinator.value, self.num_processes.value,
@@ -222,7 +228,18 @@ def quiet_libraries() -> None:
 def init_processes(coordinator: str | None, num_processes: int | None,
                    process_id: int | None) -> bool:
     """Joins a multi-process run (:func:`dynmec_jax.multihost.initialize_distributed`);
-    inconsistent flags are one line and exit 2.  Returns whether several processes run."""
+    inconsistent flags are one line and exit 2 (:func:`check_processes`).  Returns
+    whether several processes run."""
+    if not check_processes(coordinator, num_processes, process_id):
+        return False
+    return multihost.initialize_distributed(coordinator, num_processes, process_id)
+
+
+def check_processes(coordinator: str | None, num_processes: int | None,
+                    process_id: int | None) -> bool:
+    """Checks the multi-process flags without connecting: one line and exit 2 if they are
+    inconsistent (e.g. ``--num_processes=2`` without ``--coordinator``).  Returns whether
+    they ask for several processes."""
     if num_processes is None or num_processes == 1:
         if coordinator is not None or process_id not in (None, 0):
             fail("--coordinator and --process_id need --num_processes >= 2")
@@ -236,7 +253,7 @@ def init_processes(coordinator: str | None, num_processes: int | None,
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
         fail(f"--coordinator must be host:port, got {coordinator!r}")
-    return multihost.initialize_distributed(coordinator, num_processes, process_id)
+    return True
 
 
 @contextlib.contextmanager

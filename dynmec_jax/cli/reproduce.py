@@ -23,6 +23,7 @@ from absl import flags, logging
 from dynmec_jax import cli
 from dynmec_jax.experiments import reproduce
 from dynmec_jax.experiments.config import ReproduceConfig
+from dynmec_jax.train import loop
 
 _CONFIG = cli.define_config("reproduce.py", "quick", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
@@ -33,12 +34,16 @@ _PROCESSES = cli.define_process_flags()
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
+    _PROCESSES.check()   # before anything is written
     workdir = cli.writable_workdir(_WORKDIR.value)
     results = cli.writable_workdir(_RESULTS.value)
     _PROCESSES.init()
     with cli.locked(workdir):   # one run per workdir (all processes of this one)
         cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
-        summary = reproduce.run(cfg, workdir, results)
+        try:
+            summary = reproduce.run(cfg, workdir, results)
+        except loop.DivergenceError as e:   # a training run diverged: one line, exit 1
+            return cli.diverged(e)
     logging.info("done in %.0f s", summary["wall_time_s"])
     print(f"reproduction ({cfg.preset}) finished in {summary['wall_time_s']:.0f} s, peak RSS "
           f"{summary['peak_rss_mb']:.0f} MB; claims: {summary['claims']}; see {results}/claims.md")

@@ -32,6 +32,7 @@ from absl import flags
 from dynmec_jax import cli, methods
 from dynmec_jax.experiments import axis, reproduce
 from dynmec_jax.experiments.config import ReproduceConfig
+from dynmec_jax.train import loop
 
 _CONFIG = cli.define_config("reproduce.py", "smoke", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/sweep", "allocators and result store")
@@ -48,6 +49,7 @@ _PROCESSES = cli.define_process_flags()
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
+    _PROCESSES.check()   # before anything is written
     study = None
     if _AXIS.value is not None:
         study = (_AXIS.value, cli.guard(axis.check_axis, _AXIS.value, _VALUES.value, cfg.system),
@@ -60,14 +62,17 @@ def main(argv):
         if multi and not reproduce.allocators_ready(cfg, workdir):
             cli.fail(f"no trained allocators under {workdir}; run this once with one process "
                      "(or dynmec-reproduce) first")
-        if study is None:
-            n = reproduce.run_sweeps_in(cfg, workdir, _DUMP.value)
-            print(f"{n} sweep records in {workdir / 'store'}")
-        else:
-            field, values, chosen, results = study
-            n, written = axis.run_study(cfg, workdir, field, values, chosen, results)
-            if jax.process_index() == 0:
-                print(f"{n} records of axis_{field}; wrote {', '.join(written)}")
+        try:
+            if study is None:
+                n = reproduce.run_sweeps_in(cfg, workdir, _DUMP.value)
+                print(f"{n} sweep records in {workdir / 'store'}")
+            else:
+                field, values, chosen, results = study
+                n, written = axis.run_study(cfg, workdir, field, values, chosen, results)
+                if jax.process_index() == 0:
+                    print(f"{n} records of axis_{field}; wrote {', '.join(written)}")
+        except loop.DivergenceError as e:   # the allocators' training diverged: exit 1
+            return cli.diverged(e)
     return 0
 
 

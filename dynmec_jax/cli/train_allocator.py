@@ -8,7 +8,10 @@ delay for every (width, depth), with all tasks offloaded and with a random 60%
 offloaded; Fig. 4 numbers) and ``WORKDIR/allocator`` (the exported model, for
 ``allocator.load_allocator(WORKDIR/allocator)``).  Interrupted runs resume
 from ``WORKDIR/checkpoints``.  ``--export_pretrained`` also copies the model
-into the package as the default of ``load_allocator()``.
+into the package as the default of ``load_allocator()``, unless a weight is
+not finite or a sub-network's gap to the optimum is above 5% (one line,
+exit 2; :func:`dynmec_jax.train.allocator.export_pretrained`).  A diverged
+run stops with one line and exit 1, keeping the last finite checkpoint.
 """
 
 from __future__ import annotations

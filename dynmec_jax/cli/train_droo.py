@@ -12,7 +12,9 @@ scenarios); the best is saved to ``WORKDIR/droo``
 (``droo.load_droo(WORKDIR/droo)``) and ``WORKDIR/train_droo.json`` holds the
 per-seed numbers (:func:`dynmec_jax.baselines.droo_train.train_and_select`).
 ``--export_pretrained`` also writes it into the package
-(``dynmec_jax/pretrained/droo``, the default of ``droo.load_droo()``).
+(``dynmec_jax/pretrained/droo``, the default of ``droo.load_droo()``),
+unless a weight is not finite or its held-out cost is more than twice
+greedy + KKT's (one line, exit 2).
 
 The default preset is the shipped DROO: N_max = 64 with N ~ U{5..64} users
 per training scenario (mixed N, padded), so one DNN decides for any N up to
@@ -21,10 +23,8 @@ per training scenario (mixed N, padded), so one DNN decides for any N up to
 
 from __future__ import annotations
 
-import json
-
 from dynmec_jax import cli, files
-from dynmec_jax.baselines import droo, droo_train
+from dynmec_jax.baselines import droo_train
 from dynmec_jax.train import loop
 
 _CONFIG, _WORKDIR, _EXPORT = cli.define_training_flags("droo.py", "DROO model", "droo")
@@ -48,10 +48,8 @@ def main(argv):
                   f"vs greedy), offload {r['offload_fraction']:.3f}, K = {r['k']}"
                   + ("  <- exported" if i == record["exported_seed"] else ""))
         print(f"saved to {workdir / 'droo'}")
-        if _EXPORT.value:
-            droo.save_droo(model.params, model.k, model.config, droo.PRETRAINED_DIR,
-                           json.loads(model.record))
-            print(f"exported to {droo.PRETRAINED_DIR}")
+        if _EXPORT.value:   # refused (exit 2) for a non-finite or broken model
+            print(f"exported to {cli.guard(droo_train.export_pretrained, workdir)}")
     return 0
 
 

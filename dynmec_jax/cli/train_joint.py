@@ -11,7 +11,10 @@ pipeline to ``WORKDIR/pipeline`` (``pipeline.load_pipeline(WORKDIR/pipeline)``);
 ``WORKDIR/train_joint.json`` holds the per-seed numbers
 (:func:`dynmec_jax.train.joint.train_and_save`).  ``--export_pretrained``
 also writes it into the package (``dynmec_jax/pretrained/pipeline``, the
-default of ``load_pipeline()``).
+default of ``load_pipeline()``), unless a weight is not finite or its
+validation cost is more than 10% above greedy + KKT's (one line, exit 2;
+:func:`dynmec_jax.train.joint_run.export_pretrained`).  A diverged run stops
+with one line and exit 1, keeping the last finite checkpoint.
 
 Mixed N (the shipped pipeline): ``--config.system.n_users=60
 --config.train.n_users_min=5`` trains on scenarios of N ~ U{5..60} users,
@@ -49,9 +52,8 @@ def main(argv):
             print(f"seed {i}: held-out cost {r['cost']:.3f}, offload {r['offload_fraction']:.3f}, "
                   f"policy accuracy {r['policy_accuracy']:.3f}"
                   + ("  <- exported" if i == record["exported_seed"] else ""))
-        if _EXPORT.value:
-            pipeline.save_pipeline(pipe, pipeline.PRETRAINED_DIR)
-            print(f"exported to {pipeline.PRETRAINED_DIR}")
+        if _EXPORT.value:   # refused (exit 2) for a non-finite or poor model
+            print(f"exported to {cli.guard(joint_run.export_pretrained, workdir)}")
     return 0
 
 

@@ -19,6 +19,7 @@ from dynmec_jax import cli, files
 from dynmec_jax.experiments import fig12
 from dynmec_jax.experiments.config import Fig12Config
 from dynmec_jax.store import ResultStore
+from dynmec_jax.train import loop
 from dynmec_jax.train.config import AllocatorConfig
 
 _CONFIG = cli.define_config("allocator.py", "default", "allocator training config")
@@ -41,7 +42,10 @@ def main(argv):
         "eval_batch": _EVAL_BATCH.value})
     workdir = cli.writable_workdir(_WORKDIR.value)
     with cli.locked(workdir):   # one run per workdir
-        data = fig12.data(f, fig12.run(config, f, ResultStore(workdir / "store")))
+        try:
+            data = fig12.data(f, fig12.run(config, f, ResultStore(workdir / "store")))
+        except loop.DivergenceError as e:
+            return cli.diverged(e)
         files.write_json(data, workdir / "fig12_training_cost.json")
         pro, tra = data["progressive"], data["traditional"]
         for i, case in enumerate(f.cases):

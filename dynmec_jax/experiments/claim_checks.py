@@ -231,7 +231,7 @@ def ga_delay_seconds(ctx: Context) -> Outcome:
         checks += [bool(g >= 1.0 and g >= 10 * p) for g, p in zip(ga, pm, strict=False)]
         ratios += list(ga / pm)
     return Outcome(
-        checks, f"GA / PolicyMoE delay ratio {min(ratios):.3g}..{max(ratios):.3g}; GA delay "
+        checks, f"GA / PolicyMoE delay ratio {np.min(ratios):.3g}..{np.max(ratios):.3g}; GA delay "
         f"{_fmt(_m(ctx.va['size_avg']['delay'], _GA))} s over the data-amount axis")
 
 

@@ -37,7 +37,6 @@ Units: SI inside; figures show ms, kbit, GHz, MMACs (labelled).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -156,7 +155,7 @@ def run_sweeps_in(cfg: ReproduceConfig, workdir, dump=None) -> int:
     if dump is not None and jax.process_index() == 0:
         flat = {f"{r['figure']}/{r['point_key']}/seed_{r['seed']}/{k}": v
                 for recs in sweeps.values() for r in recs for k, v in r["result"].items()}
-        files.atomic_write(dump, json.dumps(flat, sort_keys=True, indent=0))
+        files.atomic_write(dump, files.dumps(flat, sort_keys=True, indent=0))
     return sum(len(v) for v in sweeps.values())
 
 
@@ -216,7 +215,7 @@ def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=
              "peak_rss_mb": max(prev["peak_rss_mb"], report.peak_rss_mb()),
              "stage_wall_time_s": {k: prev["stage_wall_time_s"].get(k, 0.0) + v
                                    for k, v in times.items()}}
-    files.atomic_write(tfile, json.dumps(total, indent=1))
+    files.write_json(total, tfile, indent=1)
     summary = {
         "preset": cfg.preset, "seeds": list(cfg.seeds), "figures": names,
         "stage_wall_time_s": times, "wall_time_s": wall, "all_invocations": total,
@@ -236,7 +235,6 @@ def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=
     files.atomic_write(results_dir / "claims.md", claims.markdown(rows, header))
     files.write_json({"rows": rows}, results_dir / "claims.json")
     files.write_json(summary, results_dir / "summary.json")
-    files.atomic_write(results_dir / "config.json",
-                       json.dumps(files.to_jsonable(cfg), indent=1) + "\n")
+    files.write_json(cfg, results_dir / "config.json", indent=1)
     files.atomic_write(results_dir / "README.md", report.results_readme(cfg, summary))
     return summary

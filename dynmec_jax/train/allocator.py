@@ -384,7 +384,14 @@ def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: S
 
 def finished(config: AllocatorConfig, workdir) -> bool:
     """Whether ``workdir`` holds the finished run of ``config``: its record
-    (``allocator_eval.json``, written last) and every seed's allocator parse."""
+    (``allocator_eval.json``, written last), every seed's allocator and the
+    curves (``metrics.jsonl``, if there) parse.
+
+    Anything less (a seed half saved by a kill between its two files, a
+    truncated record or curve file) is not done: :func:`train_and_evaluate`
+    then restores the last checkpoint and rewrites every file, with the
+    same numbers.
+    """
     workdir = pathlib.Path(workdir)
     try:
         rec = files.read_json(workdir / "allocator_eval.json")
@@ -393,7 +400,11 @@ def finished(config: AllocatorConfig, workdir) -> bool:
         for i in range(config.n_seeds):
             allocator_lib.load_allocator(workdir / "seeds" / f"seed_{i}")
         allocator_lib.load_allocator(workdir / "allocator")
-    except (OSError, ValueError, AttributeError):
+        curves = workdir / "metrics.jsonl"
+        if curves.exists():
+            for line in curves.read_text(encoding="utf-8").splitlines():
+                json.loads(line)
+    except (OSError, ValueError, AttributeError):   # JSONDecodeError, UnicodeError: ValueError
         return False
     return True
 
@@ -413,12 +424,9 @@ def export_pretrained(workdir, dst=None) -> pathlib.Path:
     """
     workdir = pathlib.Path(workdir)
     alloc = allocator_lib.load_allocator(workdir / "allocator")
-    if not all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(alloc.params)):
-        raise ValueError(f"{workdir / 'allocator'} has non-finite weights; not exported")
     gap = json.loads(alloc.record).get("record", {}).get("max_gap_all")
-    if gap is None or not np.isfinite(gap) or gap > EXPORT_MAX_GAP:
-        raise ValueError(f"{workdir / 'allocator'}: worst sub-network gap {gap} above "
-                         f"{EXPORT_MAX_GAP}; not exported")
+    loop.check_export(workdir / "allocator", alloc.params, "worst sub-network gap to the "
+                      "optimum (max_gap_all)", gap, EXPORT_MAX_GAP)
     dst = allocator_lib.PRETRAINED_DIR if dst is None else pathlib.Path(dst)
     allocator_lib.save_allocator(alloc, dst, json.loads(alloc.record).get("record"))
     return dst
@@ -498,10 +506,10 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
         "steps_per_s": timing["steps"] / t_train if t_train else None,
         "history": history,
         "per_seed": per_seed,
-        # np.max, not Python's max: a NaN gives NaN whatever the seeds' order
-        "max_gap_all": float(np.max([r["all"]["gap"] for r in per_seed])),
-        "max_gap_random": float(np.max([r["random"]["gap"] for r in per_seed])),
-        "full_gap_all": float(np.max([r["all"]["gap"][-1][-1] for r in per_seed])),
+        # NaN-safe: a NaN gives NaN (written as null, export refused) whatever the order
+        "max_gap_all": loop.worst_over_seeds([r["all"]["gap"] for r in per_seed]),
+        "max_gap_random": loop.worst_over_seeds([r["random"]["gap"] for r in per_seed]),
+        "full_gap_all": loop.worst_over_seeds([r["all"]["gap"][-1][-1] for r in per_seed]),
         "versions": files.versions(),
     }
     extra = {k: v for k, v in record.items() if k != "history"}

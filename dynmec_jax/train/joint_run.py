@@ -21,6 +21,7 @@ pipeline.  Units: SI; costs as in Eq. 24-25.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -41,6 +42,10 @@ VALIDATION_OFFSET = 1
 #: A scheduler that offloads (nearly) nothing or everything has collapsed, if the greedy
 #: offloads a share inside this range (the warning of :func:`train_and_save`).
 COLLAPSE_RANGE = (0.1, 0.9)
+#: ``--export_pretrained`` refuses a pipeline whose validation cost (Eq. 24-25) is more than
+#: this fraction above greedy + KKT's on the same scenarios (a model this far behind the
+#: heuristic it should match has not learnt to schedule).
+EXPORT_MAX_GAP_TO_GREEDY = 0.10
 
 
 def load_allocator(config: JointConfig):
@@ -165,13 +170,19 @@ def _select_and_save(config, alloc, state, history, wall, ref, workdir):
     for i in range(config.n_seeds):
         ev = joint.evaluate_state(tc, alloc, joint.unstack(state, i), val, config.system, valid)
         per_seed.append({k: float(v) for k, v in ev.items()})
-    costs = np.asarray([r["cost"] for r in per_seed])
-    if not np.isfinite(costs).any():
-        raise loop.DivergenceError(tc.pretrain_steps + tc.episodes, "the validation cost")
-    best = int(np.nanargmin(costs))   # NaN-safe: a seed with a NaN score is never picked
-    g = jax.jit(evaluation.greedy)(val, config.system.replace(n_users=val.shape[-1]))
+    try:   # NaN-safe: a seed with a non-finite score or weights is never picked
+        best = loop.best_seed([r["cost"] for r in per_seed],
+                              [loop.all_finite(joint.unstack(state, i))
+                               for i in range(config.n_seeds)])
+    except ValueError:
+        raise loop.DivergenceError(tc.pretrain_steps + tc.episodes, "the validation cost") \
+            from None
+    sp = config.system.replace(n_users=val.shape[-1])
+    g = jax.jit(evaluation.greedy)(val, sp)
     real = np.ones(val.shape, bool) if valid is None else np.asarray(valid)
     g_share = float(np.asarray(g.decision.offload)[real].mean())
+    g_cost = float(np.asarray(jax.jit(evaluation.score_result)(val, g, sp).cost,
+                              np.float64)[real].mean())
     warnings = []
     share = per_seed[best]["offload_fraction"]
     if (share <= 1e-3 or share >= 1 - 1e-3) and COLLAPSE_RANGE[0] <= g_share <= COLLAPSE_RANGE[1]:
@@ -182,9 +193,30 @@ def _select_and_save(config, alloc, state, history, wall, ref, workdir):
     last = {k: v for k, v in history[-1].items() if k != "per_seed"} if history else {}
     record = {"train_wall_time_s": wall, "n_seeds": config.n_seeds, "exported_seed": best,
               "validation": per_seed, "greedy_offload_fraction": g_share,
+              "greedy_cost": g_cost, "gap_to_greedy": per_seed[best]["cost"] / g_cost - 1,
               "curve_references": ref, "last_chunk": last, "warnings": warnings,
               "config": files.to_jsonable(config), "versions": files.versions()}
     pipe = pipeline.make_pipeline(tc, alloc, joint.unstack(state, best), record)
     pipeline.save_pipeline(pipe, workdir / "pipeline")
     files.write_json(record, workdir / "train_joint.json", indent=1)
     return pipe, record
+
+
+def export_pretrained(workdir, dst=None) -> pathlib.Path:
+    """Copies ``workdir/pipeline`` over the shipped default (``dst``, default
+    :data:`dynmec_jax.pipeline.PRETRAINED_DIR`) after checking it.
+
+    Refused (``ValueError`` naming the path) if a weight (scheduler, policy or
+    allocator) is not finite, or if the record's ``gap_to_greedy`` (the
+    exported seed's validation cost over greedy + KKT's, minus 1) is missing,
+    not finite or above :data:`EXPORT_MAX_GAP_TO_GREEDY`.  Returns ``dst``.
+    """
+    src = pathlib.Path(workdir) / "pipeline"
+    pipe = pipeline.load_pipeline(src)
+    gap = json.loads(pipe.record or "{}").get("gap_to_greedy")
+    loop.check_export(src, (pipe.scheduler_params, pipe.policy_params, pipe.allocator.params),
+                      "validation gap to greedy + KKT (gap_to_greedy)", gap,
+                      EXPORT_MAX_GAP_TO_GREEDY)
+    dst = pipeline.PRETRAINED_DIR if dst is None else pathlib.Path(dst)
+    pipeline.save_pipeline(pipe, dst)
+    return dst

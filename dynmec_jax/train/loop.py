@@ -16,7 +16,8 @@ chunk of steps (a ``lax.scan``, all seeds ``vmap``-ed), then on the host
 4. an orbax checkpoint of the state and the history.
 
 A rerun resumes from the newest checkpoint that restores (a corrupt newest
-one is dropped with a warning and the one before is used), rewrites
+one is moved aside to ``<step>.unrestorable``, never deleted, with a warning,
+and the one before is used), rewrites
 ``metrics.jsonl`` from the checkpointed history and tells TensorBoard to
 purge the events after it (``purge_step``), so the curves continue with no
 duplicate step.  :meth:`Curves.close` draws ``WORKDIR/curves.png``.
@@ -26,7 +27,6 @@ Steps are optimiser steps (allocator) or pre-training steps and episodes
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 import warnings
@@ -63,6 +63,47 @@ def check_finite(step: int, metrics: dict, params) -> None:
             raise DivergenceError(step, "the weights")
 
 
+def best_seed(costs, usable=None) -> int:
+    """Index of the lowest cost among the usable seeds, whatever their order (NaN-safe).
+
+    A seed whose cost is NaN or infinite, or whose ``usable[i]`` is false
+    (e.g. its weights are not all finite), is never chosen; ties go to the
+    lowest index.  Raises ``ValueError`` if no seed is usable.  (Python's
+    ``min`` is not safe: ``min([nan, 1.0])`` is nan, ``min([1.0, nan])`` 1.0.)
+    """
+    c = np.asarray(costs, np.float64)
+    ok = np.isfinite(c) if usable is None else np.isfinite(c) & np.asarray(usable, bool)
+    if not ok.any():
+        raise ValueError("no seed has finite weights and a finite cost")
+    return int(np.argmin(np.where(ok, c, np.inf)))
+
+
+def worst_over_seeds(values) -> float:
+    """The largest value over seeds (and any further axes); NaN if any value is NaN,
+    whatever the order (``np.max``; Python's ``max`` depends on where the NaN is)."""
+    return float(np.max(np.asarray(values, np.float64)))
+
+
+def all_finite(tree) -> bool:
+    """Whether every leaf of ``tree`` (a pytree of arrays, on the host) is finite."""
+    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(tree))
+
+
+def check_export(path, params, name: str, gap, max_gap: float) -> None:
+    """The checks before a model is exported over a shipped default (``--export_pretrained``).
+
+    Raises ``ValueError`` naming ``path`` if a weight of ``params`` is not
+    finite, or if ``gap`` (the model's recorded relative gap ``name``) is
+    missing, not finite or above ``max_gap``.
+    """
+    if not all_finite(params):
+        raise ValueError(f"{path} has non-finite weights; not exported")
+    if (gap is None or isinstance(gap, bool) or not isinstance(gap, (int, float))
+            or not np.isfinite(gap) or gap > max_gap):
+        raise ValueError(f"{path}: {name} {gap} is missing, not finite or above the export "
+                         f"threshold {max_gap}; not exported")
+
+
 def summarize(step: int, metrics: dict) -> dict:
     """A history entry: ``{"step", name: mean over the chunk's steps and the seeds,
     "per_seed": {name: [mean per seed]}}`` of per-step metrics ``(seeds, steps)`` or
@@ -91,7 +132,7 @@ class Curves:
         self.workdir = pathlib.Path(workdir)
         self.history = list(history)
         self.jsonl = self.workdir / "metrics.jsonl"
-        files.atomic_write(self.jsonl, "".join(json.dumps(files.to_jsonable(h, True)) + "\n"
+        files.atomic_write(self.jsonl, "".join(files.dumps(h) + "\n"
                                                for h in self.history))
         last = self.history[-1]["step"] if self.history else None
         self.writer = SummaryWriter(str(self.workdir / "tensorboard"),
@@ -101,7 +142,7 @@ class Curves:
         """Appends a history entry (:func:`summarize`) to the JSON lines and TensorBoard."""
         self.history.append(entry)
         with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps(files.to_jsonable(entry, True)) + "\n")
+            f.write(files.dumps(entry) + "\n")
             f.flush()
         for name, value in entry.items():
             if name in ("step", "per_seed") or not isinstance(value, (int, float)):
@@ -126,7 +167,8 @@ def checkpoint_manager(workdir) -> ocp.CheckpointManager:
 def restore(mngr: ocp.CheckpointManager, template) -> tuple[int, Any, list]:
     """``(step, state, history)`` of the newest checkpoint that restores, or ``(0,
     template, [])``.  A checkpoint that fails to restore (truncated by a crash or a full
-    disk) is deleted with a warning and the previous one is tried."""
+    disk, or another run's) is moved aside to ``<step>.unrestorable`` (kept, never
+    deleted; orbax ignores it) with a warning, and the previous one is tried."""
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
             r = mngr.restore(step, args=ocp.args.Composite(
@@ -134,10 +176,28 @@ def restore(mngr: ocp.CheckpointManager, template) -> tuple[int, Any, list]:
             state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(r["state"]))
             return int(step), state, list(r["history"])
         except Exception as e:  # orbax/tensorstore raise various types on corrupt files
+            aside = _set_aside(pathlib.Path(mngr.directory), step)
             warnings.warn(f"checkpoint {step} in {mngr.directory} does not restore ({e}); "
-                          "deleting it and trying the one before", stacklevel=2)
-            mngr.delete(step)
+                          f"moved to {aside} and trying the one before", stacklevel=2)
+            if aside is None:
+                mngr.delete(step)
+            else:
+                mngr.reload()
     return 0, template, []
+
+
+def _set_aside(directory: pathlib.Path, step: int) -> pathlib.Path | None:
+    """Renames checkpoint ``step`` to a free ``<step>.unrestorable[.i]``; None if it is not
+    a plain directory named after the step (then the caller deletes it through orbax)."""
+    src = directory / str(step)
+    if not src.is_dir():
+        return None
+    for i in range(1000):
+        dst = directory / (f"{step}.unrestorable" + (f".{i}" if i else ""))
+        if not dst.exists():
+            src.rename(dst)
+            return dst
+    return None
 
 
 def run_chunks(state, chunk_fn: Callable, bounds: Sequence[tuple[int, int]], workdir, *,
