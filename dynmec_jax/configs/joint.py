@@ -15,6 +15,10 @@ Used by ``launch/train_joint.py``, ``launch/evaluate_joint.py`` and
   costs (docs/reproduction.md, scheduler ablation).  Its results:
   ``launch/evaluate_joint.py`` (docs/reproduction.md, "Joint scheduling").
 * ``paper``: Table II, batch 128, 4x the steps, 5 seeds; sized for a GPU.
+* ``cell``: any cell (docs/reproduction.md, "Any cell"): mixed N = 5..60 and one
+  cell per scenario drawn over :data:`dynmec_jax.cell.DEFAULT_RANGE`, the
+  networks reading the cell features, warm-started from the shipped pipeline
+  (``train.init_from``), one seed; sized for a small CPU budget.
 
 N comes from ``system.n_users`` (the ``train`` section has no ``n_users``).
 Override any field: ``--config.train.episodes=500 --config.system.n_users=20``.
@@ -25,7 +29,7 @@ import ml_collections
 from dynmec_jax import typedconfig
 from dynmec_jax.train.config import JointConfig, TrainConfig
 
-PRESETS = ("smoke", "default", "paper")
+PRESETS = ("smoke", "default", "paper", "cell")
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
@@ -40,6 +44,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.system.n_users = 6
         c.train.update(batch=16, pretrain_steps=20, episodes=20)
         c.eval.update(batch=64, ga_iters=5, ga_batch=4, optimum_batch=16)
+    elif preset == "cell":
+        c.n_seeds = 1
+        c.system.n_users = 60
+        c.train.update(n_users_min=5, cell="default", init_from="pretrained",
+                       pretrain_steps=300, episodes=600, chunk=50)
     elif preset == "paper":
         c.n_seeds = 5
         c.train.update(batch=128, pretrain_steps=6000, episodes=6000)

@@ -159,15 +159,15 @@ class SetScheduler(nn.Module):
         if self.counts:
             log_n = jnp.broadcast_to(jnp.log(jnp.asarray(n, z.dtype)), z.shape[:-1] + (1,))
             ctx = jnp.concatenate([ctx, log_n], axis=-1)
+        tail = []   # the cell features, last in every pass (a warm start pads zero rows)
         if self.n_cell:
             if cell is None or jnp.shape(cell)[-1] != self.n_cell:
                 raise ValueError(f"scheduler reads {self.n_cell} cell features, got "
                                  f"{None if cell is None else jnp.shape(cell)}")
             c = jnp.asarray(cell, z.dtype)
             c = c.reshape(c.shape[:-1] + (1,) * (z.ndim - c.ndim) + c.shape[-1:])
-            ctx = jnp.concatenate([ctx, jnp.broadcast_to(c, z.shape[:-1] + (self.n_cell,))],
-                                  axis=-1)
-        logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
+            tail = [jnp.broadcast_to(c, z.shape[:-1] + (self.n_cell,))]
+        logits = self._mlp(jnp.concatenate([z, ctx] + tail, axis=-1), "")
         for k in range(1, self.passes):
             q = jax.nn.sigmoid(logits)[..., None] * weight
             nq = jnp.sum(q, axis=-2, keepdims=True)
@@ -176,7 +176,8 @@ class SetScheduler(nn.Module):
             pooled = [ctx_q, frac] + ([jnp.log1p(nq)] if self.counts else [])
             extra = jnp.concatenate([jnp.broadcast_to(a, z.shape[:-1] + a.shape[-1:])
                                      for a in pooled], -1)
-            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
+            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra] + tail, axis=-1),
+                                        f"p{k}_")
         return logits
 
 
@@ -190,12 +191,16 @@ def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers``, ``passes`` and ``counts`` apply to "set" only).
+    (one hidden layer; ``n_layers``, ``passes``, ``counts`` and ``n_cell`` apply to "set"
+    only).
     """
     if kind == "set":
-        return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts),
+        return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts,
+                             n_cell=n_cell),
                 accounting.set_scheduler_macs(n_users, hidden, n_layers, passes,
-                                              counts=counts))
+                                              counts=counts, n_cell=n_cell))
+    if n_cell:
+        raise ValueError("cell features need the per-user 'set' scheduler")
     if kind == "paper":
         return (Scheduler(n_users, hidden, negative_slope),
                 accounting.scheduler_macs(n_users, hidden))

@@ -270,6 +270,11 @@ class TrainConfig(PipelineSpec):
       chunk: steps (pre-training steps or episodes) per compiled chunk of a run
         from the command line (:mod:`dynmec_jax.train.joint_run`): the interval
         of its curves and checkpoints.
+      init_from: "" (fresh networks), "pretrained" (the shipped pipeline) or a
+        pipeline directory whose scheduler and policy start the run (a warm
+        start, :func:`dynmec_jax.train.joint.warm_start`: inputs the old
+        networks lacked, e.g. the cell features, start with zero weights, so
+        the run starts from the old decisions).
     """
 
     batch: int = 64
@@ -284,6 +289,7 @@ class TrainConfig(PipelineSpec):
     entropy: float = 0.0
     clip_norm: float = 0.0
     chunk: int = 100
+    init_from: str = ""
 
     def __post_init__(self):
         super().__post_init__()

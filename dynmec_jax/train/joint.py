@@ -479,6 +479,30 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
             "policy_accuracy": jnp.sum(hit * served) / jnp.maximum(jnp.sum(served), 1.0)}
 
 
+def warm_start(template, loaded):
+    """``loaded`` weights in the shapes of ``template`` (same layers, a pytree each).
+
+    A kernel of ``template`` with more input rows than ``loaded``'s (inputs
+    appended since, e.g. the cell features, which every network reads last)
+    gets the loaded rows first and zeros after: the network computes what
+    the loaded one did, whatever the new inputs.  Any other shape mismatch
+    raises ``ValueError``.
+    """
+    def pad(t, v):
+        v = jnp.asarray(v, t.dtype)
+        if t.shape == v.shape:
+            return v
+        if t.ndim == 2 and v.ndim == 2 and t.shape[1] == v.shape[1] and t.shape[0] > v.shape[0]:
+            return jnp.concatenate([v, jnp.zeros((t.shape[0] - v.shape[0], t.shape[1]),
+                                                 t.dtype)])
+        raise ValueError(f"cannot warm-start a {t.shape} weight from a {v.shape} one")
+
+    if jax.tree.structure(template) != jax.tree.structure(loaded):
+        raise ValueError("cannot warm-start: the networks' layers differ "
+                         f"({jax.tree.structure(loaded)} vs {jax.tree.structure(template)})")
+    return jax.tree.map(pad, template, loaded)
+
+
 def unstack(tree, i: int):
     """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`)."""
     return jax.tree.map(lambda a: a[i], tree)
