@@ -38,6 +38,8 @@ _RANGE = flags.DEFINE_string("range", None, "cell range name=lo:hi:log|lin,... (
 _TIME = flags.DEFINE_float("time_limit", 60.0, "solver time limit per scenario [s]",
                            lower_bound=0.1)
 _OUT = flags.DEFINE_string("out", "results/any_cell", "output prefix (.json, .md, .png)")
+_CACHE = flags.DEFINE_string("cache", None, "directory keeping each cell's optimum (a later run "
+                             "with other pipelines reuses it)")
 
 
 def _pipelines() -> dict:
@@ -70,7 +72,8 @@ def main(argv):
     base = next(iter(pipes.values())).sys_params
     grid = cli.guard(any_cell.cell_grid, base, ranges, tuple(_FIELDS.value), tuple(ns),
                      _N_RANDOM.value, _SEED.value)
-    rows = any_cell.evaluate_cells(pipes, grid, _BATCH.value, _SEED.value, _TIME.value)
+    rows = any_cell.evaluate_cells(pipes, grid, _BATCH.value, _SEED.value, _TIME.value,
+                                   cache=_CACHE.value)
     record = {"command": " ".join(["dynmec-evaluate-any-cell", *sys.argv[1:]]),
               "rows": rows, "summary": any_cell.summary(rows), "batch": _BATCH.value,
               "seed": _SEED.value, "ranges": {k: p.spec.cell or "(one cell: Table II)"

@@ -20,6 +20,8 @@ Units: SI in the cells; costs as Eq. 24-25; gaps dimensionless.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import pathlib
 import time
@@ -91,8 +93,25 @@ def _gap(a, b) -> dict:
     return {"mean": g["mean"], "ci": g["ci"]}
 
 
+def _optimum(scn, sp, time_limit: float, cache, key: str):
+    """``(cost (B,), offload share, uncertified count)`` of the certified optimum, read from
+    or written to the directory ``cache`` (None: no cache) under ``key``."""
+    path = None if cache is None else pathlib.Path(cache) / (
+        hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
+    if path is not None and path.is_file():
+        z = np.load(path)
+        return z["cost"], float(z["share"]), int(z["uncertified"])
+    opt = exact.exact_optimum(scn, sp, time_limit=time_limit)
+    out = (np.asarray(opt.cost, np.float64), float(np.mean(opt.offload)),
+           int(np.sum(np.asarray(opt.status) != "optimal")))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, cost=out[0], share=out[1], uncertified=out[2])
+    return out
+
+
 def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
-                   time_limit: float = 60.0, progress=print) -> list[dict]:
+                   time_limit: float = 60.0, progress=print, cache=None) -> list[dict]:
     """Per cell of ``grid`` (:func:`cell_grid`), the rows of the module doc.
 
     ``pipes``: ``{name: Pipeline}`` decided on the same scenarios
@@ -101,19 +120,21 @@ def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
     ``n_users``; ``optimum_cost`` (mean sum_i C_i), ``optimum_offload`` (share),
     ``uncertified`` (scenarios where the solver hit ``time_limit``);
     ``greedy`` gap; and per pipeline ``{name: {"gap": {mean, ci}, "gap_with_inference":
-    {mean, ci}, "offload": share, "warnings": [...]}}``.
+    {mean, ci}, "offload": share, "warnings": [...]}}``.  ``cache``: a directory keeping
+    each cell's optimum (keyed by the cell, the scenarios' seed and number), so a second
+    run with other pipelines reuses it.
     """
     rows = []
     for i, g in enumerate(grid):
         t0 = time.perf_counter()
         sp = g["cell"]
         scn = system.sample_scenarios(jax.random.fold_in(jax.random.key(seed), i), sp, batch)
-        opt = exact.exact_optimum(scn, sp, time_limit=time_limit)
-        ref = np.asarray(opt.cost, np.float64)
+        key = json.dumps([files.to_jsonable(sp), sp.n_users, seed, i, batch, time_limit],
+                         sort_keys=True)
+        ref, share, uncertified = _optimum(scn, sp, time_limit, cache, key)
         row = {k: g[k] for k in ("label", "field", "value", "n_users")}
-        row.update(optimum_cost=float(ref.mean()),
-                   optimum_offload=float(np.mean(opt.offload)),
-                   uncertified=int(np.sum(np.asarray(opt.status) != "optimal")),
+        row.update(optimum_cost=float(ref.mean()), optimum_offload=share,
+                   uncertified=uncertified,
                    greedy=_gap(np.asarray(_greedy_cost(scn, sp), np.float64), ref),
                    pipelines={})
         for name, pipe in pipes.items():
