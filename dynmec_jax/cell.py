@@ -124,7 +124,7 @@ def sample_cells(key: Array, base: SystemParams, batch: int, ranges) -> SystemPa
     cells = broadcast_cells(base, batch)
     ks = jax.random.split(key, max(len(ranges), 1))
     draws = {}
-    for k, r in zip(ks, ranges):
+    for k, r in zip(ks[:len(ranges)], ranges, strict=True):
         u = jax.random.uniform(k, (batch,))
         if r.scale == "log":
             draws[r.name] = jnp.exp(math.log(r.lo) + u * (math.log(r.hi) - math.log(r.lo)))

@@ -28,8 +28,8 @@ import numpy as np
 from flax import serialization, struct
 
 from dynmec_jax import accounting, checks, costs, files, system
-from dynmec_jax import cell as cell_lib
 from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import cell as cell_lib
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.system import Scenario, SystemParams

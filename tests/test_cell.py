@@ -97,7 +97,8 @@ def test_per_scenario_cells_decide_as_one_cell_each(tiny_allocator):
     cells = cell.sample_cells(jax.random.key(5), SP, 3, pipe.cell_range)
     both = pipe.decide(scn, cells)
     for i in range(3):
-        one = pipe.decide(jax.tree.map(lambda a: a[i], scn), jax.tree.map(lambda a: a[i], cells))
+        one = pipe.decide(jax.tree.map(lambda a, i=i: a[i], scn),
+                          jax.tree.map(lambda a, i=i: a[i], cells))
         np.testing.assert_array_equal(both.offload[i], one.offload)
         np.testing.assert_allclose(both.bandwidth[i], one.bandwidth, rtol=1e-5)
         np.testing.assert_allclose(both.inference_delay_edge[i], one.inference_delay_edge,

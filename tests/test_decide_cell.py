@@ -19,7 +19,7 @@ ROWS = ["a,1200,800,0.010,50,1.0e8", "a,300,1500,0.150,400,1.5e8", "b,900,700,0.
 def _write(tmp_path, header_extra="", extra=("", "", "")):
     p = tmp_path / "tasks.csv"
     p.write_text("scenario,size,workload,deadline,distance,f_local" + header_extra + "\n"
-                 + "\n".join(r + e for r, e in zip(ROWS, extra)) + "\n")
+                 + "\n".join(r + e for r, e in zip(ROWS, extra, strict=True)) + "\n")
     return p
 
 
