@@ -42,20 +42,21 @@ def test_cell_columns_are_read_per_scenario(tmp_path):
 
 def test_decide_file_uses_the_cell_and_warns_outside_the_range(tmp_path):
     pipe = pipeline.load_pipeline()
-    src = _write(tmp_path, ",bandwidth_max", (",2e6", ",2e6", ",5e5"))
+    src = _write(tmp_path, ",bandwidth_max", (",2e7", ",2e7", ",5e5"))
     out = tmp_path / "out.csv"
-    s = decisionfile.decide_file(pipe, src, out, cell={"f_server": 1e10})
+    s = decisionfile.decide_file(pipe, src, out, cell={"f_server": 1e11})
     # Scenario a: its column and the cell; b: the cell (its bandwidth is Table II's).
-    assert any(w.startswith("scenario 'a': bandwidth_max = 2e+06 outside the trained range")
+    # (20 MHz and 100 GHz are outside the range of every shipped pipeline.)
+    assert any(w.startswith("scenario 'a': bandwidth_max = 2e+07 outside the trained range")
                for w in s["warnings"])
-    assert any(w.startswith("scenario 'b': f_server = 1e+10") for w in s["warnings"])
+    assert any(w.startswith("scenario 'b': f_server = 1e+11") for w in s["warnings"])
     rows = _read(out)
     scn = taskfile.read_tasks(src).scenarios["a"]
-    d = pipe.decide(scn, system.SystemParams(f_server=1e10, bandwidth_max=2e6))
+    d = pipe.decide(scn, system.SystemParams(f_server=1e11, bandwidth_max=2e7))
     np.testing.assert_allclose([float(r["bandwidth_hz"]) for r in rows[:2]], d.bandwidth,
                                rtol=1e-6)
     assert sum(float(r["bandwidth_hz"]) for r in rows[:2]) == pytest.approx(
-        2e6 if d.offload.any() else 0.0, rel=1e-5)
+        2e7 if d.offload.any() else 0.0, rel=1e-5)
     with pytest.raises(taskfile.InputError, match=r"scenario 'a': .* \(--strict\)"):
         decisionfile.decide_file(pipe, src, tmp_path / "strict.csv", strict=True)
     assert not (tmp_path / "strict.csv").exists()
@@ -73,14 +74,14 @@ def _cli(*args):
 
 def test_cli_cell_flags_json_and_strict(tmp_path):
     cell = tmp_path / "cell.json"
-    cell.write_text(json.dumps({"bandwidth_max": 2e6}))
+    cell.write_text(json.dumps({"bandwidth_max": 2e7}))
     p = _cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'a.csv'}", f"--cell={cell}",
-             "--f_server=1e10")
+             "--f_server=1e11")
     assert p.returncode == 0, p.stderr
-    assert "warning: scenario 'cell-a': bandwidth_max = 2e+06 outside the trained range" in \
+    assert "warning: scenario 'cell-a': bandwidth_max = 2e+07 outside the trained range" in \
         p.stderr
-    assert "f_server = 1e+10" in p.stderr
-    p = _cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'b.csv'}", "--f_server=1e10", "--strict")
+    assert "f_server = 1e+11" in p.stderr
+    p = _cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'b.csv'}", "--f_server=1e11", "--strict")
     assert p.returncode == 2 and not (tmp_path / "b.csv").exists()
     assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: scenario")
     bad = tmp_path / "bad.json"
