@@ -155,6 +155,11 @@ def test_cell_training_runs_and_samples_cells(tiny_allocator):
     cells = joint.sample_training_cells(cfg, jax.random.key(0), SP)
     assert np.unique(np.asarray(cells.f_server)).size == 4
     assert joint.sample_training_cells(dataclasses.replace(cfg, cell=""), None, SP) is SP
+    mixed = joint.sample_training_cells(
+        dataclasses.replace(cfg, batch=64, cell_base_share=0.5), jax.random.key(1), SP)
+    at_base = np.asarray(mixed.f_server) == np.float32(SP.f_server)
+    assert 10 < at_base.sum() < 54
+    np.testing.assert_array_equal(np.asarray(mixed.beta)[at_base], np.float32(SP.beta))
     state, m = joint.train_seeds(cfg, alloc, SP, jax.random.split(jax.random.key(0), 1))
     assert np.all(np.isfinite(np.asarray(m["joint"]["cost"])))
     pipe = pipeline.make_pipeline(cfg, alloc, joint.unstack(state, 0))
