@@ -38,6 +38,8 @@ from dynmec_jax.baselines import exact
 #: Fields varied one at a time (issue 21: at least these).
 FIELDS = ("bandwidth_max", "f_server", "efficiency", "tx_power", "noise_psd",
           "path_loss_const", "path_loss_exp", "beta")
+#: Bar colours of the figure, one per pipeline.
+PALETTE = ("#999999", "#e69f00", "#0072b2", "#009e73", "#d55e00")
 #: N of every cell of the one-field-at-a-time grid.
 N_USERS = (10, 30, 60)
 
@@ -213,13 +215,15 @@ def figure(record: dict) -> Figure:
         m = np.asarray([100 * r["pipelines"][n]["gap"]["mean"] for r in rows])
         ci = np.asarray([100 * r["pipelines"][n]["gap"]["ci"] for r in rows])
         ax.barh(pos + (j - (len(names) - 1) / 2) * h, m, h * 0.95, xerr=ci, capsize=2,
-                color=plotting.method_style(n)[0], label=n)
+                color=PALETTE[j % len(PALETTE)], label=n)
     for x, style in ((1.5, "--"), (1.0, ":")):
         ax.axvline(x, color="grey", linestyle=style, linewidth=0.8)
+    ax.set_xscale("symlog", linthresh=2.0)   # linear up to 2%, then log: gaps span 0.1-200%
+    ax.set_xlim(left=-1.0)
     ax.set_yticks(pos)
     ax.set_yticklabels(labels, fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("cost / certified optimum - 1 [%] (no inference delay)")
+    ax.set_xlabel("cost / certified optimum - 1 [%] (no inference delay; symlog above 2%)")
     ax.grid(True, axis="x", alpha=0.3)
     if names:
         ax.legend(fontsize="small")
