@@ -154,6 +154,29 @@ def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
     return rows
 
 
+def allocator_gaps(alloc, ranges, n_users: int = 30, batch: int = 256, seed: int = 7,
+                   skip=("efficiency", "beta")) -> list[dict]:
+    """The allocator's gap to the optimal weighted delay (every task offloaded, KKT
+    optimum; Eq. 12-20) at Table II and at both ends of each ranged field (``skip``:
+    fields that do not change that problem).  Rows ``{"label", "largest_gap",
+    "worst_gap"}``: the largest sub-network's and the worst sub-network's
+    mean(weighted delay) / mean(optimum) - 1 (dimensionless)."""
+    from dynmec_jax.train import allocator as train_allocator   # training-side helper
+
+    base = alloc.sys_params.replace(n_users=n_users)
+    cells = [("Table II", base)] + [
+        (f"{r.name} = {v:.3g}", base.replace(**{r.name: v}))
+        for r in ranges if r.name not in skip for v in (r.lo, r.hi)]
+    rows = []
+    for label, sp in cells:
+        scn = system.sample_scenarios(jax.random.key(seed), sp, batch)
+        g = np.asarray(train_allocator.evaluate_subnets(alloc, scn, np.ones(scn.shape, bool),
+                                                        sp)["gap"])
+        rows.append({"label": label, "largest_gap": float(g[-1, -1]),
+                     "worst_gap": float(g.max())})
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     """Per pipeline: the worst gap without inference delay over the cells, the number of
     cells within 1.5% and 1% of the optimum (mean gap), and the mean gap."""
