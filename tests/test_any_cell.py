@@ -50,3 +50,11 @@ def test_smoke_evaluation_writes_markdown_json_and_figure(tiny_allocator, tmp_pa
     assert "| Table II | 4 |" in (tmp_path / "any_cell.md").read_text()
     assert json.loads((tmp_path / "any_cell.json").read_text())["summary"]["cell"]["cells"] == 5
     assert (tmp_path / "any_cell.png").stat().st_size > 1000 and len(paths) == 3
+
+
+def test_allocator_gaps_cover_the_range_ends(tiny_allocator):
+    alloc = tiny_allocator(SP)
+    rows = any_cell.allocator_gaps(alloc, cell.parse_range("f_server=1e9:1e10:log,beta=0:1:lin"),
+                                   n_users=4, batch=4)
+    assert [r["label"] for r in rows] == ["Table II", "f_server = 1e+09", "f_server = 1e+10"]
+    assert all(r["worst_gap"] >= r["largest_gap"] - 1e-9 for r in rows)

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from dynmec_jax import cell as cell_lib
 from dynmec_jax import evaluation, files, plotting, stats, system
 from dynmec_jax.baselines import exact
+from dynmec_jax.train import allocator as train_allocator
 
 #: Fields varied one at a time (issue 21: at least these).
 FIELDS = ("bandwidth_max", "f_server", "efficiency", "tx_power", "noise_psd",
@@ -161,8 +162,6 @@ def allocator_gaps(alloc, ranges, n_users: int = 30, batch: int = 256, seed: int
     fields that do not change that problem).  Rows ``{"label", "largest_gap",
     "worst_gap"}``: the largest sub-network's and the worst sub-network's
     mean(weighted delay) / mean(optimum) - 1 (dimensionless)."""
-    from dynmec_jax.train import allocator as train_allocator   # training-side helper
-
     base = alloc.sys_params.replace(n_users=n_users)
     cells = [("Table II", base)] + [
         (f"{r.name} = {v:.3g}", base.replace(**{r.name: v}))
