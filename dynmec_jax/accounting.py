@@ -156,22 +156,25 @@ def scheduler_macs(n_users: int, hidden: int = 32, zeta: float = 1, iota: float 
 
 
 def set_scheduler_dims(hidden: int = 32, n_layers: int = 2, passes: int = 2,
-                       n_features: int = N_FEATURES, counts: bool = False) -> list[list[int]]:
+                       n_features: int = N_FEATURES, counts: bool = False,
+                       n_cell: int = 0) -> list[list[int]]:
     """Per-user layers of the set scheduler, one list per pass.
 
     Pass 1: ``[u_i, mean u] -> hidden x n_layers -> 1``; every later pass
     also reads the probability-weighted mean of u and the offloaded share:
     ``[u_i, mean u, weighted mean u, share] -> hidden x n_layers -> 1``.
     ``counts``: every pass also reads log N, later passes also log(1 + the
-    expected number offloaded) (one and two more inputs).
+    expected number offloaded) (one and two more inputs).  ``n_cell``: every
+    pass also reads that many cell features (:mod:`dynmec_jax.cell`).
     """
-    first = [2 * n_features + counts] + [hidden] * n_layers + [1]
-    later = [3 * n_features + 1 + 2 * counts] + [hidden] * n_layers + [1]
+    first = [2 * n_features + counts + n_cell] + [hidden] * n_layers + [1]
+    later = [3 * n_features + 1 + 2 * counts + n_cell] + [hidden] * n_layers + [1]
     return [first] + [later] * (passes - 1)
 
 
 def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int = 2,
-                       zeta: float = 1, iota: float = 0, counts: bool = False):
+                       zeta: float = 1, iota: float = 0, counts: bool = False,
+                       n_cell: int = 0):
     """M_Sced of Eq. 34-35 for the per-user set scheduler applied to ``n_users`` users.
 
     The shared per-user MLPs (:func:`set_scheduler_dims`) run once per user
@@ -180,7 +183,7 @@ def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int
     """
     return n_users * sum(mlp_macs(d, zeta, iota)
                          for d in set_scheduler_dims(hidden, n_layers, passes,
-                                                     counts=counts))
+                                                     counts=counts, n_cell=n_cell))
 
 
 def policy_dims(n_inputs: int, hidden: int = 32) -> list[int]:

@@ -21,6 +21,7 @@ import io
 import os
 import pathlib
 import stat
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -155,23 +156,44 @@ def write_decisions(out, rows: Sequence[dict], inputs: Sequence = ()) -> pathlib
     return target
 
 
+def scenario_cell(pipe, table: TaskTable, sid: str, base: system.SystemParams,
+                  strict: bool = False) -> tuple[system.SystemParams, list[str]]:
+    """``(cell, warnings)`` of scenario ``sid``: ``base`` with the scenario's cell columns
+    (:attr:`TaskTable.cells`), validated, and one warning line per field outside the cells
+    ``pipe`` was trained on (:meth:`~dynmec_jax.pipeline.Pipeline.cell_warnings`; none for
+    deciders without it).  ``strict``: the first such line raises :class:`InputError`."""
+    at = f"scenario {clip(sid)}"
+    try:
+        sp = system.validate(base.replace(**table.cells.get(sid, {})))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{at}: {e}") from None
+    lines = pipe.cell_warnings(sp) if hasattr(pipe, "cell_warnings") else []
+    if strict and lines:
+        raise InputError(f"{at}: {lines[0]} (--strict)")
+    return sp, [f"{at}: {line}" for line in lines]
+
+
 def decide_table(pipe: pipeline.Pipeline, table: TaskTable,
-                 sys_params: system.SystemParams | None = None) -> list[dict]:
+                 sys_params: system.SystemParams | None = None, strict: bool = False,
+                 warned: list | None = None) -> list[dict]:
     """One output row per input task (:data:`OUTPUT_COLUMNS`), in input order.
 
     Per scenario: ``pipe.decide`` (offloading of Eq. 22, sub-network, the allocation
     of Eq. 12-20 [Hz], the inference delays of Eq. 34-35 [s]) and
     :func:`dynmec_jax.system.task_outcomes` (delay [s] and energy [J] of Eq. 1-6, the
     deadline miss).  ``pipe``: a pipeline or any decider of :mod:`dynmec_jax.deciders`;
-    ``sys_params`` defaults to its own (Table II for the shipped ones).
+    ``sys_params`` (the cell) defaults to its own (Table II for the shipped ones); a
+    scenario's cell columns override it (:func:`scenario_cell`).  Fields outside the
+    pipeline's trained range append a line to ``warned`` (``strict``: raise instead).
 
     Raises:
       InputError: a scenario whose decision or outcome is not finite (naming it and
-        its first row), a scenario size the pipeline cannot take, or bad ``sys_params``.
+        its first row), a scenario size the pipeline cannot take, or bad ``sys_params``
+        (or, with ``strict``, a cell outside the trained range).
     """
-    sp = pipe.sys_params if sys_params is None else sys_params
+    sp0 = pipe.sys_params if sys_params is None else sys_params
     try:
-        system.validate(sp)
+        system.validate(sp0)
     except (TypeError, ValueError) as e:
         raise InputError(f"sys_params: {e}") from None
     first = {}
@@ -184,8 +206,13 @@ def decide_table(pipe: pipeline.Pipeline, table: TaskTable,
         if pipe.n_users is not None and n != pipe.n_users:
             raise InputError(f"{at} has {n} tasks, but this pipeline's scheduler takes "
                              f"exactly {pipe.n_users}")
+        sp, lines = scenario_cell(pipe, table, sid, sp0, strict)
+        if warned is not None:
+            warned.extend(lines)
         try:
-            d = pipe.decide(scn, sp)
+            with warnings.catch_warnings():   # reported once per scenario through ``warned``
+                warnings.simplefilter("ignore", UserWarning)
+                d = pipe.decide(scn, sp)
         except ValueError as e:
             raise InputError(f"{at}: {e}") from None
         res = system.task_outcomes(system.as_scenario(scn), d.offload, d.bandwidth, d.f_alloc,
@@ -216,7 +243,8 @@ def decide_table(pipe: pipeline.Pipeline, table: TaskTable,
 
 
 def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_path, out_path,
-                sys_params: system.SystemParams | None = None) -> dict:
+                sys_params: system.SystemParams | None = None, cell: dict | None = None,
+                strict: bool = False) -> dict:
     """Reads tasks from ``in_path``, decides, writes one decision per task to ``out_path``.
 
     The whole flow, in this order: :func:`check_output_path` (before anything else),
@@ -225,11 +253,14 @@ def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_pa
     :class:`~dynmec_jax.pipeline.Pipeline` or any decider with its ``decide``,
     ``sys_params`` and ``n_users`` (:mod:`dynmec_jax.deciders`), or a function
     returning one, called only once the file has been read and checked (so a bad
-    file is refused before a model is loaded).
+    file is refused before a model is loaded).  The cell: ``sys_params`` (default:
+    the decider's), with the fields of ``cell`` (``{field: value}``, SI) replaced,
+    then each scenario's cell columns; ``strict``: a cell outside the pipeline's
+    trained range is refused (else a warning line per scenario and field).
 
     Returns:
-      ``{"scenarios": int, "tasks": int, "offloaded": int, "out": str}`` (``out`` the
-      file written: the target of a symlink).
+      ``{"scenarios": int, "tasks": int, "offloaded": int, "out": str, "warnings":
+      [str]}`` (``out`` the file written: the target of a symlink).
 
     Raises:
       InputError: any refusal (one line naming the file, row and column, or the
@@ -239,7 +270,15 @@ def decide_file(pipe: pipeline.Pipeline | Callable[[], pipeline.Pipeline], in_pa
     table = read_tasks(in_path)
     if not hasattr(pipe, "decide"):
         pipe = pipe()
-    rows = decide_table(pipe, table, sys_params)
+    base = pipe.sys_params if sys_params is None else sys_params
+    if cell:
+        try:
+            base = system.params_from_overrides(cell, base)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"cell: {e}") from None
+    warned: list[str] = []
+    rows = decide_table(pipe, table, base, strict, warned)
     target = write_decisions(out_path, rows, inputs=(in_path,))
     return {"scenarios": len(table.scenarios), "tasks": len(rows),
-            "offloaded": sum(r["offload"] for r in rows), "out": str(target)}
+            "offloaded": sum(r["offload"] for r in rows), "out": str(target),
+            "warnings": warned}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import warnings
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -28,6 +29,7 @@ from flax import serialization, struct
 
 from dynmec_jax import accounting, checks, costs, files, system
 from dynmec_jax import allocator as allocator_lib
+from dynmec_jax import cell as cell_lib
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.system import Scenario, SystemParams
@@ -58,6 +60,12 @@ class PipelineSpec:
       negative_slope: LeakyReLU slope of both networks.
       variant: "full", "fix_width", "fix_depth" or "fixed" (:mod:`dynmec_jax.nets.policy`).
       fixed_width, fixed_depth: the sub-network of variant "fixed" (None: the largest).
+      cell: "" (the networks do not see the cell: trained at one SystemParams), or
+        the range of cells it was trained over, ``"name=lo:hi:log|lin,..."``
+        (:func:`dynmec_jax.cell.parse_range`; "default" expands to
+        :data:`dynmec_jax.cell.DEFAULT_RANGE`): the scheduler and the policy then
+        read the cell features (:func:`dynmec_jax.cell.cell_features`) and
+        training samples one cell per scenario.  Stored expanded.
     """
 
     n_users: int = 30
@@ -71,8 +79,15 @@ class PipelineSpec:
     variant: str = "full"
     fixed_width: int | None = None
     fixed_depth: int | None = None
+    cell: str = ""
 
     def __post_init__(self):
+        try:
+            object.__setattr__(self, "cell", cell_lib.normalize_range(self.cell))
+        except ValueError as e:
+            raise ValueError(f"train.cell: {e}") from None
+        if self.cell and self.scheduler != "set":
+            raise ValueError("train.cell (cell features) needs train.scheduler='set'")
         for name in ("n_users", "scheduler_hidden", "policy_hidden", "scheduler_layers",
                      "scheduler_passes"):
             if not getattr(self, name) >= 1:
@@ -103,6 +118,11 @@ class PipelineSpec:
         return (n_experts if self.fixed_width is None else self.fixed_width,
                 n_layers if self.fixed_depth is None else self.fixed_depth)
 
+    @property
+    def cell_ranges(self) -> tuple:
+        """The parsed :attr:`cell` (:class:`dynmec_jax.cell.FieldRange` each; () if none)."""
+        return cell_lib.parse_range(self.cell)
+
 
 class Models(NamedTuple):
     """The static parts of a joint model: modules, sizes and MAC counts."""
@@ -115,6 +135,12 @@ class Models(NamedTuple):
     fixed: tuple
     scheduler_macs: int
     policy_macs: int
+    cell: tuple = ()
+
+    def cell_features(self, sys_params: SystemParams):
+        """The cell features ``(C,)`` of one cell (:func:`dynmec_jax.cell.cell_features`),
+        or None when the networks read none."""
+        return cell_lib.cell_features(sys_params, self.cell) if self.cell else None
 
 
 def build_models(spec: PipelineSpec, allocator) -> Models:
@@ -128,27 +154,31 @@ def build_models(spec: PipelineSpec, allocator) -> Models:
     if not (1 <= fixed[0] <= K and 1 <= fixed[1] <= L):
         raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
     # Mixed-N training gives the set scheduler the count features it needs to tell N apart.
+    ranges = cell_lib.parse_range(getattr(spec, "cell", ""))
     sched, sched_macs = scheduler_net.build_scheduler(spec.scheduler, spec.n_users,
                                                       spec.scheduler_hidden,
                                                       spec.scheduler_layers,
                                                       spec.scheduler_passes,
                                                       counts=spec.n_users_min is not None,
-                                                      negative_slope=spec.negative_slope)
-    policy_macs = 0 if spec.variant == "fixed" else accounting.policy_macs(spec.policy_hidden)
+                                                      negative_slope=spec.negative_slope,
+                                                      n_cell=len(ranges))
+    policy_macs = 0 if spec.variant == "fixed" else accounting.policy_macs(
+        spec.policy_hidden, accounting.N_POLICY_INPUTS + len(ranges))
     return Models(scheduler=sched,
                   policy=policy_net.Policy(K, L, spec.policy_hidden, spec.negative_slope),
                   n_experts=K, n_layers=L, variant=spec.variant, fixed=fixed,
-                  scheduler_macs=sched_macs, policy_macs=policy_macs)
+                  scheduler_macs=sched_macs, policy_macs=policy_macs, cell=ranges)
 
 
 def decide_subnet(models: Models, policy_params, allocator, scn: Scenario, offload: Array,
                   sys_params: SystemParams):
     """The policy's (width, depth) for offload set(s) ``offload`` (``(B, N)`` or ``(B, M, N)``).
 
-    Greedy (rounded) choice; int32 of the mask's leading shape.
+    Greedy (rounded) choice; int32 of the mask's leading shape.  ``sys_params``: one
+    cell (scalar fields; per-scenario cells go through :func:`dynmec_jax.cell.over_scenarios`).
     """
     feats = policy_net.policy_features(scn, offload, allocator.scales, sys_params,
-                                       allocator.sys_params)
+                                       allocator.sys_params, models.cell_features(sys_params))
     out = models.policy.apply(policy_params, feats)
     return policy_net.choose(out, models.n_experts, models.n_layers, models.variant, models.fixed)
 
@@ -251,8 +281,16 @@ class Pipeline:
         float32, where e.g. a size of 1e39 bits is inf; inside ``jit`` use
         :func:`decide_body`, unchecked, or ``checks.check_scenario`` under
         ``checkify``);
-        ``sys_params`` defaults to the allocator's.  Returns a
-        :class:`Decision` of the same leading shape.
+        ``sys_params`` defaults to the allocator's; it is the cell (any
+        field of :class:`~dynmec_jax.system.SystemParams`), one for all
+        scenarios, or one per scenario (float fields of shape ``(B,)``,
+        :func:`dynmec_jax.cell.broadcast_cells`).  A pipeline with cell
+        features (``spec.cell``) decides for that cell; one without was
+        trained at one cell.  Fields outside the trained range
+        (:meth:`cell_warnings`) raise a ``UserWarning`` naming field, value
+        and range.  N comes from the scenario, whatever
+        ``sys_params.n_users`` says.  Returns a :class:`Decision` of the
+        same leading shape.
 
         Any N: with the per-user scheduler, scenarios are padded to
         :func:`padded_users` (64 up to N = 64, then the next power of two)
@@ -260,20 +298,38 @@ class Pipeline:
         program serves every N up to 64; the padding is cut from the result.
         """
         sp = self.allocator.sys_params if sys_params is None else sys_params
-        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(scn)):
+        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((scn, sp))):
             scn = checks.validate_scenario(scn)
+            for line in self.cell_warnings(sp):
+                warnings.warn(line, stacklevel=2)
         scn = system.as_scenario(scn)
         single = jnp.ndim(scn.size) == 1
         if single:
             scn = jax.tree.map(lambda a: a[None], scn)
         n = scn.shape[-1]
+        if cell_lib.is_per_scenario(sp) and jnp.shape(sp.bandwidth_max) != scn.shape[:1]:
+            raise ValueError(f"one cell per scenario needs fields of shape {scn.shape[:1]}, "
+                             f"got {jnp.shape(sp.bandwidth_max)}")
         if self.n_users is None:
-            padded, valid = system.pad_users(scn, padded_users(n), sp)
+            # Padded users only need finite features: the reference cell's sampling ranges.
+            padded, valid = system.pad_users(scn, padded_users(n), self.allocator.sys_params)
             d = jax.tree.map(lambda a: a[..., :n] if a.ndim == 2 else a,
                              _decide_jit(self, padded, sp, None, valid))
         else:
             d = _decide_jit(self, scn, sp)
         return jax.tree.map(lambda a: a[0], d) if single else d
+
+
+    @property
+    def cell_range(self) -> tuple:
+        """The trained cell range (:class:`dynmec_jax.cell.FieldRange` each; () for a
+        pipeline trained at the one cell :attr:`sys_params`)."""
+        return self.spec.cell_ranges
+
+    def cell_warnings(self, sys_params: SystemParams) -> list[str]:
+        """One line per field of ``sys_params`` outside the cells this pipeline was trained
+        on (:func:`dynmec_jax.cell.out_of_range`; host-side)."""
+        return cell_lib.out_of_range(sys_params, self.cell_range, self.allocator.sys_params)
 
 
 def padded_users(n: int, smallest: int = 64) -> int:
@@ -291,11 +347,21 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     delays follow Eq. 34-35 with the pipeline's M_Sced and M_Poli.
     Unchecked (it cannot raise on traced values), but the decision's
     ``input_ok`` says per scenario whether its tasks passed the value checks.
+    ``sys_params``: one cell, or one per scenario (float fields ``(B,)``; then
+    each scenario is decided for its own, :func:`dynmec_jax.cell.over_scenarios`).
     """
+    return cell_lib.over_scenarios(
+        lambda sp, s, o, v: _decide_cell(pipe, s, sp, o, v), sys_params, scn, offload, valid)
+
+
+def _decide_cell(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
+                 offload: Array | None, valid: Array | None) -> Decision:
+    """:func:`decide_body` for one cell."""
     m = pipe.models
     if offload is None:
         probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
-                                                    pipe.allocator.scales, valid)
+                                                    pipe.allocator.scales, valid,
+                                                    m.cell_features(sys_params))
         offload = scheduler_net.greedy_actions(probs)
     x = jnp.asarray(offload).astype(bool)
     if valid is not None:
@@ -383,7 +449,8 @@ def load_pipeline(path=None) -> Pipeline:
         # Shapes only (no eager initialisation: that compiles ~100 tiny programs).
         s_tmpl = jax.eval_shape(lambda: scheduler_net.init_scheduler(
             jax.random.key(0), models.scheduler, spec.n_users))
-        p_tmpl = jax.eval_shape(lambda: policy_net.init_policy(jax.random.key(0), models.policy))
+        p_tmpl = jax.eval_shape(lambda: policy_net.init_policy(jax.random.key(0), models.policy,
+                                                               len(models.cell)))
         s_params = serialization.from_bytes(s_tmpl, paths[1].read_bytes())
         p_params = serialization.from_bytes(p_tmpl, paths[2].read_bytes())
         for t, v in ((s_tmpl, s_params), (p_tmpl, p_params)):

@@ -56,6 +56,13 @@ Rules (the same for CSV and JSON wherever both have the notion):
   local_energy     0        1e20    J           E_loc of Eq. 6
   ===============  =======  ======  ==========  ===========================
 
+* Cell columns (optional): any float field of
+  :class:`dynmec_jax.system.SystemParams` (:data:`CELL_FIELDS`, e.g.
+  ``bandwidth_max`` [Hz], ``f_server`` [cycles/s], ``beta``) gives that
+  scenario its own cell.  A scenario's rows that have the column must agree
+  on its value; the value is a number (same grammar) checked by
+  :func:`dynmec_jax.system.validate` when deciding.  Kept in
+  :attr:`TaskTable.cells`.
 * Scenario ids are text, compared exactly.  CSV cells are text; a JSON id
   may be a string or an integer, and an integer stands for its decimal text,
   so JSON ``1``, JSON ``"1"`` and CSV ``1`` are one scenario (but CSV ``01``
@@ -137,6 +144,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("distance", "task", True, "m", "l_i, user-server distance (Eq. 1)"),
     Column("f_local", "task", True, "cycles/s", "f_i^loc, local CPU (Eq. 4, 6)"),
 )
+#: Optional per-scenario cell columns: the float fields of SystemParams (module doc).
+CELL_FIELDS = tuple(f.name for f in dataclasses.fields(system.SystemParams)
+                    if f.name != "n_users")
+COLUMNS = COLUMNS + tuple(Column(name, "extra", False, "SI",
+                                 f"the scenario's SystemParams.{name} (its cell)")
+                          for name in CELL_FIELDS)
 ID_COLUMN = "scenario"
 #: The task fields, in :class:`dynmec_jax.system.Scenario` order.
 TASK_FIELDS = tuple(name for name, _, _ in checks.SCENARIO_RULES)
@@ -210,13 +223,16 @@ class TaskTable:
         input row, in input order; ``where`` names the row for messages
         (``"tasks.csv row 3"``, ``"tasks.json task 2"``).
       extras: per input row, the optional (``role="extra"``) columns it has,
-        as read; empty dicts while :data:`COLUMNS` has none.
+        as read.
+      cells: ``{id: {field: value}}``, the cell columns of each scenario that has
+        any (SI units; module doc).
     """
 
     path: pathlib.Path
     scenarios: dict[str, system.Scenario]
     order: tuple[tuple[str, int, str], ...]
     extras: tuple[dict[str, Any], ...] = ()
+    cells: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_tasks(self) -> int:
@@ -418,6 +434,10 @@ def _number(where: str, name: str, value, is_json: bool) -> float:
                          "number (plain ASCII decimal or scientific notation such as 1200, "
                          "0.01 or 1.5e8; no '+', '_', inf or nan)")
     v = float(text)          # never raises on this grammar; huge values become inf
+    if name not in _BOUND:   # a cell column: checked by system.validate when deciding
+        if not np.isfinite(v):
+            raise InputError(f"{at}: {clip(text)} is not a finite number")
+        return v
     lo, hi, unit, reason = _BOUND[name]
     if not lo <= v <= hi:
         raise InputError(f"{at}: {clip(text)} is outside [{lo:g}, {hi:g}] {unit}: {reason}")
@@ -483,6 +503,8 @@ def read_tasks(path) -> TaskTable:
     extra_names = [c.name for c in COLUMNS if c.role == "extra"]
     groups: dict[str, dict[str, list[float]]] = {}
     order, extras = [], []
+    cells: dict[str, dict[str, float]] = {}
+    named: dict[str, set] = {}   # per scenario: the cell columns its first row had
     for where, row in records:
         for c in COLUMNS:
             if c.required and c.name not in row:
@@ -493,6 +515,19 @@ def read_tasks(path) -> TaskTable:
         cols = groups.setdefault(sid, {f: [] for f in TASK_FIELDS})
         order.append((sid, len(cols[TASK_FIELDS[0]]), where))
         extras.append({n: row[n] for n in extra_names if n in row})
+        here = {n: _number(where, n, row[n], is_json) for n in CELL_FIELDS if n in row}
+        if sid not in named:
+            named[sid] = set(here)
+            if here:
+                cells[sid] = here
+        if set(here) != named[sid]:
+            raise InputError(f"{where}: scenario {clip(sid)} has cell columns "
+                             f"{sorted(here)} here but {sorted(named[sid])} in its first row")
+        for n, v in here.items():
+            if v != cells[sid][n]:
+                raise InputError(f"{where}, column {n!r}: {v!r} differs from {cells[sid][n]!r} "
+                                 f"in an earlier row of scenario {clip(sid)}; a cell column "
+                                 "has one value per scenario")
         for f in TASK_FIELDS:
             cols[f].append(values[f])
     scenarios = {}
@@ -502,4 +537,5 @@ def read_tasks(path) -> TaskTable:
                 **{f: np.asarray(v, dtype=np.float64) for f, v in cols.items()}))
         except ValueError as e:       # not expected: every value was checked above
             raise InputError(f"{shown}: scenario {clip(sid)}: {e}") from None
-    return TaskTable(path=p, scenarios=scenarios, order=tuple(order), extras=tuple(extras))
+    return TaskTable(path=p, scenarios=scenarios, order=tuple(order), extras=tuple(extras),
+                     cells=cells)

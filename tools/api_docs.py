@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "api.md"
 #: The documented modules, in the order of the page.
 MODULES = ("dynmec_jax.system", "dynmec_jax.allocator", "dynmec_jax.costs",
-           "dynmec_jax.evaluation", "dynmec_jax.methods", "dynmec_jax.pipeline",
+           "dynmec_jax.evaluation", "dynmec_jax.methods", "dynmec_jax.pipeline", "dynmec_jax.cell",
            "dynmec_jax.baselines", "dynmec_jax.baselines.greedy",
            "dynmec_jax.baselines.exhaustive", "dynmec_jax.baselines.exact",
            "dynmec_jax.baselines.droo", "dynmec_jax.baselines.droo_train", "dynmec_jax.env")

@@ -13,6 +13,17 @@ sum_i C_i, Eq. 24-25, from ``baselines/exact.py``: a bound, charged no
 inference delay; it needs the ``exact`` extra and runs a solver per
 scenario, much slower than the others).
 
+The cell (the system the tasks run in; default: the decider's, Table II for the
+shipped ones): ``--cell=cell.json`` (a JSON object ``{"bandwidth_max": 2e6,
+"f_server": 1e10, ...}``), then any ``SystemParams`` field as a flag
+(``--bandwidth_max=2e6 --f_server=1e10 --beta=0.5``, SI units), then optional
+per-scenario cell columns of the same names in the task file.  N comes from
+the scenario (``n_users`` is not a cell field).  A field outside the range
+the pipeline was trained on (``pipeline.json``'s ``spec.cell``; a pipeline
+without cell features was trained at one cell) prints ``warning: ...``
+naming the scenario, the field, its value and the range; ``--strict`` makes
+it one line ``error: ...`` and exit code 2.
+
 Input: one row per task with the columns ``scenario`` (an id; the tasks of
 one scenario compete for the server), ``size`` [bits], ``workload``
 [cycles/bit], ``deadline`` [s], ``distance`` [m] and ``f_local``
@@ -46,8 +57,11 @@ target replaced).  The rules: ``dynmec_jax/taskfile.py``.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
+from dynmec_jax import cell as cell_lib
 from dynmec_jax import cli, deciders, decisionfile, taskfile
 
 _IN = flags.DEFINE_string("in", None, "input tasks: .csv or .json", required=True)
@@ -61,6 +75,13 @@ _PIPELINE = flags.DEFINE_string("pipeline", None,
                                 "pipeline directory for --method=pmrl (default: the shipped one)")
 _DROO = flags.DEFINE_string("droo", None,
                             "DROO model directory for --method=droo (default: the shipped one)")
+
+_CELL = flags.DEFINE_string("cell", None, "JSON file {field: value} of the cell (SystemParams "
+                            "fields, SI units); the field flags override it")
+_STRICT = flags.DEFINE_bool("strict", False, "refuse (exit 2) a cell outside the pipeline's "
+                            "trained range instead of warning")
+_FIELDS = {name: flags.DEFINE_float(name, None, f"the cell's SystemParams.{name} (SI units)")
+           for name in taskfile.CELL_FIELDS}
 
 
 def _load_decider():
@@ -78,10 +99,15 @@ def main(argv):
         cli.fail(f"--pipeline is for --method=pmrl, not --method={_METHOD.value}")
     if _DROO.value is not None and _METHOD.value != "droo":
         cli.fail(f"--droo is for --method=droo, not --method={_METHOD.value}")
+    cell = cli.guard(cell_lib.read_cell, _CELL.value,
+                     {k: f.value for k, f in _FIELDS.items()})
     try:
-        summary = decisionfile.decide_file(_load_decider, _IN.value, _OUT.value)
+        summary = decisionfile.decide_file(_load_decider, _IN.value, _OUT.value, cell=cell,
+                                           strict=_STRICT.value)
     except (taskfile.InputError, ImportError) as e:
         cli.fail(str(e))
+    for line in summary["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"{_METHOD.value} decided {summary['scenarios']} scenarios, {summary['tasks']} tasks "
           f"({summary['offloaded']} offloaded) -> {_OUT.value}")
     return 0

@@ -17,6 +17,14 @@ Used by ``launch/train_joint.py``, ``launch/evaluate_joint.py`` and
   (docs/reproduction.md, scheduler ablation).  Its results:
   ``dynmec-evaluate-joint`` (docs/reproduction.md, "Joint scheduling").
 * ``paper``: Table II, batch 128, 4x the steps, 5 seeds; sized for a GPU.
+* ``cell``: any cell (docs/reproduction.md, "Any cell"): mixed N = 5..60 and one
+  cell per scenario drawn over :data:`dynmec_jax.cell.DEFAULT_RANGE`, the
+  networks reading the cell features, warm-started from the Table II pipeline
+  (``train.init_from``); 2 seeds, 500 pre-training steps, 5,000 episodes,
+  scheduler lr 1e-3 (1,380 s on 2 shared CPU cores).  The second stage
+  (``--config.train.init_from=RUN/pipeline --config.train.pretrain_steps=0
+  --config.train.episodes=2000 --config.train.scheduler_lr=3e-4
+  --config.train.cell_base_share=0.25 --config.n_seeds=1``) is in the docs.
 
 N comes from ``system.n_users`` (the ``train`` section has no ``n_users``).
 Override any field: ``--config.train.episodes=500 --config.system.n_users=20``.
@@ -27,7 +35,7 @@ import ml_collections
 from dynmec_jax import typedconfig
 from dynmec_jax.train.config import JointConfig, TrainConfig
 
-PRESETS = ("smoke", "default", "paper")
+PRESETS = ("smoke", "default", "paper", "cell")
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
@@ -40,6 +48,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.system.n_users = 6
         c.train.update(batch=16, pretrain_steps=20, episodes=20)
         c.eval.update(batch=64, ga_iters=5, ga_batch=4, optimum_batch=16)
+    elif preset == "cell":
+        c.n_seeds = 2
+        c.system.n_users = 60
+        c.train.update(n_users_min=5, cell="default", init_from="pretrained",
+                       pretrain_steps=500, episodes=5000, chunk=500, scheduler_lr=1e-3)
     elif preset == "paper":
         c.n_seeds = 5
         c.train.update(batch=128, pretrain_steps=6000, episodes=6000)

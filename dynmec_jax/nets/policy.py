@@ -59,7 +59,8 @@ def _safe_log(x: Array, ok: Array) -> Array:
 
 
 def policy_features(scn: Scenario, offload: Array, scales: features.FeatureScales,
-                    sys_params: SystemParams, ref_sys_params: SystemParams) -> Array:
+                    sys_params: SystemParams, ref_sys_params: SystemParams,
+                    cell: Array | None = None) -> Array:
     """Permutation-invariant summary of the offloaded tasks, ``(..., 10)`` (dimensionless).
 
     See the module doc and :data:`POLICY_INPUTS`.  ``scn`` fields ``(B, N)``
@@ -67,6 +68,8 @@ def policy_features(scn: Scenario, offload: Array, scales: features.FeatureScale
     ``(B, M, N)`` (then the scenario is broadcast over M).  An empty set gives
     zeros for the set statistics (finite values and gradients).
     ``ref_sys_params``: the reference system (the allocator's training one).
+    ``cell``: None, or cell features ``(C,)`` of one cell
+    (:func:`dynmec_jax.cell.cell_features`), appended: ``(..., 10 + C)``.
     """
     x = jnp.asarray(offload).astype(bool)
     z = features.normalize_features(scn, scales)                         # (..., N, 5)
@@ -86,8 +89,11 @@ def policy_features(scn: Scenario, offload: Array, scales: features.FeatureScale
                         jnp.log(sys_params.bandwidth_max / ref_sys_params.bandwidth_max),
                         jnp.log(sys_params.efficiency / ref_sys_params.efficiency)])
     server = jnp.broadcast_to(server.astype(z.dtype), n.shape + (3,))
-    return jnp.concatenate([_safe_log(nf, has)[..., None], means,
-                            _safe_log(wsum, wsum > 0)[..., None], server], axis=-1)
+    parts = [_safe_log(nf, has)[..., None], means, _safe_log(wsum, wsum > 0)[..., None], server]
+    if cell is not None:
+        c = jnp.asarray(cell, z.dtype)
+        parts.append(jnp.broadcast_to(c, n.shape + c.shape[-1:]))
+    return jnp.concatenate(parts, axis=-1)
 
 
 class Policy(nn.Module):
@@ -121,9 +127,9 @@ def policy_params_count(hidden: int = scheduler.HIDDEN) -> int:
     return accounting.mlp_params(accounting.policy_dims(N_POLICY_INPUTS, hidden))
 
 
-def init_policy(key: Array, model: Policy) -> dict:
-    """Initial parameters of ``model``."""
-    return model.init(key, jnp.zeros((N_POLICY_INPUTS,), jnp.float32))
+def init_policy(key: Array, model: Policy, n_cell: int = 0) -> dict:
+    """Initial parameters of ``model`` reading :data:`N_POLICY_INPUTS` + ``n_cell`` inputs."""
+    return model.init(key, jnp.zeros((N_POLICY_INPUTS + n_cell,), jnp.float32))
 
 
 def check_variant(variant: str) -> None:

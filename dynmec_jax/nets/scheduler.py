@@ -103,12 +103,19 @@ class SetScheduler(nn.Module):
     server).  With ``counts`` every pass also reads log N and the later ones
     log(1 + sum_j q_j), the expected number offloaded.
 
+    Cell features (``n_cell`` > 0, for training over many cells): every
+    pass also reads the cell's ``n_cell`` normalised fields
+    (:func:`dynmec_jax.cell.cell_features`: bandwidth, server, lambda of
+    Eq. 9, channel, beta), the same for every user of a scenario, so the
+    share worth offloading can follow the cell.
+
     Attributes:
       hidden: hidden units per layer (Section V: 32).
       n_layers: hidden layers per pass.
       negative_slope: LeakyReLU slope.
       passes: 1 or more (above).
       counts: also read log N and log(1 + expected offloaded) (above).
+      n_cell: number of cell features read (0: none; above).
     """
 
     hidden: int = HIDDEN
@@ -116,6 +123,7 @@ class SetScheduler(nn.Module):
     negative_slope: float = NEGATIVE_SLOPE
     passes: int = 2
     counts: bool = False
+    n_cell: int = 0
 
     def _mlp(self, h, tag):
         for i in range(self.n_layers):
@@ -126,8 +134,11 @@ class SetScheduler(nn.Module):
         return out[..., 0]
 
     @nn.compact
-    def __call__(self, z: Array, valid: Array | None = None) -> Array:
+    def __call__(self, z: Array, valid: Array | None = None, cell: Array | None = None) -> Array:
         """Logits ``(..., N)`` from features ``z (..., N, 5)``.
+
+        ``cell``: the cell features ``(..., n_cell)`` (or ``(n_cell,)``, one
+        cell for every scenario); required when ``n_cell`` > 0.
 
         ``valid`` (bool ``(..., N)``, optional): the real users of scenarios
         padded to a common N; the pooled summaries are over them only, so a
@@ -148,7 +159,15 @@ class SetScheduler(nn.Module):
         if self.counts:
             log_n = jnp.broadcast_to(jnp.log(jnp.asarray(n, z.dtype)), z.shape[:-1] + (1,))
             ctx = jnp.concatenate([ctx, log_n], axis=-1)
-        logits = self._mlp(jnp.concatenate([z, ctx], axis=-1), "")
+        tail = []   # the cell features, last in every pass (a warm start pads zero rows)
+        if self.n_cell:
+            if cell is None or jnp.shape(cell)[-1] != self.n_cell:
+                raise ValueError(f"scheduler reads {self.n_cell} cell features, got "
+                                 f"{None if cell is None else jnp.shape(cell)}")
+            c = jnp.asarray(cell, z.dtype)
+            c = c.reshape(c.shape[:-1] + (1,) * (z.ndim - c.ndim) + c.shape[-1:])
+            tail = [jnp.broadcast_to(c, z.shape[:-1] + (self.n_cell,))]
+        logits = self._mlp(jnp.concatenate([z, ctx] + tail, axis=-1), "")
         for k in range(1, self.passes):
             q = jax.nn.sigmoid(logits)[..., None] * weight
             nq = jnp.sum(q, axis=-2, keepdims=True)
@@ -157,7 +176,8 @@ class SetScheduler(nn.Module):
             pooled = [ctx_q, frac] + ([jnp.log1p(nq)] if self.counts else [])
             extra = jnp.concatenate([jnp.broadcast_to(a, z.shape[:-1] + a.shape[-1:])
                                      for a in pooled], -1)
-            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra], axis=-1), f"p{k}_")
+            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra] + tail, axis=-1),
+                                        f"p{k}_")
         return logits
 
 
@@ -167,16 +187,20 @@ SCHEDULERS = ("set", "paper")
 
 def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
                     passes: int = 2, counts: bool = False,
-                    negative_slope: float = NEGATIVE_SLOPE):
+                    negative_slope: float = NEGATIVE_SLOPE, n_cell: int = 0):
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers``, ``passes`` and ``counts`` apply to "set" only).
+    (one hidden layer; ``n_layers``, ``passes``, ``counts`` and ``n_cell`` apply to "set"
+    only).
     """
     if kind == "set":
-        return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts),
+        return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts,
+                             n_cell=n_cell),
                 accounting.set_scheduler_macs(n_users, hidden, n_layers, passes,
-                                              counts=counts))
+                                              counts=counts, n_cell=n_cell))
+    if n_cell:
+        raise ValueError("cell features need the per-user 'set' scheduler")
     if kind == "paper":
         return (Scheduler(n_users, hidden, negative_slope),
                 accounting.scheduler_macs(n_users, hidden))
@@ -187,7 +211,8 @@ def module_macs(model: nn.Module, n_users: int) -> int:
     """M_Sced [MACs] of a scheduler module applied to a scenario of ``n_users`` users."""
     if isinstance(model, SetScheduler):
         return accounting.set_scheduler_macs(n_users, model.hidden, model.n_layers,
-                                             model.passes, counts=model.counts)
+                                             model.passes, counts=model.counts,
+                                             n_cell=model.n_cell)
     return accounting.scheduler_macs(model.n_users, model.hidden)
 
 
@@ -200,29 +225,38 @@ def init_scheduler(key: Array, model: nn.Module, n_users: int | None = None) -> 
     """Initial parameters of ``model`` (a pytree); ``n_users`` only shapes the dummy input
     of a :class:`SetScheduler` (its parameters do not depend on it)."""
     n = getattr(model, "n_users", None) or n_users or 1
-    return model.init(key, jnp.zeros((n, accounting.N_FEATURES), jnp.float32))
+    z = jnp.zeros((n, accounting.N_FEATURES), jnp.float32)
+    n_cell = getattr(model, "n_cell", 0)
+    if n_cell:
+        return model.init(key, z, None, jnp.zeros((n_cell,), jnp.float32))
+    return model.init(key, z)
 
 
 def offload_logits(model: Scheduler, params: dict, scn: Scenario,
-                   scales: features.FeatureScales, valid: Array | None = None) -> Array:
+                   scales: features.FeatureScales, valid: Array | None = None,
+                   cell: Array | None = None) -> Array:
     """Logits of the offloading probabilities of Eq. 22, ``(..., N)`` (dimensionless).
 
     ``scn`` fields ``(..., N)``; ``scales``: the allocator's feature scales
     (Eq. 21's state is the normalised feature set); ``valid``: the real users
-    of padded scenarios (:class:`SetScheduler` only).
+    of padded scenarios (:class:`SetScheduler` only); ``cell``: the cell
+    features of a scheduler with ``n_cell`` > 0 (:func:`dynmec_jax.cell.cell_features`).
     """
     z = features.normalize_features(scn, scales)
-    if valid is None:
+    if valid is None and cell is None:
         return model.apply(params, z)
     if not isinstance(model, SetScheduler):
         raise ValueError("padded scenarios (valid=...) need the per-user 'set' scheduler")
-    return model.apply(params, z, valid)
+    if cell is None:
+        return model.apply(params, z, valid)
+    return model.apply(params, z, valid, cell)
 
 
 def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,
-                          scales: features.FeatureScales, valid: Array | None = None) -> Array:
+                          scales: features.FeatureScales, valid: Array | None = None,
+                          cell: Array | None = None) -> Array:
     """p_i of Eq. 22: the probability of offloading task i, ``(..., N)`` in (0, 1)."""
-    return jax.nn.sigmoid(offload_logits(model, params, scn, scales, valid))
+    return jax.nn.sigmoid(offload_logits(model, params, scn, scales, valid, cell))
 
 
 def sample_actions(key: Array, probs: Array) -> Array:

@@ -270,6 +270,14 @@ class TrainConfig(PipelineSpec):
       chunk: steps (pre-training steps or episodes) per compiled chunk of a run
         from the command line (:mod:`dynmec_jax.train.joint_run`): the interval
         of its curves and checkpoints.
+      init_from: "" (fresh networks), "pretrained" (the shipped pipeline) or a
+        pipeline directory whose scheduler and policy start the run (a warm
+        start, :func:`dynmec_jax.train.joint.warm_start`: inputs the old
+        networks lacked, e.g. the cell features, start with zero weights, so
+        the run starts from the old decisions).
+      cell_base_share: with ``cell``, the share of training scenarios kept at the
+        base cell (the run's ``system``, Table II by default) instead of a drawn
+        one: the paper's cell is measured most, so it is seen more often.
     """
 
     batch: int = 64
@@ -284,9 +292,14 @@ class TrainConfig(PipelineSpec):
     entropy: float = 0.0
     clip_norm: float = 0.0
     chunk: int = 100
+    init_from: str = ""
+    cell_base_share: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 <= self.cell_base_share <= 1.0:
+            raise ValueError(f"train.cell_base_share must be in [0, 1], got "
+                             f"{self.cell_base_share}")
         _at_least("train.batch", self.batch, 1)
         _at_least("train.chunk", self.chunk, 1)
         for name in ("pretrain_steps", "episodes", "entropy", "clip_norm"):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dynmec_jax import cell as cell_lib
 from dynmec_jax import costs, system
 from dynmec_jax.nets import features
 from dynmec_jax.nets import policy as policy_net
@@ -38,6 +39,10 @@ from dynmec_jax.system import Scenario, SystemParams
 from dynmec_jax.train.config import TrainConfig
 
 Array = Any
+
+#: ``fold_in`` constant of the key of a step's cells (cell-conditioned training only, so the
+#: scenarios of a one-cell run are those of its key, as before cells existed).
+CELL_KEY = 0xCE11
 
 
 class JointState(NamedTuple):
@@ -93,6 +98,22 @@ def sample_training_scenarios(config: TrainConfig, key, sys_params: SystemParams
     return system.sample_mixed_scenarios(key, sp, config.batch, config.n_users_min)
 
 
+def sample_training_cells(config: TrainConfig, key, sys_params: SystemParams):
+    """The cells of ``config.batch`` training scenarios: ``sys_params`` itself (one cell),
+    or with ``config.cell`` one cell per scenario drawn over that range
+    (:func:`dynmec_jax.cell.sample_cells`; float fields ``(batch,)``), a share
+    ``config.cell_base_share`` of them left at ``sys_params``."""
+    if not config.cell:
+        return sys_params
+    if not config.cell_base_share:
+        return cell_lib.sample_cells(key, sys_params, config.batch, config.cell_ranges)
+    k_cell, k_base = jax.random.split(key)
+    cells = cell_lib.sample_cells(k_cell, sys_params, config.batch, config.cell_ranges)
+    base = cell_lib.broadcast_cells(sys_params, config.batch)
+    keep = jax.random.uniform(k_base, (config.batch,)) < config.cell_base_share
+    return jax.tree.map(lambda b, c: jnp.where(keep, b, c), base, cells)
+
+
 def with_users(models: Models, valid: Array | None) -> Models:
     """``models`` with M_Sced (Eq. 34-35) per scenario for its number of real users."""
     if valid is None:
@@ -115,12 +136,25 @@ def joint_step_quantities(models: Models, state: JointState, allocator, scn: Sce
     ``label_width``/``label_depth`` on the current offload set, ``valid``
     (scenarios with an offloaded task) and the ``logits_all`` table.
     ``valid``: the real users of padded scenarios (``models`` then carries
-    per-scenario M_Sced, :func:`with_users`).
+    per-scenario M_Sced, :func:`with_users`).  ``sys_params``: one cell, or one per
+    scenario (float fields ``(B,)``; then everything is computed per scenario under
+    :func:`dynmec_jax.cell.over_scenarios` and ``logits_all`` is not returned).
     """
+    if cell_lib.is_per_scenario(sys_params):
+        macs = jnp.broadcast_to(jnp.asarray(models.scheduler_macs), scn.shape[:1])
+
+        def one(sp, s, x, v, mc):
+            q = joint_step_quantities(models._replace(scheduler_macs=mc), state, allocator, s,
+                                      x, sp, None, marginal, advantage, v)
+            q.pop("logits_all")
+            return q
+
+        return cell_lib.over_scenarios(one, sys_params, scn, offload, valid, macs)
     if logits_all is None:
         logits_all = allocator.logits_all(scn)
     logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
-                                          allocator.scales, valid)
+                                          allocator.scales, valid,
+                                          models.cell_features(sys_params))
     probs = jax.nn.sigmoid(logits)
 
     def decide(masks):
@@ -165,10 +199,10 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
     configs = {"policy": configs} if single else dict(configs)
     first = next(iter(configs.values()))
     for name, c in configs.items():
-        if (c.n_users, c.n_users_min, c.batch, c.pretrain_steps) != (
-                first.n_users, first.n_users_min, first.batch, first.pretrain_steps):
+        if (c.n_users, c.n_users_min, c.batch, c.pretrain_steps, c.cell) != (
+                first.n_users, first.n_users_min, first.batch, first.pretrain_steps, first.cell):
             raise ValueError(f"pre-training {name!r} differs in n_users/n_users_min/batch/"
-                             "pretrain_steps")
+                             "pretrain_steps/cell")
     models = {name: build_models(c, allocator) for name, c in configs.items()}
     txs = {name: policy_optimizer(c) for name, c in configs.items()}
     trained = [name for name, c in configs.items() if c.variant != "fixed"]
@@ -177,15 +211,27 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
         params, opts = carry
         scn, users = sample_training_scenarios(first, key, sys_params)
         x = jnp.ones(scn.shape, bool) if users is None else users
-        la = allocator.logits_all(scn)
-        feats = policy_net.policy_features(scn, x, allocator.scales, sys_params,
-                                           allocator.sys_params)
+        cells = sample_training_cells(first, jax.random.fold_in(key, CELL_KEY), sys_params)
+        m0 = models[next(iter(configs))]
+
+        def quantities(sp, scn, x, users):   # one cell (per scenario: under vmap)
+            la = allocator.logits_all(scn)
+            out = {"feats": policy_net.policy_features(scn, x, allocator.scales, sp,
+                                                       allocator.sys_params,
+                                                       m0.cell_features(sp))}
+            for name in trained:
+                m = with_users(models[name], users)
+                out[name] = costs.labels(allocator, la, scn, x, sp, m.scheduler_macs,
+                                         m.policy_macs, m.variant, m.fixed)[:2]
+            return out
+
+        q = cell_lib.over_scenarios(quantities, cells, scn, x, users)
+        feats = q["feats"]
         valid = jnp.ones(scn.shape[:1], bool)
         new_p, new_o, metrics = dict(params), dict(opts), {}
         for name in trained:
-            m = with_users(models[name], users)
-            lw, ld, _ = costs.labels(allocator, la, scn, x, sys_params, m.scheduler_macs,
-                                     m.policy_macs, m.variant, m.fixed)
+            m = models[name]
+            lw, ld = q[name]
 
             def loss_fn(p, m=m, lw=lw, ld=ld):
                 out = m.policy.apply(p, feats)
@@ -199,7 +245,8 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
         return (new_p, new_o), metrics
 
     def init(k_init):
-        params = {name: policy_net.init_policy(jax.random.fold_in(k_init, i), models[name].policy)
+        params = {name: policy_net.init_policy(jax.random.fold_in(k_init, i), models[name].policy,
+                                               len(models[name].cell))
                   for i, name in enumerate(configs)}
         return params, {name: txs[name].init(params[name]) for name in configs}
 
@@ -228,7 +275,9 @@ def make_update(config: TrainConfig, allocator):
     ``update(state, scn, key, sys_params, valid=None) -> (state, metrics)``,
     ``scn`` fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a
     test); ``valid`` marks the real users of padded scenarios (padded users
-    never offload and do not enter the losses or the metrics).
+    never offload and do not enter the losses or the metrics); ``sys_params``
+    one cell, or one per scenario (float fields ``(B,)``,
+    :func:`sample_training_cells`).
 
     Samples x ~ Bernoulli(p) from the scheduler (``key``), lets the
     policy pick (width, depth) (and, for each flip, on S u {i}), computes the
@@ -249,7 +298,8 @@ def make_update(config: TrainConfig, allocator):
                valid: Array | None = None):
         m = with_users(models, valid)
         z = features.normalize_features(scn, allocator.scales)
-        extra = () if valid is None else (valid,)
+        cf = models.cell_features(sys_params)           # (C,) or per scenario (B, C)
+        extra = (valid, cf) if cf is not None else (() if valid is None else (valid,))
         logits = m.scheduler.apply(state.scheduler, z, *extra)
         x = scheduler_net.sample_actions(k_act, jax.nn.sigmoid(logits))
         if valid is not None:
@@ -271,8 +321,11 @@ def make_update(config: TrainConfig, allocator):
         upd, s_opt = tx_s.update(g_s, state.scheduler_opt, state.scheduler)
         s_params = optax.apply_updates(state.scheduler, upd)
 
-        feats = policy_net.policy_features(scn, x, allocator.scales, sys_params,
-                                           allocator.sys_params)
+        feats = cell_lib.over_scenarios(
+            lambda sp, s, xs: policy_net.policy_features(s, xs, allocator.scales, sp,
+                                                         allocator.sys_params,
+                                                         models.cell_features(sp)),
+            sys_params, scn, x)
 
         def p_loss(p):
             return costs.policy_loss(models.policy.apply(p, feats), q["label_width"],
@@ -310,7 +363,8 @@ def make_episode(config: TrainConfig, allocator):
 
     ``episode(state, key, sys_params) -> (state, metrics)``: samples
     ``config.batch`` scenarios of ``sys_params`` (Section V's distribution,
-    N = ``config.n_users``, or mixed N, :func:`sample_training_scenarios`)
+    N = ``config.n_users``, or mixed N, :func:`sample_training_scenarios`),
+    with ``config.cell`` one cell per scenario (:func:`sample_training_cells`),
     and applies :func:`make_update` to them.
     """
     update = make_update(config, allocator)
@@ -318,7 +372,8 @@ def make_episode(config: TrainConfig, allocator):
     def episode(state: JointState, key, sys_params: SystemParams):
         k_scn, k_act = jax.random.split(key)
         scn, valid = sample_training_scenarios(config, k_scn, sys_params)
-        return update(state, scn, k_act, sys_params, valid)
+        cells = sample_training_cells(config, jax.random.fold_in(k_scn, CELL_KEY), sys_params)
+        return update(state, scn, k_act, cells, valid)
 
     return episode
 
@@ -408,12 +463,14 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     ``cost`` (mean cost C of the taken actions, Eq. 24-25),
     ``expected_cost`` (mean p C^edge + (1-p) C^loc), ``offload_fraction``,
     ``policy_accuracy`` (greedy (width, depth) == Eq. 28 label).  ``valid``:
-    the real users of padded scenarios (the means run over them).
+    the real users of padded scenarios (the means run over them); ``sys_params``
+    one cell or one per scenario.
     """
     models = with_users(build_models(config, allocator), valid)
     scn = system.as_scenario(scn)
     probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
-                                                allocator.scales, valid)
+                                                allocator.scales, valid,
+                                                models.cell_features(sys_params))
     x = scheduler_net.greedy_actions(probs)
     if valid is not None:
         x = x & valid
@@ -427,6 +484,30 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
             "expected_cost": mean(probs * c.edge + (1 - probs) * c.local),
             "offload_fraction": mean(x),
             "policy_accuracy": jnp.sum(hit * served) / jnp.maximum(jnp.sum(served), 1.0)}
+
+
+def warm_start(template, loaded):
+    """``loaded`` weights in the shapes of ``template`` (same layers, a pytree each).
+
+    A kernel of ``template`` with more input rows than ``loaded``'s (inputs
+    appended since, e.g. the cell features, which every network reads last)
+    gets the loaded rows first and zeros after: the network computes what
+    the loaded one did, whatever the new inputs.  Any other shape mismatch
+    raises ``ValueError``.
+    """
+    def pad(t, v):
+        v = jnp.asarray(v, t.dtype)
+        if t.shape == v.shape:
+            return v
+        if t.ndim == 2 and v.ndim == 2 and t.shape[1] == v.shape[1] and t.shape[0] > v.shape[0]:
+            return jnp.concatenate([v, jnp.zeros((t.shape[0] - v.shape[0], t.shape[1]),
+                                                 t.dtype)])
+        raise ValueError(f"cannot warm-start a {t.shape} weight from a {v.shape} one")
+
+    if jax.tree.structure(template) != jax.tree.structure(loaded):
+        raise ValueError("cannot warm-start: the networks' layers differ "
+                         f"({jax.tree.structure(loaded)} vs {jax.tree.structure(template)})")
+    return jax.tree.map(pad, template, loaded)
 
 
 def unstack(tree, i: int):

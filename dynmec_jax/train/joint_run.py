@@ -86,10 +86,22 @@ def _program(config: JointConfig, alloc):
     start, run = joint.joint_parts(tc, alloc)
     n_pre = tc.pretrain_steps if tc.variant != "fixed" else 0
 
+    warm = None
+    if tc.init_from:
+        warm = pipeline.load_pipeline(None if tc.init_from == "pretrained" else tc.init_from)
+
     def init(key):
         k_pre, k_sched, _ = jax.random.split(key, 3)
         params, opts = pretrain.init(jax.random.split(k_pre)[0])
-        return start(k_sched, params["policy"], opts["policy"])
+        pol, pol_opt = params["policy"], opts["policy"]
+        if warm is not None:
+            pol = joint.warm_start(pol, warm.policy_params)
+            pol_opt = joint.policy_optimizer(tc).init(pol)
+        state = start(k_sched, pol, pol_opt)
+        if warm is not None:
+            s = joint.warm_start(state.scheduler, warm.scheduler_params)
+            state = state._replace(scheduler=s, scheduler_opt=joint.scheduler_optimizer(tc).init(s))
+        return state
 
     def keys(key):
         k_pre, _, k_eps = jax.random.split(key, 3)
