@@ -137,9 +137,57 @@ def entry(main: Callable, doc: str | None) -> Callable[[], None]:
 
 
 def start(argv) -> None:
-    """What every launcher's ``main`` does first: no positional arguments, quiet logs."""
+    """What every launcher's ``main`` does first: no positional arguments, quiet logs, and
+    JAX's persistent compilation cache (:func:`enable_compilation_cache`)."""
     check_no_args(argv)
     quiet_libraries()
+    if _CACHE.value:
+        enable_compilation_cache(_CACHE_DIR.value or default_cache_dir())
+
+
+#: Environment variable naming the compilation cache directory (the default of
+#: ``--compilation_cache_dir``).
+CACHE_ENV = "DYNMEC_JAX_CACHE_DIR"
+_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True,
+    "keep compiled programs in JAX's persistent cache (--nocompilation_cache: off)")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    f"the persistent cache's directory (default ${CACHE_ENV}, else "
+    "$XDG_CACHE_HOME/dynmec_jax/jax, else ~/.cache/dynmec_jax/jax)")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """The user's compilation cache directory: ``$DYNMEC_JAX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dynmec_jax/jax``, else ``~/.cache/dynmec_jax/jax``."""
+    if os.environ.get(CACHE_ENV):
+        return pathlib.Path(os.environ[CACHE_ENV]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(root).expanduser() / "dynmec_jax" / "jax"
+
+
+def enable_compilation_cache(path) -> pathlib.Path | None:
+    """Turns on JAX's persistent compilation cache in ``path`` for every program.
+
+    A compiled program is stored under a key of its HLO, the compile options,
+    the backend and the JAX version; a later process that compiles the same
+    program (a rerun, a resumed run, a run that changes one sweep point)
+    loads it instead.  The thresholds are set to zero (JAX's default skips
+    programs that compile in under a second), so CPU programs are cached
+    too.  A directory that cannot be created is reported as a warning and the
+    cache left off (the run goes on, compiling as usual).  Returns the
+    directory, or None when off.
+    """
+    p = pathlib.Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        logging.warning("compilation cache off: cannot create %s (%s)", p, e.strerror or e)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(p))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return p
 
 
 class ProcessFlags(NamedTuple):
