@@ -211,6 +211,54 @@ def define_process_flags() -> ProcessFlags:
         flags.DEFINE_integer("process_id", None, "this process's index (multi-process)"))
 
 
+class PlanFlags(NamedTuple):
+    """The flags of ``--plan`` (:func:`define_plan_flags`)."""
+
+    plan: Any
+    plan_dir: Any
+    fraction: Any
+    tflops: Any
+    hbm_gb: Any
+
+    def run(self, cfg, workdir, stages) -> int:
+        """Plans ``stages`` of ``cfg`` (:func:`dynmec_jax.experiments.plan.make_plan`),
+        prints the Markdown table and writes ``plan.json`` and ``plan.md`` under
+        ``--plan_dir`` (default ``WORKDIR/plan``).  Returns 0."""
+        from dynmec_jax.experiments import plan as plan_lib
+        out = writable_workdir(self.plan_dir.value or pathlib.Path(workdir) / "plan")
+        result = guard(lambda: plan_lib.make_plan(
+            cfg, stages=stages, step_fraction=self.fraction.value,
+            assume_tflops=self.tflops.value, assume_hbm_gb=self.hbm_gb.value,
+            log=lambda m: logging.info("plan: %s", m)))
+        paths = plan_lib.write(result, out)
+        print(plan_lib.markdown(result))
+        print(f"plan written to {paths[0]} and {paths[1]}")
+        return 0
+
+    def check(self) -> None:
+        """Refuses the accelerator and fraction flags without ``--plan`` (one line, exit 2)."""
+        if self.plan.value:
+            return
+        for f in (self.plan_dir, self.tflops, self.hbm_gb):
+            if f.value is not None:
+                fail(f"--{f.name} needs --plan")
+
+
+def define_plan_flags() -> PlanFlags:
+    """``--plan`` and its options (:class:`PlanFlags`)."""
+    return PlanFlags(
+        flags.DEFINE_bool("plan", False, "compile every program and predict the run's "
+                          "memory, FLOPs and time instead of running it"),
+        flags.DEFINE_string("plan_dir", None, "where --plan writes plan.json and plan.md "
+                            "(default WORKDIR/plan)"),
+        flags.DEFINE_float("plan_fraction", 0.02, "fraction of Algorithm 1's steps of the "
+                           "plan's timed executions", lower_bound=1e-6, upper_bound=1.0),
+        flags.DEFINE_float("assume_tflops", None, "--plan: sustained TFLOP/s of an "
+                           "accelerator, for a FLOP-based estimate"),
+        flags.DEFINE_float("assume_hbm_gb", None, "--plan: an accelerator's memory (GB): "
+                           "does every program fit"))
+
+
 def check_no_args(argv) -> None:
     """Rejects stray positional arguments (absl passes the program name first)."""
     if len(argv) > 1:
