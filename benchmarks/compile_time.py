@@ -172,9 +172,10 @@ def main():
     res = {str(r): {} for r in repos}
     for fam in fams:
         for r in repos:
-            env = dict(os.environ, PYTHONPATH=str(r), JAX_COMPILATION_CACHE_DIR="",
+            env = dict(os.environ, PYTHONPATH=str(r),
                        JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
             env.pop("XLA_FLAGS", None)
+            env.pop("JAX_COMPILATION_CACHE_DIR", None)
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, str(HERE), "--preset", args.preset,
                                    "--child", fam], capture_output=True, text=True, env=env)

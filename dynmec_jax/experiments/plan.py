@@ -178,8 +178,14 @@ def _reduced(cfg: ReproduceConfig, fraction: float) -> tuple[ReproduceConfig, di
 
 
 def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
-                n_users: tuple[int, ...] | None = None) -> list[dict]:
-    """Every stage program of every sweep (module doc)."""
+                n_users: tuple[int, ...] | None = None, full_programs: bool = True) -> list[dict]:
+    """Every stage program of every sweep (module doc).
+
+    ``n_users``: the N sweeps to plan (default the config's); ``full_programs``
+    False skips compiling the training stages at the preset's step counts
+    (no memory analysis for them; only the timed, reduced programs compile:
+    a quick timing, ``benchmarks/gpu_check.py``).
+    """
     n_alloc = cfg.allocator.n_seeds
     moe, static = _random_stack(cfg.allocator, n_alloc), _random_stack(cfg.static_allocator(),
                                                                       n_alloc)
@@ -204,9 +210,16 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
         for name, prog in full.programs.items():
             args = (pts, seeds, dict(deps_abs))
             lowered = prog.lower(*args)
-            rec, compiled = _program(f"sweeps ({figure})", f"{figure}/{name}", calls, lowered,
-                                     prog, args)
             deps_abs[name] = lowered.out_info
+            if full_programs or name == "evaluate" or small is None:
+                rec, compiled = _program(f"sweeps ({figure})", f"{figure}/{name}", calls,
+                                         lowered, prog, args)
+            else:
+                rec = {"stage": f"sweeps ({figure})", "program": f"{figure}/{name}",
+                       "calls": calls, "compile_s": 0.0, "flops_per_call": opcount.program_ops(
+                           jax.make_jaxpr(prog)(*args)).flops,
+                       "memory": {k: 0 for k in ("argument", "output", "temp", "alias",
+                                                 "total")}}
             if small is None:
                 # The N sweeps: the main sweep's seconds per FLOP of the same stage.
                 t = rec["flops_per_call"] * per_flop.get(name, 0.0) / scale[name]
