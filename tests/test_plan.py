@@ -1,4 +1,4 @@
-"""dynmec_jax/experiments/plan.py and ``--plan``: compile without running, predict, refuse bad flags."""
+"""experiments/plan.py and ``--plan``: compile without running, predict, refuse bad flags."""
 
 import json
 import pathlib

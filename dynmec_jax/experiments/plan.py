@@ -153,8 +153,8 @@ def plan_fig12(cfg: ReproduceConfig, log=print) -> list[dict]:
         calls = n_stages * math.ceil(f.max_steps / f.eval_every)
         args = (state, key, table, (stratum,))
         rec, compiled = _program("fig12", f"chunk_depths{''.join(map(str, stratum))}", calls,
-                                 chunk.lower(*args), lambda a, b, c: chunk(a, b, c, (stratum,)),
-                                 args[:3])
+                                 chunk.lower(*args),
+                                 lambda a, b, c, st=stratum: chunk(a, b, c, (st,)), args[:3])
         _timed(compiled, state, key, table)
         t = _timed(compiled, state, key, table)
         rec.update(measured_s=t, measured_steps=f.eval_every, wall_s=t * calls,
