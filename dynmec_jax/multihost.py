@@ -97,7 +97,7 @@ def _gather_to_host(tree: Any) -> Any:
 
 
 def sharded_vmap(fn: Callable[..., Any], mesh: Mesh | None = None, *,
-                 batched: bool = False, axis_name: str = BATCH_AXIS
+                 batched: bool = False, axis_name: str = BATCH_AXIS, jit: bool = True
                  ) -> Callable[..., Any]:
     """Runs ``fn`` over a batch sharded along one mesh axis; returns NumPy arrays.
 
@@ -116,6 +116,8 @@ def sharded_vmap(fn: Callable[..., Any], mesh: Mesh | None = None, *,
       mesh: the mesh (default :func:`default_mesh`).
       batched: whether ``fn`` already maps over the leading axis itself.
       axis_name: the mesh axis that the batch is split over.
+      jit: whether to wrap ``fn`` in ``jax.jit`` (False: ``fn`` runs its own
+        compiled programs, e.g. several stages, on the sharded inputs).
 
     Returns:
       ``call(*args) -> outputs`` with outputs as NumPy arrays of leading size
@@ -127,7 +129,9 @@ def sharded_vmap(fn: Callable[..., Any], mesh: Mesh | None = None, *,
         raise ValueError(f"mesh has axes {mesh.axis_names}, not {axis_name!r}")
     n_shards = mesh.shape[axis_name]
     sharding = NamedSharding(mesh, P(axis_name))
-    jitted = jax.jit(fn if batched else jax.vmap(fn))
+    jitted = fn if batched else jax.vmap(fn)
+    if jit:
+        jitted = jax.jit(jitted)
 
     def call(*args):
         """Pads, shards, runs and trims; see :func:`sharded_vmap`."""

@@ -243,7 +243,9 @@ def run_plan(plan: SweepPlan, store: ResultStore, compute: Callable[[dict, Any],
     size = min(size, len(missing))
     size = math.ceil(size / n_shards) * n_shards
     chunks = [missing[k:k + size] for k in range(0, len(missing), size)]
-    run = sharded_vmap(compute, mesh, batched=True, axis_name=BATCH_AXIS)
+    # A staged compute (e.g. experiments.sections.staged_compute) runs its own programs.
+    run = sharded_vmap(compute, mesh, batched=True, axis_name=BATCH_AXIS,
+                       jit=not getattr(compute, "staged", False))
     vers = files.versions()
     stacked = _stack_points(points)
     bar = None

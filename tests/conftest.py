@@ -19,6 +19,12 @@ if not os.environ.get("DYNMEC_JAX_TEST_OPTIMIZED"):
     os.environ["XLA_FLAGS"] = " ".join(
         f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS) if f)
 
+# The launchers started by the tests keep their compiled programs in a cache of the
+# session, not in the user's (dynmec_jax.cli.enable_compilation_cache).
+if not os.environ.get("DYNMEC_JAX_CACHE_DIR"):
+    import tempfile
+    os.environ["DYNMEC_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="dynmec-test-cache-")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

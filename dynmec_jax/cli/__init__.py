@@ -150,9 +150,57 @@ def entry(main: Callable, doc: str | None) -> Callable[[], None]:
 
 
 def start(argv) -> None:
-    """What every launcher's ``main`` does first: no positional arguments, quiet logs."""
+    """What every launcher's ``main`` does first: no positional arguments, quiet logs, and
+    JAX's persistent compilation cache (:func:`enable_compilation_cache`)."""
     check_no_args(argv)
     quiet_libraries()
+    if _CACHE.value:
+        enable_compilation_cache(_CACHE_DIR.value or default_cache_dir())
+
+
+#: Environment variable naming the compilation cache directory (the default of
+#: ``--compilation_cache_dir``).
+CACHE_ENV = "DYNMEC_JAX_CACHE_DIR"
+_CACHE = flags.DEFINE_bool(
+    "compilation_cache", True,
+    "keep compiled programs in JAX's persistent cache (--nocompilation_cache: off)")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    f"the persistent cache's directory (default ${CACHE_ENV}, else "
+    "$XDG_CACHE_HOME/dynmec_jax/jax, else ~/.cache/dynmec_jax/jax)")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """The user's compilation cache directory: ``$DYNMEC_JAX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dynmec_jax/jax``, else ``~/.cache/dynmec_jax/jax``."""
+    if os.environ.get(CACHE_ENV):
+        return pathlib.Path(os.environ[CACHE_ENV]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(root).expanduser() / "dynmec_jax" / "jax"
+
+
+def enable_compilation_cache(path) -> pathlib.Path | None:
+    """Turns on JAX's persistent compilation cache in ``path`` for every program.
+
+    A compiled program is stored under a key of its HLO, the compile options,
+    the backend and the JAX version; a later process that compiles the same
+    program (a rerun, a resumed run, a run that changes one sweep point)
+    loads it instead.  The thresholds are set to zero (JAX's default skips
+    programs that compile in under a second), so CPU programs are cached
+    too.  A directory that cannot be created is reported as a warning and the
+    cache left off (the run goes on, compiling as usual).  Returns the
+    directory, or None when off.
+    """
+    p = pathlib.Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        logging.warning("compilation cache off: cannot create %s (%s)", p, e.strerror or e)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(p))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return p
 
 
 class ProcessFlags(NamedTuple):
@@ -180,6 +228,54 @@ def define_process_flags() -> ProcessFlags:
         flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process)"),
         flags.DEFINE_integer("num_processes", None, "number of processes (multi-process)"),
         flags.DEFINE_integer("process_id", None, "this process's index (multi-process)"))
+
+
+class PlanFlags(NamedTuple):
+    """The flags of ``--plan`` (:func:`define_plan_flags`)."""
+
+    plan: Any
+    plan_dir: Any
+    fraction: Any
+    tflops: Any
+    hbm_gb: Any
+
+    def run(self, cfg, workdir, stages) -> int:
+        """Plans ``stages`` of ``cfg`` (:func:`dynmec_jax.experiments.plan.make_plan`),
+        prints the Markdown table and writes ``plan.json`` and ``plan.md`` under
+        ``--plan_dir`` (default ``WORKDIR/plan``).  Returns 0."""
+        from dynmec_jax.experiments import plan as plan_lib
+        out = writable_workdir(self.plan_dir.value or pathlib.Path(workdir) / "plan")
+        result = guard(lambda: plan_lib.make_plan(
+            cfg, stages=stages, step_fraction=self.fraction.value,
+            assume_tflops=self.tflops.value, assume_hbm_gb=self.hbm_gb.value,
+            log=lambda m: logging.info("plan: %s", m)))
+        paths = plan_lib.write(result, out)
+        print(plan_lib.markdown(result))
+        print(f"plan written to {paths[0]} and {paths[1]}")
+        return 0
+
+    def check(self) -> None:
+        """Refuses the accelerator and fraction flags without ``--plan`` (one line, exit 2)."""
+        if self.plan.value:
+            return
+        for f in (self.plan_dir, self.tflops, self.hbm_gb):
+            if f.value is not None:
+                fail(f"--{f.name} needs --plan")
+
+
+def define_plan_flags() -> PlanFlags:
+    """``--plan`` and its options (:class:`PlanFlags`)."""
+    return PlanFlags(
+        flags.DEFINE_bool("plan", False, "compile every program and predict the run's "
+                          "memory, FLOPs and time instead of running it"),
+        flags.DEFINE_string("plan_dir", None, "where --plan writes plan.json and plan.md "
+                            "(default WORKDIR/plan)"),
+        flags.DEFINE_float("plan_fraction", 0.02, "fraction of Algorithm 1's steps of the "
+                           "plan's timed executions", lower_bound=1e-6, upper_bound=1.0),
+        flags.DEFINE_float("assume_tflops", None, "--plan: sustained TFLOP/s of an "
+                           "accelerator, for a FLOP-based estimate"),
+        flags.DEFINE_float("assume_hbm_gb", None, "--plan: an accelerator's memory (GB): "
+                           "does every program fit"))
 
 
 def check_no_args(argv) -> None:

@@ -14,6 +14,12 @@ values or an unwritable directory: one line, exit 2.  One run per workdir: a
 second one started on it exits 2 (``WORKDIR/.lock``).  Multi-process: pass
 ``--coordinator=host:port --num_processes=P --process_id=I`` (runs on CPUs
 too, gloo collectives).
+
+``--plan`` runs nothing: it compiles every program of the config and writes
+``WORKDIR/plan/plan.json`` and ``plan.md`` (programs, compile seconds,
+memory per program, FLOPs, one timed execution at a reduced step count and
+the predicted wall time; ``--assume_tflops=X --assume_hbm_gb=Y`` add an
+accelerator estimate; :mod:`dynmec_jax.experiments.plan`).
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ _CONFIG = cli.define_config("reproduce.py", "quick", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
 _RESULTS = flags.DEFINE_string("results", "results", "where figures and claims are written")
 _PROCESSES = cli.define_process_flags()
+_PLAN = cli.define_plan_flags()
 
 
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
     _PROCESSES.check()   # before anything is written
+    _PLAN.check()
     workdir = cli.writable_workdir(_WORKDIR.value)
+    if _PLAN.plan.value:
+        return _PLAN.run(cfg, workdir, ("allocators", "fig12", "sweeps"))
     results = cli.writable_workdir(_RESULTS.value)
     _PROCESSES.init()
     with cli.locked(workdir):   # one run per workdir (all processes of this one)

@@ -22,6 +22,9 @@ Section V.B methods, stored in the same result store (resumable), and writes
 ``RESULTS/axis_<field>.png`` and ``.json`` (means and 95% CIs over the
 config's seeds).  An unknown field, a method that does not exist or a bad
 value: one line, exit 2.
+
+``--plan`` compiles the allocators' and the sweeps' programs and predicts
+their memory and time without running them (as ``dynmec-reproduce --plan``).
 """
 
 from __future__ import annotations
@@ -44,12 +47,16 @@ _METHODS = flags.DEFINE_list(
     "Section V.B methods of an --axis sweep: " + ", ".join(m.name for m in methods.section("vb")))
 _RESULTS = flags.DEFINE_string("results", "results", "where an --axis figure and JSON go")
 _PROCESSES = cli.define_process_flags()
+_PLAN = cli.define_plan_flags()
 
 
 def main(argv):
     cli.start(argv)
     cfg = cli.typed(ReproduceConfig, _CONFIG.value)
     _PROCESSES.check()   # before anything is written
+    _PLAN.check()
+    if _PLAN.plan.value:
+        return _PLAN.run(cfg, cli.writable_workdir(_WORKDIR.value), ("allocators", "sweeps"))
     study = None
     if _AXIS.value is not None:
         study = (_AXIS.value, cli.guard(axis.check_axis, _AXIS.value, _VALUES.value, cfg.system),

@@ -126,9 +126,10 @@ def run_sweeps(cfg: ReproduceConfig, store: ResultStore, allocs: dict, progress:
     seeds = list(cfg.seeds)
     n_default = cfg.system.n_users
 
-    def compute_for(n):
-        item = sections.make_item(cfg, n, moe_stack, static_stack, n_alloc)
-        return jax.vmap(item)
+    def compute_for(n, drop=()):
+        # One compiled program per method family (sections.make_stages), not one monolith.
+        return sections.staged_compute(
+            sections.make_stages(cfg, n, moe_stack, static_stack, n_alloc), drop)
 
     out = {"main": sweep.run_sweep(store, "sweep_main", sweep_points(cfg), seeds,
                                    compute_for(n_default), config=conf, mesh=mesh,
@@ -139,7 +140,7 @@ def run_sweeps(cfg: ReproduceConfig, store: ResultStore, allocs: dict, progress:
             out[n] = default_recs
             continue
         out[n] = sweep.run_sweep(store, f"sweep_n{n}", [{"n_users_point": float(n)}], seeds,
-                                 _drop_point(compute_for(n)), config=conf, mesh=mesh,
+                                 compute_for(n, ("n_users_point",)), config=conf, mesh=mesh,
                                  chunk_size=cfg.chunk_size, progress=progress)
     return out
 
@@ -157,13 +158,6 @@ def run_sweeps_in(cfg: ReproduceConfig, workdir, dump=None) -> int:
                 for recs in sweeps.values() for r in recs for k, v in r["result"].items()}
         files.atomic_write(dump, files.dumps(flat, sort_keys=True, indent=0))
     return sum(len(v) for v in sweeps.values())
-
-
-def _drop_point(fn):
-    """Adapts a compute function to the N sweep, whose point only labels N (no override)."""
-    def compute(point_batch, seed_batch):
-        return fn({k: v for k, v in point_batch.items() if k != "n_users_point"}, seed_batch)
-    return compute
 
 
 def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=None) -> dict:

@@ -115,16 +115,21 @@ def _means(per_method: dict) -> dict:
     return {name: jax.tree.map(jnp.mean, m) for name, m in per_method.items()}
 
 
-def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_alloc: int,
-              chosen: tuple[str, ...] | None = None):
-    """``item(point, seed) -> ItemResult``: one sweep item (a pure, vmap-able program).
+def make_stages(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_alloc: int,
+                chosen: tuple[str, ...] | None = None) -> dict:
+    """The stages of one sweep item, ``{name: stage(point, seed, deps) -> outputs}``, in order.
 
-    ``point``: ``{field: scalar}`` overrides of :class:`SystemParams` (traced);
-    ``seed``: int32 (traced).  ``chosen``: None computes every figure method
-    of Sections V.A and V.B (:func:`figure_methods`); a tuple of Section V.B
-    method names computes only those and what they need (PMRL's pipeline
-    always: the policy regret reads it).  The keys are split the same way
-    either way, so a method's numbers do not depend on which others run.
+    One stage per method family: ``"pretrain"`` (the policy variants of
+    Section V.A, Algorithm 1 lines 2-6), ``"pmrl"`` (Algorithm 1 from the
+    pre-trained full policy), then as the chosen methods need them ``"rl"``,
+    ``"pmrl_paper"``, ``"droo"``, and last ``"evaluate"`` (Sections V.A and
+    V.B on the held-out scenarios), which returns the :class:`ItemResult`.
+    ``deps`` maps the names of the earlier stages to their outputs.  Each
+    stage derives its PRNG keys from ``seed`` as :func:`make_item` does, so
+    composing the stages in one program (:func:`make_item`) or running each
+    as its own compiled program (:func:`staged_compute`: a smaller program
+    compiles in less than its share of the monolith) computes the same
+    numbers.  Arguments as :func:`make_item`.
     """
     tcs = train_configs(cfg, n_users)
     base = cfg.system.replace(n_users=n_users)
@@ -141,49 +146,76 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
     # full one only (the first of the three: the same stream).
     variants = tuple(VARIANTS.values()) if "policies" in need else ("full",)
     subsample = {"ga": cfg.va.ga_batch}
+    tail = max(1, cfg.train.episodes // 10)
 
-    def item(point: dict, seed: Array) -> ItemResult:
+    def common(point: dict, seed: Array):
+        """The item's system, allocator index, allocator and keys (every stage alike)."""
         sp = base.replace(**point)
         idx = seed % n_alloc
         alloc = jax.tree.map(lambda a: a[idx], moe_stack)
         key = jax.random.fold_in(jax.random.PRNGKey(1), seed)
-        k_pre, k_pmrl, k_rl, _, k_vb, k_ga = jax.random.split(key, 6)
+        return sp, idx, alloc, key, jax.random.split(key, 6)
+
+    def pretrain(point, seed, deps):
+        sp, _, alloc, _, ks = common(point, seed)
+        pre = train_joint.make_pretrain({v: tcs[v] for v in variants}, alloc)(ks[0], sp)
+        return {"pols": {v: (p, o) for v, (p, o, _) in pre.items()},
+                "train": {v: {"pretrain_accuracy": jnp.mean(m["accuracy"][-20:])}
+                          for v, (_, _, m) in pre.items()}}
+
+    def pmrl(point, seed, deps):
+        sp, _, alloc, _, ks = common(point, seed)
+        state, joint = train_joint.make_joint(tcs["pmrl"], alloc)(
+            ks[1], sp, *deps["pretrain"]["pols"]["full"])
+        return {"state": state, "train": {"reward": jnp.mean(joint["reward"][-tail:]),
+                                          "cost": jnp.mean(joint["cost"][-tail:])}}
+
+    def rl(point, seed, deps):
+        sp, _, alloc, _, ks = common(point, seed)
+        rl_state, rl_m = train_joint.make_train(tcs["rl"], alloc)(ks[2], sp)
+        return {"state": rl_state, "train": {"cost": jnp.mean(rl_m["joint"]["cost"][-tail:])}}
+
+    def pmrl_paper(point, seed, deps):
+        sp, _, alloc, _, ks = common(point, seed)
+        p_state, _ = train_joint.make_joint(tcs["pmrl_paper"], alloc)(
+            ks[1], sp, *deps["pretrain"]["pols"]["full"])
+        return {"state": p_state}
+
+    def droo(point, seed, deps):
+        sp, _, _, key, _ = common(point, seed)
+        d_state, d_m = droo_train.make_train(droo_config(cfg, n_users))(
+            jax.random.fold_in(key, DROO_STREAM), sp)
+        tail_d = max(1, d_m["cost"].shape[0] // 10)
+        return {"state": d_state, "train": {"cost": jnp.mean(d_m["cost"][-tail_d:]),
+                                            "k": d_state.k.astype(jnp.float32)}}
+
+    def evaluate(point, seed, deps) -> ItemResult:
+        sp, idx, alloc, _, ks = common(point, seed)
+        k_vb, k_ga = ks[4], ks[5]
         k_eval = jax.random.fold_in(jax.random.PRNGKey(cfg.eval_seed), seed)
         keys = {"rand": jax.random.split(k_vb)[0], "ga_va": k_ga,
                 "ga_vb": jax.random.fold_in(k_ga, 1)}
-        train: dict = {}
+        pols = deps["pretrain"]["pols"]
+        train: dict = dict(deps["pretrain"]["train"])
+        train["pmrl"] = deps["pmrl"]["train"]
         policy: dict = {}
-
-        pre = train_joint.make_pretrain({v: tcs[v] for v in variants}, alloc)(k_pre, sp)
-        pols = {v: (p, o) for v, (p, o, _) in pre.items()}
-        for v, (_, _, m) in pre.items():
-            train[v] = {"pretrain_accuracy": jnp.mean(m["accuracy"][-20:])}
-
-        state, joint = train_joint.make_joint(tcs["pmrl"], alloc)(k_pmrl, sp, *pols["full"])
-        pmrl = pipeline.make_pipeline(tcs["pmrl"], alloc, state)
-        tail = max(1, cfg.train.episodes // 10)
-        train["pmrl"] = {"reward": jnp.mean(joint["reward"][-tail:]),
-                         "cost": jnp.mean(joint["cost"][-tail:])}
+        state = deps["pmrl"]["state"]
+        pmrl_pipe = pipeline.make_pipeline(tcs["pmrl"], alloc, state)
         inputs = methods.Inputs(allocator=alloc, policies={v: p for v, (p, _) in pols.items()},
-                                pmrl=pmrl, keys=keys, ga_iters=cfg.va.ga_iters,
+                                pmrl=pmrl_pipe, keys=keys, ga_iters=cfg.va.ga_iters,
                                 ga_pop_factor=cfg.va.ga_pop_factor)
         if "rl" in need:
-            rl_state, rl_m = train_joint.make_train(tcs["rl"], alloc)(k_rl, sp)
-            inputs = inputs._replace(rl=pipeline.make_pipeline(tcs["rl"], alloc, rl_state))
-            train["rl"] = {"cost": jnp.mean(rl_m["joint"]["cost"][-tail:])}
+            inputs = inputs._replace(rl=pipeline.make_pipeline(tcs["rl"], alloc,
+                                                               deps["rl"]["state"]))
+            train["rl"] = deps["rl"]["train"]
         if "pmrl_paper" in need:
-            p_state, _ = train_joint.make_joint(tcs["pmrl_paper"], alloc)(k_pmrl, sp,
-                                                                          *pols["full"])
-            inputs = inputs._replace(
-                pmrl_paper=pipeline.make_pipeline(tcs["pmrl_paper"], alloc, p_state))
+            inputs = inputs._replace(pmrl_paper=pipeline.make_pipeline(
+                tcs["pmrl_paper"], alloc, deps["pmrl_paper"]["state"]))
         if "static" in need:
             inputs = inputs._replace(static=jax.tree.map(lambda a: a[idx], static_stack))
         if "droo" in need:
-            d_state, d_m = droo_train.make_train(droo_config(cfg, n_users))(
-                jax.random.fold_in(key, DROO_STREAM), sp)
-            inputs = inputs._replace(droo=d_state)
-            train["droo"] = {"cost": jnp.mean(d_m["cost"][-max(1, d_m["cost"].shape[0] // 10):]),
-                             "k": d_state.k.astype(jnp.float32)}
+            inputs = inputs._replace(droo=deps["droo"]["state"])
+            train["droo"] = deps["droo"]["train"]
 
         res_va = {}
         if va:   # Section V.A: every task offloaded
@@ -197,14 +229,66 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
         res_vb = methods.evaluate(vb, inputs, scn_b, sp, subsample)
         sub = {name: {"cost": m.cost[:n_sub]} for name, m in res_vb.items()}
         # The policy against the per-scenario best sub-network (Eq. 28) on PMRL's sets.
-        x_b = pipeline.decide_body(pmrl, scn_b, sp).offload
-        policy["vb"] = evaluation.policy_regret(pmrl.models, state.policy, alloc, scn_b, x_b,
-                                                sp)
+        x_b = pipeline.decide_body(pmrl_pipe, scn_b, sp).offload
+        policy["vb"] = evaluation.policy_regret(pmrl_pipe.models, state.policy, alloc, scn_b,
+                                                x_b, sp)
         policy = {sec: {k: jnp.mean(v) for k, v in reg.items()} for sec, reg in policy.items()}
         return ItemResult(va=_means(res_va), vb=_means(res_vb), policy=policy, train=train,
                           subsample=sub)
 
+    stages = {"pretrain": pretrain, "pmrl": pmrl}
+    for name, fn in (("rl", rl), ("pmrl_paper", pmrl_paper), ("droo", droo)):
+        if name in need:
+            stages[name] = fn
+    stages["evaluate"] = evaluate
+    return stages
+
+
+def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_alloc: int,
+              chosen: tuple[str, ...] | None = None):
+    """``item(point, seed) -> ItemResult``: one sweep item (a pure, vmap-able program).
+
+    ``point``: ``{field: scalar}`` overrides of :class:`SystemParams` (traced);
+    ``seed``: int32 (traced).  ``chosen``: None computes every figure method
+    of Sections V.A and V.B (:func:`figure_methods`); a tuple of Section V.B
+    method names computes only those and what they need (PMRL's pipeline
+    always: the policy regret reads it).  The keys are split the same way
+    either way, so a method's numbers do not depend on which others run.
+    The stages of :func:`make_stages` composed in one function.
+    """
+    stages = make_stages(cfg, n_users, moe_stack, static_stack, n_alloc, chosen)
+
+    def item(point: dict, seed: Array) -> ItemResult:
+        deps: dict = {}
+        for name, stage in stages.items():
+            deps[name] = stage(point, seed, deps)
+        return deps["evaluate"]
+
     return item
+
+
+def staged_compute(stages: dict, drop: tuple[str, ...] = ()):
+    """``compute(point_batch, seed_batch)`` for :func:`dynmec_jax.sweep.run_sweep` that runs
+    each stage of :func:`make_stages` as its own ``jit(vmap(stage))`` program.
+
+    The stages' outputs stay on the devices (sharded as the inputs) between
+    programs.  ``drop``: point names removed before the stages see the point
+    (the N sweep's label).  The function carries ``staged = True`` (the
+    sweep runner then does not wrap it in one more ``jit``) and ``programs``,
+    the jitted stages by name (for lowering them apart, e.g. the plan).
+    """
+    programs = {name: jax.jit(jax.vmap(stage)) for name, stage in stages.items()}
+
+    def compute(point_batch, seed_batch):
+        point_batch = {k: v for k, v in point_batch.items() if k not in drop}
+        deps: dict = {}
+        for name, prog in programs.items():
+            deps[name] = prog(point_batch, seed_batch, deps)
+        return deps["evaluate"]
+
+    compute.staged = True
+    compute.programs = programs
+    return compute
 
 
 def default_point(cfg: ReproduceConfig) -> dict:

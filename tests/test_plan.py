@@ -1,0 +1,70 @@
+"""experiments/plan.py and ``--plan``: compile without running, predict, refuse bad flags."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from dynmec_jax import typedconfig
+from dynmec_jax.configs import reproduce as reproduce_configs
+from dynmec_jax.experiments import plan
+from dynmec_jax.experiments.config import ReproduceConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _smoke():
+    return typedconfig.from_configdict(ReproduceConfig, reproduce_configs.get_config("smoke"))
+
+
+def test_allocator_plan_at_smoke_size(tmp_path):
+    cfg = _smoke()
+    p = plan.make_plan(cfg, stages=("allocators",), assume_tflops=1.0, assume_hbm_gb=16,
+                       log=lambda m: None)
+    progs = p["programs"]
+    assert [r["program"] for r in progs] == ["train_chunk_moe", "train_chunk_static"]
+    table = cfg.allocator.schedule()
+    moe = progs[0]
+    assert moe["calls"] == -(-len(table) // cfg.allocator.train.chunk_steps)
+    assert moe["compile_s"] > 0 and moe["measured_s"] > 0 and moe["wall_s"] > 0
+    assert moe["memory"]["temp"] > 0 and moe["memory"]["argument"] > 0
+    # FLOPs: a whole chunk (the scan counted step by step), every call.
+    assert moe["flops"] == pytest.approx(moe["flops_per_call"] * moe["calls"])
+    st = p["stages"]["allocators"]
+    assert st["programs"] == 2 and st["fits_gb"]["16"] and st["fits_assumed"]
+    assert st["accelerator_s"] == pytest.approx(st["flops"] / 1e12)
+    js, md = plan.write(p, tmp_path)
+    assert json.loads(js.read_text())["total"]["programs"] == 2
+    text = md.read_text()
+    assert "| allocators | 2 |" in text and "train_chunk_static" in text
+
+
+def test_reduced_config_scales_the_steps():
+    cfg = _smoke()
+    small, scale = plan._reduced(cfg, 0.25)
+    assert small.train.pretrain_steps == 5 and small.train.episodes == 5
+    assert scale["pretrain"] == 4 and scale["pmrl"] == 4 and scale["evaluate"] == 1
+
+
+@pytest.mark.parametrize("launcher", ["reproduce", "sweep"])
+@pytest.mark.parametrize("flags, message", [
+    (["--assume_tflops=10"], "--assume_tflops needs --plan"),
+    (["--plan", "--plan_fraction=2"], "plan_fraction"),
+])
+def test_bad_plan_flags_are_one_line(tmp_path, launcher, flags, message):
+    proc = subprocess.run([sys.executable, "-m", f"dynmec_jax.cli.{launcher}",
+                           "--config=dynmec_jax/configs/reproduce.py:smoke",
+                           f"--workdir={tmp_path}", *flags],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_make_plan_refuses_bad_values():
+    with pytest.raises(ValueError, match="assume_tflops"):
+        plan.make_plan(_smoke(), stages=(), assume_tflops=0.0)
+    with pytest.raises(ValueError, match="step_fraction"):
+        plan.make_plan(_smoke(), stages=(), step_fraction=0.0)
