@@ -6,9 +6,13 @@ r"""PPO on the offloading environments of :mod:`dynmec_jax.env`, in the style of
 returns a pure ``train(rng)`` (rollouts of vectorised environments with
 ``jax.vmap(env.step)``, GAE, the clipped PPO objective, minibatch epochs, all
 inside one ``lax.scan``), so ``jax.jit(jax.vmap(train))`` trains several
-seeds in one compiled program.  The default is :class:`OneShotOffloading`
-at N = 10 with the exact (energy-aware) allocation of the offloaded set;
-``--env=sequential`` trains on :class:`SequentialOffloading` instead.
+seeds in one compiled program (``--vmap_seeds``).  By default the seeds run
+one after another through one ``jax.jit(train)``: on XLA:CPU (JAX 0.10.2,
+2 cores) the vmapped program hangs at 200,000 timesteps and more (every
+thread waiting, no CPU used; 20,000 run), while one seed at a time runs.
+The default is :class:`OneShotOffloading` at N = 10 with the exact
+(energy-aware) allocation of the offloaded set; ``--env=sequential`` trains
+on :class:`SequentialOffloading` instead.
 
 The agent.  An actor-critic of Flax MLPs applied to every user (weights
 shared across users, so the policy is permutation-equivariant) with a
@@ -375,9 +379,13 @@ def run(args) -> dict:
               "ALLOCATION": args.allocation, "TOTAL_TIMESTEPS": args.total_timesteps,
               "NUM_ENVS": args.num_envs, "NUM_STEPS": args.num_steps, "LR": args.lr}
     t0 = time.time()
-    train = jax.jit(jax.vmap(make_train(config)))
-    out = jax.block_until_ready(train(jax.random.split(jax.random.PRNGKey(args.seed),
-                                                        args.seeds)))
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
+    if args.vmap_seeds:
+        out = jax.block_until_ready(jax.jit(jax.vmap(make_train(config)))(keys))
+    else:     # one compiled program, called per seed (module doc: the vmap hang)
+        train = jax.jit(make_train(config))
+        outs = [jax.block_until_ready(train(k)) for k in keys]
+        out = jax.tree.map(lambda *a: jnp.stack(a), *outs)
     train_s = time.time() - t0
     params = out["runner_state"][0].params
     seed_params = [jax.tree.map(lambda a, s=s: a[s], params) for s in range(args.seeds)]
@@ -464,6 +472,9 @@ def parse_args(argv=None):
     p.add_argument("--num_steps", type=int, default=DEFAULT_CONFIG["NUM_STEPS"])
     p.add_argument("--lr", type=float, default=DEFAULT_CONFIG["LR"])
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--vmap_seeds", action="store_true",
+                   help="train the seeds in one jit(vmap(train)) (hangs on XLA:CPU at large "
+                        "budgets, module doc)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval_scenarios", type=int, default=1000)
     p.add_argument("--out", default=None, help="directory for ppo_offloading.{json,md}")
