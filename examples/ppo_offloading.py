@@ -411,7 +411,7 @@ def run(args) -> dict:
     result = {
         "command": "python examples/ppo_offloading.py " + " ".join(
             shlex.quote(a) for a in sys.argv[1:]),
-        "config": {**config, "SEEDS": args.seeds, "SEED": args.seed,
+        "config": {**config, "SEEDS": args.seeds, "SEED": args.seed, "VMAP_SEEDS": args.vmap_seeds,
                    "EVAL_SCENARIOS": args.eval_scenarios},
         "what": ("mean sum_i C_i (Eq. 24-25, no inference delay for any method) over held-out "
                  "scenarios, 95% Student-t CI over scenarios (PPO pooled row: over seeds); "
@@ -438,7 +438,8 @@ def markdown(result: dict) -> str:
     lines = [f"# PPO on {c['ENV']} offloading, N = {c['N_USERS']}", "",
              f"Made by `{result['command']}`", "",
              f"Training {result['wall_time_s']['train']:.0f} s (compile included, "
-             f"{c['SEEDS']} seeds in one `jit(vmap(train))`), evaluation "
+             f"{c['SEEDS']} seeds " + ("in one `jit(vmap(train))`" if c.get("VMAP_SEEDS") else
+                                    "one after another through one `jit(train)`") + "), evaluation "
              f"{result['wall_time_s']['eval']:.0f} s, on {result['machine']['backend']} "
              f"(JAX {result['versions']['jax']}).", "",
              result["what"] + ".", "",
