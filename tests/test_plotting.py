@@ -1,6 +1,7 @@
 """Tests of dynmec_jax.plotting: tables, figures, JSON."""
 
 import inspect
+import json
 import math
 
 import numpy as np
@@ -141,8 +142,12 @@ def test_json_round_trip(tmp_path):
     p = files.write_json(data, tmp_path / "d" / "x.json")
     back = files.read_json(p)
     assert back == {"a": [1.0, None, 2.5], "b": [0, 1, 2],
-                    "c": {"d": None, "3": [4, True, None]}, "e": "x"}
-    assert "NaN" not in (tmp_path / "d" / "x.json").read_text()
+                    "c": {"d": None, "3": [4, True, None]}, "e": "x",
+                    # strict JSON: each non-finite value is null, and listed with its value
+                    "nonfinite_as_null": {"value.a[1]": "NaN", "value.c.d": "Infinity"}}
+    def no_constants(name):
+        raise AssertionError(f"bare {name} in strict JSON")
+    json.loads((tmp_path / "d" / "x.json").read_text(), parse_constant=no_constants)
     t = plotting.sweep_table(_records(drop=("Fix MoE", 2.0)), "delay")
     back = files.read_json(files.write_json(t, tmp_path / "t.json"))
     assert back["series"]["Fix MoE"]["mean"][1] is None
