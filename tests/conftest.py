@@ -1,17 +1,31 @@
 """Shared test fixtures: the tiny models the tests of several modules use.
 
 Compilation.  The tests run programs at tiny sizes, so XLA's compile time,
-not the run time, is most of the suite's cost; the suite (and the launchers
-it starts in subprocesses, which inherit the environment) therefore compiles
-with LLVM's backend optimisation off (``TEST_XLA_FLAGS``, measured: 0.6x the
-CPU time of the greedy and cost tests).  The programs and their semantics
-are the same; only machine-code optimisation differs, which the tests'
-tolerances do not see.  Set ``DYNMEC_JAX_TEST_OPTIMIZED=1`` to test with the
-default compiler settings.
-"""
+not the run time, is most of the suite's cost.  Three things keep it down;
+none changes what a test computes or asserts:
 
+* LLVM's backend optimisation is off (``TEST_XLA_FLAGS``, measured: 0.6x the
+  CPU time of the greedy and cost tests) in the suite and in the launchers
+  it starts, which inherit the environment.  The programs and their
+  semantics are the same; only machine-code optimisation differs, which the
+  tests' tolerances do not see.  Set ``DYNMEC_JAX_TEST_OPTIMIZED=1`` to test
+  with the default compiler settings.
+* One persistent compilation cache per session, shared by both xdist
+  workers, the test drivers and the launchers (every program, however short
+  its compile): the many tests that build the same program (the same HLO:
+  a fixture's training step, the greedy and KKT programs at the same shapes,
+  a rerun of a resumed run) compile it once.  A cached executable is the
+  executable a fresh compile makes, so the numbers are the same bit for bit
+  (what it saves: docs/measurements.md, "Test suite").
+* Launchers run in a fresh process forked from a server that has already
+  imported the library (fixture ``launch``, ``tests/forkserver.py``), not in a
+  new interpreter that imports it again (about 4 s of CPU a run).
+"""
 import json
 import os
+import subprocess
+import sys
+import threading
 
 #: XLA flags of the test session (module doc); set before JAX initialises a backend.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -19,13 +33,18 @@ if not os.environ.get("DYNMEC_JAX_TEST_OPTIMIZED"):
     os.environ["XLA_FLAGS"] = " ".join(
         f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS) if f)
 
-# The launchers started by the tests keep their compiled programs in a cache of the
-# session, not in the user's (dynmec_jax.cli.enable_compilation_cache).
+# The session's compilation cache (module doc): the launchers' (read by
+# dynmec_jax.cli.enable_compilation_cache), not the user's.
+_OWN_CACHE = None   # the directory made here (removed when the session ends), if any
 if not os.environ.get("DYNMEC_JAX_CACHE_DIR"):
     import tempfile
-    os.environ["DYNMEC_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="dynmec-test-cache-")
+    _OWN_CACHE = os.environ["DYNMEC_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="dynmec-test-cache-")
 
 import jax  # noqa: E402
+
+# ... and the test processes' (module doc), for every program.
+jax.config.update("jax_compilation_cache_dir", os.environ["DYNMEC_JAX_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import pytest  # noqa: E402
 
 from dynmec_jax import allocator as allocator_lib  # noqa: E402
@@ -40,6 +59,80 @@ def make_tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
                      "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
     return allocator_lib.Allocator(params=params, scales=features.FeatureScales.from_params(sp),
                                    sys_params=sp, model=model, record=json.dumps(rec))
+
+
+def pytest_sessionfinish(session):
+    """Removes the session's compilation cache (made by the process that made it)."""
+    if _OWN_CACHE is not None:
+        import shutil
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+class _ForkServer:
+    """Runs launchers as ``python`` would, through ``tests/forkserver.py`` (its doc).
+
+    Call it like ``subprocess.run(cmd, cwd=..., env=..., timeout=...)`` with
+    ``cmd = [sys.executable, "-m", module, ...]`` or ``[sys.executable, script, ...]``;
+    returns a ``subprocess.CompletedProcess`` with text stdout and stderr.  A
+    command it cannot serve the same way (another executable, or ``JAX_*``
+    environment variables other than the server's, which JAX reads at import)
+    runs as a plain subprocess.
+    """
+
+    def __init__(self):
+        self._proc = None
+        self._lock = threading.Lock()
+        self._jax_env = self._jax_vars(os.environ)
+
+    @staticmethod
+    def _jax_vars(env):
+        """The ``JAX_*`` variables of ``env``; ``JAX_PLATFORMS=cpu`` counts as unset on a
+        machine whose only devices are CPUs (it then selects what the default does)."""
+        out = {k: v for k, v in env.items() if k.startswith("JAX_")}
+        if out.get("JAX_PLATFORMS") == "cpu" and jax.default_backend() == "cpu":
+            del out["JAX_PLATFORMS"]
+        return out
+
+    def _server(self):
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                [sys.executable, os.path.join(os.path.dirname(__file__), "forkserver.py")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+            assert json.loads(self._proc.stdout.readline()) == {"ready": True}
+        return self._proc
+
+    def __call__(self, cmd, *, cwd=None, env=None, timeout=600):
+        cmd = [str(c) for c in cmd]
+        env = dict(os.environ if env is None else env)
+        if (cmd[0] != sys.executable or len(cmd) < 2
+                or self._jax_vars(env) != self._jax_env):
+            return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        req = {"argv": cmd[1:], "cwd": str(cwd or os.getcwd()), "env": env, "timeout": timeout}
+        with self._lock:
+            server = self._server()
+            server.stdin.write(json.dumps(req) + "\n")
+            server.stdin.flush()
+            reply = json.loads(server.stdout.readline())
+        out, err = (open(reply[k]).read() for k in ("stdout", "stderr"))
+        for k in ("stdout", "stderr"):
+            os.unlink(reply[k])
+        return subprocess.CompletedProcess(cmd, reply["returncode"], out, err)
+
+    def close(self):
+        if self._proc is not None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """Runs a launcher command in a fresh process, forked from a server that has already
+    imported the library (:class:`_ForkServer`): the ``subprocess.run`` of the tests,
+    without paying the imports on every run."""
+    server = _ForkServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Every bad flag and config of issue 20, through the real launchers: one line, exit 2.
 
-Each case starts ``python -m dynmec_jax.cli.<launcher>`` in a fresh temporary
+Each case starts ``python -m dynmec_jax.cli.<launcher>`` (a fresh process, forked
+from the tests' server of pre-imported modules: conftest ``launch``) in a fresh temporary
 directory (so also "a launcher run from another directory") and asserts the
 promise of ``dynmec_jax/cli/__init__.py``: exit code 2 (1 for a diverged
 training run), exactly one line ``error: ...`` on stderr and no traceback,
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -110,15 +110,14 @@ def env():
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, env, name):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, env, launch, name):
     case = CASES[name]
     held = case.prepare(tmp_path) if case.prepare else None
     before = _tree(tmp_path)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"dynmec_jax.cli.{case.launcher}",
-             *(a.format(tmp=tmp_path) for a in case.args)],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        proc = launch([sys.executable, "-m", f"dynmec_jax.cli.{case.launcher}",
+                       *(a.format(tmp=tmp_path) for a in case.args)],
+                      env=env, cwd=tmp_path, timeout=300)
     finally:
         if held is not None:
             held.close()

@@ -1,8 +1,9 @@
 """dynmec_jax/cli: the launchers' persistent compilation cache (on by default, off by flag)."""
 
 import pathlib
-import subprocess
 import sys
+
+import pytest
 
 from dynmec_jax import cli
 
@@ -10,31 +11,33 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tasks.csv"
 
 
-def _decide(tmp_path, *flags):
-    return subprocess.run([sys.executable, str(ROOT / "launch" / "decide.py"), f"--in={EXAMPLE}",
-                           f"--out={tmp_path / 'out.csv'}", *flags],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+@pytest.fixture
+def decide(launch, tmp_path):
+    """Runs launch/decide.py on the example file (a fresh process: conftest ``launch``)."""
+    return lambda *flags: launch([sys.executable, ROOT / "launch" / "decide.py",
+                                  f"--in={EXAMPLE}", f"--out={tmp_path / 'out.csv'}", *flags],
+                                 cwd=ROOT, timeout=600)
 
 
 def _entries(path):
     return sorted(p.name for p in pathlib.Path(path).rglob("*") if p.is_file())
 
 
-def test_a_second_identical_run_compiles_nothing(tmp_path):
+def test_a_second_identical_run_compiles_nothing(tmp_path, decide):
     cache = tmp_path / "cache"
-    first = _decide(tmp_path, f"--compilation_cache_dir={cache}")
+    first = decide(f"--compilation_cache_dir={cache}")
     assert first.returncode == 0, first.stderr
     stored = _entries(cache)
     assert stored, "the first run cached no program"
-    second = _decide(tmp_path, f"--compilation_cache_dir={cache}")
+    second = decide(f"--compilation_cache_dir={cache}")
     assert second.returncode == 0, second.stderr
     # Every program of the second run was found: nothing new was compiled and stored.
     assert _entries(cache) == stored
 
 
-def test_the_cache_is_off_with_a_flag(tmp_path):
+def test_the_cache_is_off_with_a_flag(tmp_path, decide):
     cache = tmp_path / "cache"
-    proc = _decide(tmp_path, f"--compilation_cache_dir={cache}", "--nocompilation_cache")
+    proc = decide(f"--compilation_cache_dir={cache}", "--nocompilation_cache")
     assert proc.returncode == 0, proc.stderr
     assert _entries(cache) == []
 

@@ -3,7 +3,6 @@ the certified optimum is never beaten, and the flags refuse what does not fit.""
 
 import csv
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -72,14 +71,16 @@ def test_unknown_method_is_refused():
         deciders.make("oracle")
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "dynmec_jax.cli.decide", *args],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+@pytest.fixture
+def cli(launch):
+    """Runs ``python -m dynmec_jax.cli.decide`` (a fresh process: conftest ``launch``)."""
+    return lambda *args: launch([sys.executable, "-m", "dynmec_jax.cli.decide", *args],
+                                cwd=ROOT, timeout=600)
 
 
-def test_cli_method_greedy_writes_its_decisions(tmp_path, scenarios):
+def test_cli_method_greedy_writes_its_decisions(tmp_path, scenarios, cli):
     out = tmp_path / "g.csv"
-    proc = _cli(f"--in={EXAMPLE}", f"--out={out}", "--method=greedy")
+    proc = cli(f"--in={EXAMPLE}", f"--out={out}", "--method=greedy")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("greedy decided 2 scenarios, 8 tasks")
     with open(out, newline="") as f:
@@ -96,16 +97,16 @@ def test_cli_method_greedy_writes_its_decisions(tmp_path, scenarios):
     (["--method=droo", "--droo=/nonexistent/droo"], "--droo:"),
     (["--method=fastest"], "--method"),
 ])
-def test_cli_method_flags_refused(tmp_path, args, message):
+def test_cli_method_flags_refused(tmp_path, args, message, cli):
     out = tmp_path / "o.csv"
-    proc = _cli(f"--in={EXAMPLE}", f"--out={out}", *args)
+    proc = cli(f"--in={EXAMPLE}", f"--out={out}", *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not out.exists()
 
 
-def test_help_says_the_optimum_is_certified_and_slower():
-    proc = _cli("--helpfull")
+def test_help_says_the_optimum_is_certified_and_slower(cli):
+    proc = cli("--helpfull")
     text = " ".join(proc.stdout.split())
     assert "certified optimum" in text and "slower" in text

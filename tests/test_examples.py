@@ -3,30 +3,33 @@
 import importlib.util
 import pathlib
 import re
-import subprocess
 import sys
 
 import jax
 import numpy as np
+import pytest
 
 from dynmec_jax import system
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(name: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+@pytest.fixture
+def run(launch):
+    """Runs ``examples/<name>`` as a script (a fresh process: conftest ``launch``); its stdout."""
+    def run_example(name: str) -> str:
+        proc = launch([sys.executable, ROOT / "examples" / name], cwd=ROOT, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+    return run_example
 
 
 def _numbers(line: str) -> list[float]:
     return [float(x) for x in re.findall(r"-?\d+\.\d+(?:e[-+]\d+)?", line)]
 
 
-def test_marginal_value_gradients_match_finite_differences():
-    out = _run("marginal_value.py")
+def test_marginal_value_gradients_match_finite_differences(run):
+    out = run("marginal_value.py")
     for var in ("b_max", "f_ser"):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"d/d {var}"))
         grad, fd = _numbers(line)
@@ -34,8 +37,8 @@ def test_marginal_value_gradients_match_finite_differences():
         assert abs(grad - fd) <= 1e-5 * abs(fd), line
 
 
-def test_vmapped_sweep_matches_a_loop_and_greedy_beats_local():
-    out = _run("sweep_baselines.py")
+def test_vmapped_sweep_matches_a_loop_and_greedy_beats_local(run):
+    out = run("sweep_baselines.py")
     rows = [_numbers(ln) for ln in out.splitlines()[1:] if ln.strip()]
     table = np.array(rows)
     assert table.shape == (5, 5)
@@ -55,8 +58,8 @@ def test_vmapped_sweep_matches_a_loop_and_greedy_beats_local():
     np.testing.assert_allclose(1e3 * float(one["greedy_delay"]), table[2, 1], atol=1e-3)
 
 
-def test_decide_one_scenario_prints_a_decision_per_task():
-    out = _run("decide_one_scenario.py")
+def test_decide_one_scenario_prints_a_decision_per_task(run):
+    out = run("decide_one_scenario.py")
     lines = out.splitlines()
     width, depth = (int(x) for x in re.findall(r"\d+", lines[0]))
     assert width >= 1 and depth >= 1

@@ -87,11 +87,10 @@ def test_workdir_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path):
     files.lock_workdir(tmp_path).close()
 
 
-def test_a_second_sweep_launch_on_a_busy_workdir_exits_2(tmp_path):
+def test_a_second_sweep_launch_on_a_busy_workdir_exits_2(tmp_path, launch):
     held = files.lock_workdir(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "sweep.py"), f"--workdir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = launch([sys.executable, ROOT / "launch" / "sweep.py", f"--workdir={tmp_path}"],
+                  timeout=300, cwd=ROOT)
     held.close()
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

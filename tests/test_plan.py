@@ -2,7 +2,6 @@
 
 import json
 import pathlib
-import subprocess
 import sys
 
 import pytest
@@ -53,11 +52,10 @@ def test_reduced_config_scales_the_steps():
     (["--assume_tflops=10"], "--assume_tflops needs --plan"),
     (["--plan", "--plan_fraction=2"], "plan_fraction"),
 ])
-def test_bad_plan_flags_are_one_line(tmp_path, launcher, flags, message):
-    proc = subprocess.run([sys.executable, "-m", f"dynmec_jax.cli.{launcher}",
-                           "--config=dynmec_jax/configs/reproduce.py:smoke",
-                           f"--workdir={tmp_path}", *flags],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_bad_plan_flags_are_one_line(tmp_path, launch, launcher, flags, message):
+    proc = launch([sys.executable, "-m", f"dynmec_jax.cli.{launcher}",
+                   "--config=dynmec_jax/configs/reproduce.py:smoke",
+                   f"--workdir={tmp_path}", *flags], timeout=300, cwd=ROOT)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]

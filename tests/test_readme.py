@@ -24,14 +24,13 @@ def test_readme_main_command_names_an_existing_launcher():
     assert scripts and all((ROOT / s).exists() for s in scripts)
 
 
-def test_readme_python_blocks_run(tmp_path):
-    """Every ```python block of the README runs as written, one after another."""
-    import subprocess
+def test_readme_python_blocks_run(tmp_path, launch):
+    """Every ```python block of the README runs as written, one after another (a fresh
+    process: conftest ``launch``)."""
     import sys
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks
     script = tmp_path / "readme_blocks.py"
     script.write_text("\n".join(blocks))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    proc = launch([sys.executable, script], timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

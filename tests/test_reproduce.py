@@ -52,13 +52,13 @@ def env():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, env):
-    """The smoke reproduction through the launcher, started from outside the checkout."""
+def run(tmp_path_factory, env, launch):
+    """The smoke reproduction through the launcher (a fresh process: conftest ``launch``),
+    started from outside the checkout."""
     tmp = tmp_path_factory.mktemp("reproduce")
     wd, out = tmp / "work", tmp / "results"
-    proc = subprocess.run([sys.executable, str(ROOT / "launch" / "reproduce.py"), CONFIG, *SMALL,
-                           f"--workdir={wd}", f"--results={out}"], env=env, cwd=tmp,
-                          capture_output=True, text=True, timeout=900)
+    proc = launch([sys.executable, ROOT / "launch" / "reproduce.py", CONFIG, *SMALL,
+                   f"--workdir={wd}", f"--results={out}"], env=env, cwd=tmp, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"workdir": wd, "results": out, "stdout": proc.stdout}
 
@@ -192,11 +192,10 @@ def test_unwritable_workdir_exits_2(tmp_path, capsys):
     (["dynmec-sweep", "--axis=gamma", "--values=1"], "unknown SystemParams field"),
     (["dynmec-reproduce", "--num_processes=2"], "needs --coordinator"),
 ])
-def test_launchers_fail_in_one_line_from_another_directory(tmp_path, env, cmd, needle):
-    if cmd[0].startswith("dynmec-"):   # installed next to this interpreter by pip
-        cmd = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:]]
-    proc = subprocess.run([*cmd, f"--workdir={tmp_path / 'w'}"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+def test_launchers_fail_in_one_line_from_another_directory(tmp_path, env, launch, cmd, needle):
+    if cmd[0].startswith("dynmec-"):   # installed next to this interpreter by pip: a real
+        cmd = [str(Path(sys.executable).parent / cmd[0]), *cmd[1:]]   # subprocess (launch)
+    proc = launch([*cmd, f"--workdir={tmp_path / 'w'}"], env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
     assert not (tmp_path / "w" / "allocator_moe").exists()

@@ -340,9 +340,9 @@ def test_validate_config(smoke_cfg, field, value, match):
 TIMING = ("train_wall_time_s", "steps_per_s", "versions")
 
 
-def _driver(workdir, out, pause=None):
+def _driver(workdir, out, pause_at=None):
     args = [sys.executable, str(DRIVER), str(workdir), str(out)]
-    return subprocess.Popen(args + ([str(pause)] if pause else []), stdout=subprocess.PIPE,
+    return subprocess.Popen(args + ([str(pause_at)] if pause_at else []), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
 
 
@@ -350,7 +350,7 @@ def test_sigkill_then_rerun_records_what_an_uninterrupted_run_records(tmp_path, 
     """kill -9 between two chunks, rerun: the record (history included) and the model
     equal an uninterrupted run's (``smoke_run``, the same config), timing fields aside."""
     workdir, record = smoke_run
-    killed = _driver(tmp_path / "killed", tmp_path / "killed.json", pause=30)
+    killed = _driver(tmp_path / "killed", tmp_path / "killed.json", pause_at=20)
     for line in killed.stdout:                     # wait for the second checkpoint
         if line.startswith("saved step 20"):
             break
