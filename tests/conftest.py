@@ -135,6 +135,15 @@ def launch():
     server.close()
 
 
+@pytest.fixture
+def decide_cli(launch):
+    """Runs ``launch/decide.py`` with the given flags from the checkout's root (a fresh
+    process: :func:`launch`)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return lambda *args: launch([sys.executable, os.path.join(root, "launch", "decide.py"),
+                                 *args], cwd=root, timeout=600)
+
+
 @pytest.fixture(scope="session")
 def tiny_allocator():
     """:func:`make_tiny_allocator`, the factory (call it with a ``SystemParams``)."""

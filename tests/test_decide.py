@@ -6,7 +6,6 @@ import os
 import pathlib
 import re
 import stat
-import sys
 
 import jax
 import numpy as np
@@ -20,25 +19,18 @@ EXAMPLE = ROOT / "examples" / "tasks.csv"
 HEADER = "scenario,size,workload,deadline,distance,f_local\n"
 
 
-@pytest.fixture
-def cli(launch):
-    """Runs launch/decide.py with the given flags (a fresh process: conftest ``launch``)."""
-    return lambda *args: launch([sys.executable, ROOT / "launch" / "decide.py", *args],
-                                cwd=ROOT, timeout=600)
-
-
 def _read(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_csv_and_json_give_the_pipelines_decisions(tmp_path, cli):
+def test_csv_and_json_give_the_pipelines_decisions(tmp_path, decide_cli):
     rows_in = _read(EXAMPLE)
     js = tmp_path / "tasks.json"
     # JSON numbers are JSON numbers (a string "1200" is refused), ids stay text.
     js.write_text(json.dumps({"tasks": [{k: (v if k == "scenario" else float(v))
                                          for k, v in r.items()} for r in rows_in]}))
-    proc = cli(f"--in={js}", f"--out={tmp_path / 'a.csv'}")
+    proc = decide_cli(f"--in={js}", f"--out={tmp_path / 'a.csv'}")
     assert proc.returncode == 0, proc.stderr
     assert "decided 2 scenarios, 8 tasks" in proc.stdout
     out = _read(tmp_path / "a.csv")
@@ -84,11 +76,11 @@ def test_bad_rows_name_the_row_and_column(tmp_path, body, message):
         taskfile.read_tasks(p)
 
 
-def test_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path, cli):
+def test_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path, decide_cli):
     p = tmp_path / "bad.csv"
     p.write_text(HEADER + "a,1,1,1,1,1\na,1,1,1,-3,1\n")
     out = tmp_path / "out.csv"
-    proc = cli(f"--in={p}", f"--out={out}")
+    proc = decide_cli(f"--in={p}", f"--out={out}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "row 3, column 'distance'" in lines[0]
@@ -96,7 +88,7 @@ def test_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path, cli):
     js = tmp_path / "bad.json"
     js.write_text(json.dumps([{"scenario": "a", "size": 1, "workload": 1, "deadline": "x",
                                "distance": 1, "f_local": 1}]))
-    proc = cli(f"--in={js}", f"--out={out}")
+    proc = decide_cli(f"--in={js}", f"--out={out}")
     assert proc.returncode == 2 and "task 0, column 'deadline'" in proc.stderr
     assert not out.exists()
 
@@ -133,13 +125,13 @@ def test_decide_rejects_bad_scenarios_and_checkify_sees_them_under_jit():
     err.throw()
 
 
-def test_bad_out_paths_exit_2_with_one_line_and_leave_things_alone(tmp_path, cli):
+def test_bad_out_paths_exit_2_with_one_line_and_leave_things_alone(tmp_path, decide_cli):
     src = tmp_path / "in.csv"
     src.write_text(HEADER + "a,1,1,1,1,1\n")
     os.mkfifo(tmp_path / "fifo")
     for out, message in (("", "output path is empty"), (str(tmp_path), "is a directory"),
                          (str(tmp_path / "fifo"), "is a FIFO"), (str(src), "is the input file")):
-        proc = cli(f"--in={src}", f"--out={out}")
+        proc = decide_cli(f"--in={src}", f"--out={out}")
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
     assert src.read_text() == HEADER + "a,1,1,1,1,1\n"

@@ -3,7 +3,6 @@
 import csv
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -66,28 +65,22 @@ def test_decide_file_uses_the_cell_and_warns_outside_the_range(tmp_path):
     assert s["warnings"] == []
 
 
-@pytest.fixture
-def cli(launch):
-    """Runs launch/decide.py with the given flags (a fresh process: conftest ``launch``)."""
-    return lambda *args: launch([sys.executable, ROOT / "launch" / "decide.py", *args],
-                                cwd=ROOT, timeout=600)
-
-
-def test_cli_cell_flags_json_and_strict(tmp_path, cli):
+def test_cli_cell_flags_json_and_strict(tmp_path, decide_cli):
     cell = tmp_path / "cell.json"
     cell.write_text(json.dumps({"bandwidth_max": 2e7}))
-    p = cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'a.csv'}", f"--cell={cell}",
-             "--f_server=1e11")
+    p = decide_cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'a.csv'}", f"--cell={cell}",
+                   "--f_server=1e11")
     assert p.returncode == 0, p.stderr
     assert "warning: scenario 'cell-a': bandwidth_max = 2e+07 outside the trained range" in \
         p.stderr
     assert "f_server = 1e+11" in p.stderr
-    p = cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'b.csv'}", "--f_server=1e11", "--strict")
+    p = decide_cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'b.csv'}", "--f_server=1e11",
+                   "--strict")
     assert p.returncode == 2 and not (tmp_path / "b.csv").exists()
     assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: scenario")
     bad = tmp_path / "bad.json"
     bad.write_text('{"f_server": "fast"}')
-    p = cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'c.csv'}", f"--cell={bad}")
+    p = decide_cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'c.csv'}", f"--cell={bad}")
     assert p.returncode == 2 and p.stderr.startswith("error: --cell=")
-    p = cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'c.csv'}", "--beta=-1")
+    p = decide_cli(f"--in={EXAMPLE}", f"--out={tmp_path / 'c.csv'}", "--beta=-1")
     assert p.returncode == 2 and "beta must be >= 0" in p.stderr
