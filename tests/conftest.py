@@ -21,6 +21,7 @@ none changes what a test computes or asserts:
   imported the library (fixture ``launch``, ``tests/forkserver.py``), not in a
   new interpreter that imports it again (about 4 s of CPU a run).
 """
+
 import json
 import os
 import subprocess
