@@ -511,6 +511,15 @@ def warm_start(template, loaded):
 
 
 def unstack(tree, i: int):
-    """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`)."""
+    """Seed ``i`` of a stacked pytree (e.g. a vmapped :class:`JointState`).
+
+    One compiled program per tree structure, the index a traced argument (sliced
+    leaf by leaf outside ``jit``, each leaf's shape would compile a program of its own).
+    """
+    return _unstack(tree, jnp.asarray(i, jnp.int32))
+
+
+@jax.jit
+def _unstack(tree, i):
     return jax.tree.map(lambda a: a[i], tree)
 

@@ -167,7 +167,7 @@ def train_and_save(config: JointConfig, workdir, progress: bool = True
     bounds = (loop.chunk_bounds(n_pre, tc.chunk)
               + [(n_pre + lo, n_pre + hi) for lo, hi in loop.chunk_bounds(tc.episodes, tc.chunk)])
     state, history = loop.run_chunks(
-        jax.vmap(init)(seeds), chunk_fn, bounds, workdir,
+        jax.jit(jax.vmap(init))(seeds), chunk_fn, bounds, workdir,
         params_of=lambda st: (st.scheduler, st.policy), evaluate=evaluate,
         desc=f"Algorithm 1 x{config.n_seeds} seeds",
         show="validation/gap_to_optimum" if ref["optimum"] is not None else "joint/cost",
@@ -178,9 +178,12 @@ def train_and_save(config: JointConfig, workdir, progress: bool = True
 def _select_and_save(config, alloc, state, history, wall, ref, workdir):
     tc = config.train
     val, valid = validation(config, config.eval.batch)
+    # One compiled program for every seed (run op by op, each of its hundreds of operations
+    # would be compiled on its own).
+    score = jax.jit(lambda st: joint.evaluate_state(tc, alloc, st, val, config.system, valid))
     per_seed = []
     for i in range(config.n_seeds):
-        ev = joint.evaluate_state(tc, alloc, joint.unstack(state, i), val, config.system, valid)
+        ev = score(joint.unstack(state, i))
         per_seed.append({k: float(v) for k, v in ev.items()})
     try:   # NaN-safe: a seed with a non-finite score or weights is never picked
         best = loop.best_seed([r["cost"] for r in per_seed],
