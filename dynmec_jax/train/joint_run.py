@@ -150,8 +150,7 @@ def train_and_save(config: JointConfig, workdir, progress: bool = True
     curve_scn, curve_valid = validation(config, config.eval.curve_batch)
     ref = reference_costs(config, curve_scn, curve_valid)
     n_real = float(np.sum(curve_valid)) if curve_valid is not None else curve_scn.size.size
-    score = jax.jit(jax.vmap(lambda st: joint.evaluate_state(
-        tc, alloc, st, curve_scn, config.system, curve_valid)))
+    score = _seed_scores(config, alloc, curve_scn, curve_valid)
 
     def evaluate(state, hi):
         if hi <= n_pre:
@@ -175,16 +174,18 @@ def train_and_save(config: JointConfig, workdir, progress: bool = True
     return _select_and_save(config, alloc, state, history, timing["train_s"], ref, workdir)
 
 
+def _seed_scores(config, alloc, scn, valid):
+    """:func:`joint.evaluate_state` of every seed of a stacked state on ``scn``, as one
+    compiled program (run op by op, each of its hundreds of operations compiles alone)."""
+    return jax.jit(jax.vmap(lambda st: joint.evaluate_state(config.train, alloc, st, scn,
+                                                            config.system, valid)))
+
+
 def _select_and_save(config, alloc, state, history, wall, ref, workdir):
     tc = config.train
     val, valid = validation(config, config.eval.batch)
-    # One compiled program for every seed (run op by op, each of its hundreds of operations
-    # would be compiled on its own).
-    score = jax.jit(lambda st: joint.evaluate_state(tc, alloc, st, val, config.system, valid))
-    per_seed = []
-    for i in range(config.n_seeds):
-        ev = score(joint.unstack(state, i))
-        per_seed.append({k: float(v) for k, v in ev.items()})
+    ev = _seed_scores(config, alloc, val, valid)(state)
+    per_seed = [{k: float(v[i]) for k, v in ev.items()} for i in range(config.n_seeds)]
     try:   # NaN-safe: a seed with a non-finite score or weights is never picked
         best = loop.best_seed([r["cost"] for r in per_seed],
                               [loop.all_finite(joint.unstack(state, i))
