@@ -109,20 +109,20 @@ def _wait(pid: int, timeout: float) -> int:
 
 def main() -> None:
     _preload()
-    tmp = tempfile.mkdtemp(prefix="dynmec-forkserver-")
-    reply = sys.stdout
-    print(json.dumps({"ready": True}), file=reply, flush=True)
-    for n, line in enumerate(sys.stdin):
-        req = json.loads(line)
-        out, err = (os.path.join(tmp, f"{n}.{s}") for s in ("out", "err"))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(req, out, err)
-        code = _wait(pid, req.get("timeout", 600))
-        print(json.dumps({"returncode": code, "stdout": out, "stderr": err}), file=reply,
-              flush=True)
+    with tempfile.TemporaryDirectory(prefix="dynmec-forkserver-") as tmp:
+        reply = sys.stdout
+        print(json.dumps({"ready": True}), file=reply, flush=True)
+        for n, line in enumerate(sys.stdin):
+            req = json.loads(line)
+            out, err = (os.path.join(tmp, f"{n}.{s}") for s in ("out", "err"))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(req, out, err)
+            code = _wait(pid, req.get("timeout", 600))
+            print(json.dumps({"returncode": code, "stdout": out, "stderr": err}), file=reply,
+                  flush=True)
 
 
 if __name__ == "__main__":
