@@ -4,12 +4,25 @@ Compilation.  The tests run programs at tiny sizes, so XLA's compile time,
 not the run time, is most of the suite's cost.  Three things keep it down;
 none changes what a test computes or asserts:
 
-* LLVM's backend optimisation is off (``TEST_XLA_FLAGS``, measured: 0.6x the
-  CPU time of the greedy and cost tests) in the suite and in the launchers
-  it starts, which inherit the environment.  The programs and their
-  semantics are the same; only machine-code optimisation differs, which the
-  tests' tolerances do not see.  Set ``DYNMEC_JAX_TEST_OPTIMIZED=1`` to test
-  with the default compiler settings.
+* XLA:CPU compiles for speed of compiling, not of running
+  (``TEST_XLA_FLAGS``) in the suite and in the launchers it starts, which
+  inherit the environment: LLVM's backend optimisation off (measured: 0.6x
+  the CPU time of the greedy and cost tests), and fusions emitted by the
+  older elemental emitter instead of the newer fusion emitters (measured on
+  top of that, idle 2-core machine: compiling the evaluation and PMRL
+  programs of the quick preset 0.52x the CPU time; five test files with 84
+  tests 0.70x the CPU and wall time).  The programs and their semantics are
+  the same; only the machine code differs, which the tests' tolerances do
+  not see.  (Neither flag suits a real run: level 0 makes training 3-6x
+  slower to run, and at the default level the older emitter compiles
+  slower: docs/performance.md.)  One difference is seen: with the older
+  emitter at level 0, two programs of different shapes computing the same
+  numbers (another chunk size, a batch split over devices, a ``lax.switch``
+  around the same step) may round differently.  The tests of that bitwise
+  sameness compile with XLA's default emitters (fixture
+  ``default_emitters``), as every real run does.  Set
+  ``DYNMEC_JAX_TEST_OPTIMIZED=1`` to test with the default compiler
+  settings.
 * One persistent compilation cache per session, shared by both xdist
   workers, the test drivers and the launchers (every program, however short
   its compile): the many tests that build the same program (the same HLO:
@@ -27,9 +40,13 @@ import os
 import subprocess
 import sys
 import threading
+import types
 
 #: XLA flags of the test session (module doc); set before JAX initialises a backend.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+#: The flag of ``TEST_XLA_FLAGS`` under which programs of different shapes may round differently.
+_OLD_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                  + _OLD_EMITTERS)
 if not os.environ.get("DYNMEC_JAX_TEST_OPTIMIZED"):
     os.environ["XLA_FLAGS"] = " ".join(
         f for f in (os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS) if f)
@@ -60,6 +77,17 @@ def make_tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
                      "hidden": hidden, "static_hidden": 16, "negative_slope": 0.01}}
     return allocator_lib.Allocator(params=params, scales=features.FeatureScales.from_params(sp),
                                    sys_params=sp, model=model, record=json.dumps(rec))
+
+
+@pytest.fixture(scope="session")
+def default_emitters():
+    """How a test compiles with XLA's default fusion emitters despite ``TEST_XLA_FLAGS``
+    (module doc): ``compiler_options`` for its own ``jax.jit``, ``xla_flags`` for the
+    ``XLA_FLAGS`` of a process it starts."""
+    return types.SimpleNamespace(
+        compiler_options={"xla_cpu_use_fusion_emitters": True},
+        xla_flags=" ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                           if f != _OLD_EMITTERS))
 
 
 def pytest_sessionfinish(session):

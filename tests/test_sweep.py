@@ -61,10 +61,13 @@ class Spy:
     """toy.compute plus a record of every computed (lr, noise, seed) in ``seen``.
 
     ``compute`` is built once, so JAX's jit cache serves every sweep that uses
-    the same spy (a new function object would recompile).
+    the same spy (a new function object would recompile).  It is compiled
+    here with ``compiler_options`` (a staged compute, which the runner does
+    not wrap in its own ``jit``): those of conftest's ``default_emitters``,
+    as real runs compile, since the tests compare chunk sizes bitwise.
     """
 
-    def __init__(self):
+    def __init__(self, compiler_options=None):
         """Creates an empty record and the wrapped compute function."""
         self.seen: set = set()
 
@@ -76,13 +79,14 @@ class Spy:
             jax.debug.callback(record, point_batch["lr"], point_batch["noise"], seed_batch)
             return toy.compute(point_batch, seed_batch)
 
-        self.compute = compute
+        self.compute = jax.jit(compute, compiler_options=compiler_options)
+        self.compute.staged = True
 
 
 @pytest.fixture(scope="module")
-def spy():
+def spy(default_emitters):
     """One Spy for the module; each test clears ``spy.seen`` itself."""
-    return Spy()
+    return Spy(default_emitters.compiler_options)
 
 
 def _f32(x):
@@ -277,15 +281,17 @@ def _driver_cmd(root, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, default_emitters):
     """Environment for driver subprocesses: CPU only, no inherited device count,
-    and a persistent compilation cache shared by them (saves ~2 s of compile
-    per run; a cached executable computes exactly what a fresh compile does)."""
+    XLA's default emitters (conftest ``default_emitters``: the drivers' numbers
+    are compared bitwise across device and process counts), and a persistent
+    compilation cache shared by them (saves ~2 s of compile per run; a cached
+    executable computes exactly what a fresh compile does)."""
     cache = tmp_path_factory.mktemp("jax_cache")
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in default_emitters.xla_flags.split()
                                 if "device_count" not in f)   # one device; keep the rest
     return env
 

@@ -134,15 +134,17 @@ def test_stratum_index_finds_the_profile_of_a_table():
         assert int(train_allocator.stratum_index(jnp.asarray(allowed), strata)) == i
 
 
-def test_stratified_step_picks_the_branch_of_the_allowed_table(smoke_cfg):
+def test_stratified_step_picks_the_branch_of_the_allowed_table(smoke_cfg, default_emitters):
     """With two strata compiled into one step (lax.switch), a table of depth L only runs the
-    branch of its own stratum: the same result as a step compiled for that stratum alone."""
+    branch of its own stratum: the same result as a step compiled for that stratum alone
+    (compiled as real runs are: conftest, ``default_emitters``)."""
     s, state = _setup(smoke_cfg)
     K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
     deep = jnp.zeros((K, L), bool).at[:, -1].set(True)
     both = ((0,) * (L - 1) + (1,), (1,) * L)
     run = jax.jit(lambda st, strata: s.step_fn(st, jax.random.PRNGKey(4), s.sys_params,
-                                               s.scales, deep, strata), static_argnums=1)
+                                               s.scales, deep, strata), static_argnums=1,
+                  compiler_options=default_emitters.compiler_options)
     out, m = run(state, both)
     ref, m_ref = run(state, both[:1])
     chex.assert_tree_all_finite(m)
