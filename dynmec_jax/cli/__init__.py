@@ -141,11 +141,14 @@ def typed(cls, cd):
     return guard(typedconfig.from_configdict, cls, cd)
 
 
-def entry(main: Callable, doc: str | None) -> Callable[[], None]:
-    """The console-script function of a launcher: ``run = cli.entry(main, __doc__)``."""
+def entry(main: Callable, doc: str | None, module: str | None = None) -> Callable[[], None]:
+    """The console-script function of a launcher, ``run = cli.entry(main, __doc__, __name__)``,
+    which also runs the command when ``module`` is ``"__main__"`` (``python -m``)."""
     def run_main() -> None:
         run(main, doc)
     run_main.__doc__ = "Runs the command (its module docstring is the usage)."
+    if module == "__main__":
+        run_main()
     return run_main
 
 

@@ -37,8 +37,4 @@ def main(argv):
     return 0 if result["goals_met"] else 1
 
 
-run = cli.entry(main, __doc__)
-
-
-if __name__ == "__main__":
-    run()
+run = cli.entry(main, __doc__, __name__)

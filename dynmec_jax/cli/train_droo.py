@@ -53,8 +53,4 @@ def main(argv):
     return 0
 
 
-run = cli.entry(main, __doc__)
-
-
-if __name__ == "__main__":
-    run()
+run = cli.entry(main, __doc__, __name__)
