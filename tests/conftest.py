@@ -42,9 +42,9 @@ import sys
 import threading
 import types
 
-#: XLA flags of the test session (module doc); set before JAX initialises a backend.
 #: The flag of ``TEST_XLA_FLAGS`` under which programs of different shapes may round differently.
 _OLD_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+#: XLA flags of the test session (module doc); set before JAX initialises a backend.
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
                   + _OLD_EMITTERS)
 if not os.environ.get("DYNMEC_JAX_TEST_OPTIMIZED"):
