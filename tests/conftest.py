@@ -97,6 +97,14 @@ def pytest_sessionfinish(session):
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
+def _read_and_remove(path: str) -> str:
+    """The text of a file the fork server wrote (closed at once), which is then removed."""
+    with open(path) as f:
+        text = f.read()
+    os.unlink(path)
+    return text
+
+
 class _ForkServer:
     """Runs launchers as ``python`` would, through ``tests/forkserver.py`` (its doc).
 
@@ -143,9 +151,7 @@ class _ForkServer:
             server.stdin.write(json.dumps(req) + "\n")
             server.stdin.flush()
             reply = json.loads(server.stdout.readline())
-        out, err = (open(reply[k]).read() for k in ("stdout", "stderr"))
-        for k in ("stdout", "stderr"):
-            os.unlink(reply[k])
+        out, err = (_read_and_remove(reply[k]) for k in ("stdout", "stderr"))
         return subprocess.CompletedProcess(cmd, reply["returncode"], out, err)
 
     def close(self):
