@@ -119,15 +119,28 @@ def cell_features(sys_params: SystemParams, ranges) -> Array:
     return 2.0 * jnp.stack(jnp.broadcast_arrays(*vals), axis=-1) - 1.0
 
 
-def sample_cells(key: Array, base: SystemParams, batch: int, ranges) -> SystemParams:
+def sample_cells(key: Array, base: SystemParams, batch: int, ranges,
+                 edge_share: float = 0.0) -> SystemParams:
     """``batch`` cells: ``base`` with each ranged field drawn per cell (log-uniform on a
     "log" range, uniform on a "lin" one); every float leaf has shape ``(batch,)`` (ready
-    for :func:`over_scenarios`).  SI units as in :class:`SystemParams`."""
+    for :func:`over_scenarios`).  SI units as in :class:`SystemParams`.
+
+    ``edge_share`` (static, in [0, 1]): each field of each cell is, with this
+    probability, set to one end of its range instead (either end with equal
+    chance), so that the ends, which uniform draws reach with probability 0
+    and whose neighbourhood they cover from one side only, are trained on
+    too.  0 (the default) draws exactly as without it.
+    """
+    if not 0.0 <= edge_share <= 1.0:
+        raise ValueError(f"edge_share must be in [0, 1], got {edge_share}")
     cells = broadcast_cells(base, batch)
     ks = jax.random.split(key, max(len(ranges), 1))
     draws = {}
     for k, r in zip(ks[:len(ranges)], ranges, strict=True):
         u = jax.random.uniform(k, (batch,))
+        if edge_share:
+            e = jax.random.uniform(jax.random.fold_in(k, 1), (batch,))
+            u = jnp.where(e < edge_share, jnp.where(e < 0.5 * edge_share, 0.0, 1.0), u)
         if r.scale == "log":
             draws[r.name] = jnp.exp(math.log(r.lo) + u * (math.log(r.hi) - math.log(r.lo)))
         else:

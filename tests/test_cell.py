@@ -49,6 +49,27 @@ def test_features_map_the_range_to_minus_one_one():
     np.testing.assert_allclose(cells.f_server, SP.f_server)   # unranged: the base value
 
 
+def test_edge_share_puts_fields_at_the_ends_of_their_range():
+    r = cell.parse_range("f_server=5e8:2e10:log,beta=0:1:lin")
+    key = jax.random.key(3)
+    plain = cell.sample_cells(key, SP, 4000, r)
+    # 0 draws exactly as without the argument
+    np.testing.assert_array_equal(cell.sample_cells(key, SP, 4000, r, 0.0).beta, plain.beta)
+    edged = cell.sample_cells(key, SP, 4000, r, 0.2)
+    for name, lo, hi in (("f_server", 5e8, 2e10), ("beta", 0.0, 1.0)):
+        v = np.asarray(getattr(edged, name), np.float64)
+        at_lo, at_hi = np.isclose(v, lo, rtol=1e-5), np.isclose(v, hi, rtol=1e-5)
+        assert 0.08 < at_lo.mean() < 0.12 and 0.08 < at_hi.mean() < 0.12, name
+        assert np.all((v >= lo * (1 - 1e-5)) & (v <= hi * (1 + 1e-5)))
+        # the others keep their uniform draw
+        inner = ~(at_lo | at_hi)
+        np.testing.assert_array_equal(v[inner], np.asarray(getattr(plain, name))[inner])
+    with pytest.raises(ValueError, match="edge_share"):
+        cell.sample_cells(key, SP, 4, r, 1.5)
+    with pytest.raises(ValueError, match="cell_edge_share"):
+        TrainConfig(cell_edge_share=-0.1)
+
+
 def test_out_of_range_names_field_value_and_range():
     r = cell.parse_range("default")
     assert cell.out_of_range(SP, r, SP) == []
@@ -160,6 +181,9 @@ def test_cell_training_runs_and_samples_cells(tiny_allocator):
     at_base = np.asarray(mixed.f_server) == np.float32(SP.f_server)
     assert 10 < at_base.sum() < 54
     np.testing.assert_array_equal(np.asarray(mixed.beta)[at_base], np.float32(SP.beta))
+    ends = joint.sample_training_cells(dataclasses.replace(cfg, batch=64, cell_edge_share=1.0),
+                                       jax.random.key(2), SP)
+    assert set(np.unique(np.asarray(ends.beta)).tolist()) == {0.0, 1.0}
     state, m = joint.train_seeds(cfg, alloc, SP, jax.random.split(jax.random.key(0), 1))
     assert np.all(np.isfinite(np.asarray(m["joint"]["cost"])))
     pipe = pipeline.make_pipeline(cfg, alloc, joint.unstack(state, 0))

@@ -278,6 +278,10 @@ class TrainConfig(PipelineSpec):
       cell_base_share: with ``cell``, the share of training scenarios kept at the
         base cell (the run's ``system``, Table II by default) instead of a drawn
         one: the paper's cell is measured most, so it is seen more often.
+      cell_edge_share: with ``cell``, the probability that a field of a drawn
+        cell is set to one end of its range (:func:`dynmec_jax.cell.sample_cells`):
+        the ends are where one network trained on uniform draws missed most
+        (docs/reproduction.md, "Any cell").
     """
 
     batch: int = 64
@@ -294,12 +298,13 @@ class TrainConfig(PipelineSpec):
     chunk: int = 100
     init_from: str = ""
     cell_base_share: float = 0.0
+    cell_edge_share: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.cell_base_share <= 1.0:
-            raise ValueError(f"train.cell_base_share must be in [0, 1], got "
-                             f"{self.cell_base_share}")
+        for name in ("cell_base_share", "cell_edge_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"train.{name} must be in [0, 1], got {getattr(self, name)}")
         _at_least("train.batch", self.batch, 1)
         _at_least("train.chunk", self.chunk, 1)
         for name in ("pretrain_steps", "episodes", "entropy", "clip_norm"):

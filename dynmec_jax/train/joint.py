@@ -102,13 +102,16 @@ def sample_training_cells(config: TrainConfig, key, sys_params: SystemParams):
     """The cells of ``config.batch`` training scenarios: ``sys_params`` itself (one cell),
     or with ``config.cell`` one cell per scenario drawn over that range
     (:func:`dynmec_jax.cell.sample_cells`; float fields ``(batch,)``), a share
-    ``config.cell_base_share`` of them left at ``sys_params``."""
+    ``config.cell_base_share`` of them left at ``sys_params``, each field of the
+    others at an end of its range with probability ``config.cell_edge_share``."""
     if not config.cell:
         return sys_params
     if not config.cell_base_share:
-        return cell_lib.sample_cells(key, sys_params, config.batch, config.cell_ranges)
+        return cell_lib.sample_cells(key, sys_params, config.batch, config.cell_ranges,
+                                     config.cell_edge_share)
     k_cell, k_base = jax.random.split(key)
-    cells = cell_lib.sample_cells(k_cell, sys_params, config.batch, config.cell_ranges)
+    cells = cell_lib.sample_cells(k_cell, sys_params, config.batch, config.cell_ranges,
+                                  config.cell_edge_share)
     base = cell_lib.broadcast_cells(sys_params, config.batch)
     keep = jax.random.uniform(k_base, (config.batch,)) < config.cell_base_share
     return jax.tree.map(lambda b, c: jnp.where(keep, b, c), base, cells)
