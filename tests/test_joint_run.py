@@ -59,6 +59,15 @@ def test_chunks_give_the_numbers_of_one_program(config, finished):
                                 (best.scheduler, best.policy), rtol=1e-5, atol=1e-6)
     assert record["validation"][record["exported_seed"]]["cost"] == min(
         r["cost"] for r in record["validation"])
+    # every seed is saved too, with its own weights and gap
+    for i in range(config.n_seeds):
+        seed_pipe = pipeline.load_pipeline(wd / "seeds" / str(i) / "pipeline")
+        chex.assert_trees_all_close(seed_pipe.scheduler_params,
+                                    joint.unstack(states, i).scheduler, rtol=1e-5, atol=1e-6)
+        rec = json.loads(seed_pipe.record)
+        assert rec["seed"] == i
+        assert rec["gap_to_greedy"] == pytest.approx(
+            record["validation"][i]["cost"] / record["greedy_cost"] - 1)
 
 
 def _history(wd):

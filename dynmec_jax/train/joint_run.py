@@ -15,7 +15,9 @@ of their greedy decisions (Eq. 24-25, inference delay included), its gap to
 the optimum of those scenarios (certified, :mod:`dynmec_jax.baselines.exact`,
 computed once; the exhaustive one at N <= 12 when pyscipopt is missing) and
 to greedy + KKT.  The seed with the lowest validation cost is saved as the
-pipeline.  Units: SI; costs as in Eq. 24-25.
+pipeline (``WORKDIR/pipeline``); with more than one seed, every seed is also
+saved as ``WORKDIR/seeds/<i>/pipeline`` (its record's ``seed`` and
+``gap_to_greedy`` its own), for the spread across seeds.  Units: SI; costs as in Eq. 24-25.
 """
 
 from __future__ import annotations
@@ -176,9 +178,14 @@ def train_and_save(config: JointConfig, workdir, progress: bool = True
 
 def _seed_scores(config, alloc, scn, valid):
     """:func:`joint.evaluate_state` of every seed of a stacked state on ``scn``, as one
-    compiled program (run op by op, each of its hundreds of operations compiles alone)."""
-    return jax.jit(jax.vmap(lambda st: joint.evaluate_state(config.train, alloc, st, scn,
-                                                            config.system, valid)))
+    compiled program (run op by op, each of its hundreds of operations compiles alone).
+    The scenarios are arguments of that program, not constants captured by it: as
+    constants, XLA folds the allocator's layers over them at compile time (measured:
+    8-9 s per layer, with slow-operation warnings)."""
+    run = jax.jit(jax.vmap(lambda st, x, v: joint.evaluate_state(config.train, alloc, st, x,
+                                                                 config.system, v),
+                           in_axes=(0, None, None)))
+    return lambda state: run(state, scn, valid)
 
 
 def _select_and_save(config, alloc, state, history, wall, ref, workdir):
@@ -214,6 +221,11 @@ def _select_and_save(config, alloc, state, history, wall, ref, workdir):
               "config": files.to_jsonable(config), "versions": files.versions()}
     pipe = pipeline.make_pipeline(tc, alloc, joint.unstack(state, best), record)
     pipeline.save_pipeline(pipe, workdir / "pipeline")
+    if config.n_seeds > 1:   # every seed, for the spread across seeds (workdir/seeds/i/pipeline)
+        for i in range(config.n_seeds):
+            rec = dict(record, seed=i, gap_to_greedy=per_seed[i]["cost"] / g_cost - 1)
+            pipeline.save_pipeline(pipeline.make_pipeline(tc, alloc, joint.unstack(state, i), rec),
+                                   workdir / "seeds" / str(i) / "pipeline")
     files.write_json(record, workdir / "train_joint.json", indent=1)
     return pipe, record
 
