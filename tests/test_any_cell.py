@@ -3,6 +3,7 @@
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from dynmec_jax import cell, pipeline, system
@@ -35,19 +36,39 @@ def test_smoke_evaluation_writes_markdown_json_and_figure(tiny_allocator, tmp_pa
         scheduler_params=scheduler_net.init_scheduler(jax.random.key(0), m.scheduler, 4),
         policy_params=policy_net.init_policy(jax.random.key(1), m.policy, len(m.cell)),
         allocator=alloc, spec=spec)
+    other = pipe.replace(scheduler_params=scheduler_net.init_scheduler(
+        jax.random.key(2), m.scheduler, 4))
     grid = any_cell.cell_grid(SP, pipe.cell_range, fields=("bandwidth_max",), ns=(4,),
                               n_random=1)
-    rows = any_cell.evaluate_cells({"cell": pipe}, grid, batch=2, seed=0, progress=lambda s: 0)
+    lo = pipe.cell_range[0].lo
+    rows = any_cell.evaluate_cells({"cell": pipe, "seeds": [pipe, other]}, grid, batch=2,
+                                   seed=0, progress=lambda s: 0,
+                                   per_cell=[("bandwidth_max", lo, other)])
     assert len(rows) == len(grid) == 5
     for r in rows:
         p = r["pipelines"]["cell"]
         assert p["gap"]["mean"] >= -1e-4          # nothing beats the certified optimum
         assert p["gap_with_inference"]["mean"] >= p["gap"]["mean"] - 1e-9
         assert p["warnings"] == []
-    record = {"command": "test", "rows": rows, "summary": any_cell.summary(rows), "batch": 2,
-              "seed": 0, "ranges": {"cell": pipe.spec.cell}}
+        # seeds: the gap of the mean cost is the mean of the seeds' gaps
+        q = r["pipelines"]["seeds"]
+        assert q["seed_gaps"][0] == pytest.approx(p["gap"]["mean"], abs=1e-9)
+        assert q["gap"]["mean"] == pytest.approx(np.mean(q["seed_gaps"]), abs=1e-9)
+    spec = [r for r in rows if "per_cell" in r]
+    assert [(r["field"], r["value"]) for r in spec] == [("bandwidth_max", lo)]
+    s = spec[0]
+    assert s["per_cell"]["gap"]["mean"] == pytest.approx(
+        s["pipelines"]["seeds"]["seed_gaps"][1], abs=1e-9)
+    assert s["per_cell"]["vs"]["cell"]["mean"] == pytest.approx(
+        s["pipelines"]["cell"]["gap"]["mean"] - s["per_cell"]["gap"]["mean"], abs=1e-9)
+    summary = any_cell.summary(rows)
+    assert summary["seeds"]["seeds"] == 2 and "seeds" not in summary["cell"]
+    assert summary["seeds"]["worst_seed_gap"] >= summary["seeds"]["worst_gap"] - 1e-12
+    record = {"command": "test", "rows": rows, "summary": summary, "batch": 2,
+              "seed": 0, "ranges": {"cell": pipe.spec.cell, "seeds": pipe.spec.cell}}
     paths = any_cell.write(record, tmp_path / "any_cell")
-    assert "| Table II | 4 |" in (tmp_path / "any_cell.md").read_text()
+    md = (tmp_path / "any_cell.md").read_text()
+    assert "| Table II | 4 |" in md and "vs per-cell" in md and "(seeds " in md
     assert json.loads((tmp_path / "any_cell.json").read_text())["summary"]["cell"]["cells"] == 5
     assert (tmp_path / "any_cell.png").stat().st_size > 1000 and len(paths) == 3
 

@@ -84,6 +84,9 @@ CASES = {
     "train_joint on a busy workdir": Case(
         "train_joint", (f"--config={CONFIGS / 'joint.py'}:smoke", "--workdir={tmp}/w"),
         "is in use by another run", prepare=_busy_workdir),
+    "evaluate_any_cell malformed per_cell": Case(
+        "evaluate_any_cell", ("--per_cell=beta:runs/pc", "--out={tmp}/r/any_cell"),
+        "--per_cell: 'beta:runs/pc' is not FIELD=VALUE:DIR"),
     # 2-3. decide: a silent wrong answer and a destroyed input, now refused
     "decide duplicate column": Case(
         "decide", ("--in={tmp}/tasks.csv", "--out={tmp}/out.csv"), "duplicate column 'size'",

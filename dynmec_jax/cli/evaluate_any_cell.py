@@ -9,7 +9,10 @@ each of ``--fields`` at the two ends and the middle of the trained range at
 every N, and ``--n_random`` cells drawn from the whole range; ``--batch``
 held-out scenarios each, their certified optimum (the ``exact`` extra:
 pyscipopt) and each pipeline's cost with and without its inference delay.
-``--pipelines``: ``NAME=DIR`` entries, ``shipped`` for the shipped pipeline.
+``--pipelines``: ``NAME=DIR`` entries, ``shipped`` for the shipped pipeline;
+``NAME=DIR1+DIR2+DIR3`` for the seeds of one recipe (their gaps averaged, each
+seed's listed).  ``--per_cell=FIELD=VALUE:DIR,...``: pipelines trained for
+one cell alone, compared on the grid's cells where FIELD = VALUE.
 The range: ``--range`` (``name=lo:hi:log|lin,...``; default: the first
 pipeline's trained range, else ``dynmec_jax.cell.DEFAULT_RANGE``).  Writes
 ``OUT.json``, ``OUT.md`` and ``OUT.png``; every number comes from this run.
@@ -42,21 +45,53 @@ _CACHE = flags.DEFINE_string("cache", None, "directory keeping each cell's optim
                              "with other pipelines reuses it)")
 
 
+_PER_CELL = flags.DEFINE_list("per_cell", [], "FIELD=VALUE:DIR entries: a pipeline trained "
+                              "for that one cell, compared where the grid has FIELD = VALUE")
+
+
+def _load(flag: str, name: str, path: str | None):
+    try:
+        return pipeline.load_pipeline(path)
+    except (FileNotFoundError, ValueError) as e:
+        cli.fail(f"--{flag}: {name}: {e}")
+
+
 def _pipelines() -> dict:
     out = {}
     for entry in _PIPES.value:
         name, _, path = entry.partition("=")
         if not name or (not path and name != "shipped"):
-            cli.fail(f"--pipelines: {entry!r} is not NAME=DIR or 'shipped'")
-        try:
-            out[name] = pipeline.load_pipeline(path or None)
-        except (FileNotFoundError, ValueError) as e:
-            cli.fail(f"--pipelines: {name}: {e}")
+            cli.fail(f"--pipelines: {entry!r} is not NAME=DIR, NAME=DIR+DIR+... or 'shipped'")
+        seeds = [_load("pipelines", name, d) for d in path.split("+")] if path else []
+        out[name] = (seeds[0] if len(seeds) == 1 else seeds) if seeds else _load(
+            "pipelines", name, None)
     return out
+
+
+def _per_cell_entries() -> list:
+    """``(field, value, dir)`` of each ``--per_cell`` entry; a malformed one fails here,
+    before any work."""
+    out = []
+    for entry in _PER_CELL.value:
+        field, _, rest = entry.partition("=")
+        value, _, path = rest.partition(":")
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+        if not field or value is None or not path:
+            cli.fail(f"--per_cell: {entry!r} is not FIELD=VALUE:DIR")
+        out.append((field, value, path))
+    return out
+
+
+def _first(p):
+    return p[0] if isinstance(p, list) else p
 
 
 def main(argv):
     cli.start(argv)
+    entries = _per_cell_entries()
     ns = cli.guard(lambda: [int(v) for v in _N.value])
     if not ns or min(ns) < 1:
         cli.fail(f"--n_users must be positive integers, got {_N.value}")
@@ -66,17 +101,18 @@ def main(argv):
         cli.fail(str(e))
     cli.writable_workdir(files.parent_dir(_OUT.value))
     pipes = _pipelines()
+    per_cell = [(f, v, _load("per_cell", f"{f}={v}", d)) for f, v, d in entries]
     text = _RANGE.value if _RANGE.value is not None else next(
-        (p.spec.cell for p in pipes.values() if p.spec.cell), cell.DEFAULT_RANGE)
+        (_first(p).spec.cell for p in pipes.values() if _first(p).spec.cell), cell.DEFAULT_RANGE)
     ranges = cli.guard(cell.parse_range, text)
-    base = next(iter(pipes.values())).sys_params
+    base = _first(next(iter(pipes.values()))).sys_params
     grid = cli.guard(any_cell.cell_grid, base, ranges, tuple(_FIELDS.value), tuple(ns),
                      _N_RANDOM.value, _SEED.value)
     rows = any_cell.evaluate_cells(pipes, grid, _BATCH.value, _SEED.value, _TIME.value,
-                                   cache=_CACHE.value)
+                                   cache=_CACHE.value, per_cell=per_cell)
     record = {"command": " ".join(["dynmec-evaluate-any-cell", *sys.argv[1:]]),
               "rows": rows, "summary": any_cell.summary(rows), "batch": _BATCH.value,
-              "seed": _SEED.value, "ranges": {k: p.spec.cell or "(one cell: Table II)"
+              "seed": _SEED.value, "ranges": {k: _first(p).spec.cell or "(one cell: Table II)"
                                               for k, p in pipes.items()},
               "grid_range": cell.format_range(ranges), "versions": files.versions()}
     print(f"wrote {', '.join(any_cell.write(record, _OUT.value))}")

@@ -113,18 +113,41 @@ def _optimum(scn, sp, time_limit: float, cache, key: str):
     return out
 
 
+def _seed_costs(pipes, scn, sp):
+    """``(with inference (B,), without (B,), offload share, [gap-ready costs per seed])``
+    of one pipeline or of several seeds of one recipe (costs averaged over the seeds)."""
+    outs = [jax.device_get(_pipeline_costs(p, scn, sp)) for p in pipes]
+    with_inf = np.mean([np.asarray(o[0], np.float64) for o in outs], axis=0)
+    without = [np.asarray(o[1], np.float64) for o in outs]
+    return with_inf, np.mean(without, axis=0), float(np.mean([o[2] for o in outs])), without
+
+
+def _matches(g: dict, field: str, value: float) -> bool:
+    return g["field"] == field and math.isclose(g["value"], value, rel_tol=1e-6, abs_tol=1e-12)
+
+
 def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
-                   time_limit: float = 60.0, progress=print, cache=None) -> list[dict]:
+                   time_limit: float = 60.0, progress=print, cache=None,
+                   per_cell=()) -> list[dict]:
     """Per cell of ``grid`` (:func:`cell_grid`), the rows of the module doc.
 
     ``pipes``: ``{name: Pipeline}`` decided on the same scenarios
     (``system.sample_scenarios(fold_in(key(seed), i), cell, batch)`` for cell
-    ``i``).  Each row: the cell's ``label``, ``field``, ``value``,
-    ``n_users``; ``optimum_cost`` (mean sum_i C_i), ``optimum_offload`` (share),
-    ``uncertified`` (scenarios where the solver hit ``time_limit``);
-    ``greedy`` gap; and per pipeline ``{name: {"gap": {mean, ci}, "gap_with_inference":
-    {mean, ci}, "offload": share, "warnings": [...]}}``.  ``cache``: a directory keeping
-    each cell's optimum (keyed by the cell, the scenarios' seed and number), so a second
+    ``i``); a value may be a list of pipelines, the seeds of one recipe: its
+    costs are averaged over the seeds (so its gap is the mean of the seeds'
+    gaps) and ``seed_gaps`` lists each seed's.  Each row: the cell's
+    ``label``, ``field``, ``value``, ``n_users``; ``optimum_cost`` (mean
+    sum_i C_i), ``optimum_offload`` (share), ``uncertified`` (scenarios where
+    the solver hit ``time_limit``); ``greedy`` gap; and per pipeline ``{name:
+    {"gap": {mean, ci}, "gap_with_inference": {mean, ci}, "offload": share,
+    "warnings": [...], "seed_gaps": [...]}}``.  ``per_cell``: ``(field, value,
+    Pipeline)`` entries, pipelines trained for one cell alone, decided only on
+    the cells of the grid where ``field == value``: ``row["per_cell"]`` then
+    holds its gaps and, per pipeline of ``pipes``, ``vs`` = (mean cost of
+    that pipeline - mean cost of the per-cell one) / mean optimum with the
+    95% CI of the paired differences (points of the optimum; > 0: the
+    per-cell pipeline is better).  ``cache``: a directory keeping each cell's
+    optimum (keyed by the cell, the scenarios' seed and number), so a second
     run with other pipelines reuses it.
     """
     rows = []
@@ -140,12 +163,23 @@ def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
                    uncertified=uncertified,
                    greedy=_gap(np.asarray(_greedy_cost(scn, sp), np.float64), ref),
                    pipelines={})
+        costs = {}
         for name, pipe in pipes.items():
-            with_inf, without, share = jax.device_get(_pipeline_costs(pipe, scn, sp))
+            group = list(pipe) if isinstance(pipe, list | tuple) else [pipe]
+            with_inf, without, share, per_seed = _seed_costs(group, scn, sp)
+            costs[name] = without
             row["pipelines"][name] = {
-                "gap": _gap(np.asarray(without, np.float64), ref),
-                "gap_with_inference": _gap(np.asarray(with_inf, np.float64), ref),
-                "offload": float(share), "warnings": pipe.cell_warnings(sp)}
+                "gap": _gap(without, ref), "gap_with_inference": _gap(with_inf, ref),
+                "offload": share, "warnings": group[0].cell_warnings(sp),
+                "seed_gaps": [_gap(c, ref)["mean"] for c in per_seed]}
+        for field, value, pipe in per_cell:
+            if not _matches(g, field, value):
+                continue
+            with_inf, without, share, _ = _seed_costs([pipe], scn, sp)
+            row["per_cell"] = {
+                "gap": _gap(without, ref), "gap_with_inference": _gap(with_inf, ref),
+                "offload": share, "vs": {n: stats.mean_ci((c - without) / ref.mean())
+                                         for n, c in costs.items()}}
         rows.append(row)
         progress(f"[{i + 1}/{len(grid)}] {row['label']}, N = {row['n_users']}: " + ", ".join(
             f"{k} {100 * v['gap']['mean']:+.2f}% ({100 * v['gap_with_inference']['mean']:+.2f}%"
@@ -185,6 +219,10 @@ def summary(rows: list[dict]) -> dict:
         out[name] = {"worst_gap": float(gaps.max()), "mean_gap": float(gaps.mean()),
                      "within_1.5pct": int(np.sum(gaps <= 0.015)),
                      "within_1pct": int(np.sum(gaps <= 0.01)), "cells": int(gaps.size)}
+        seeds = np.asarray([r["pipelines"][name].get("seed_gaps", []) for r in rows])
+        if seeds.ndim == 2 and seeds.shape[1] > 1:   # several seeds: the worst of any seed
+            out[name].update({"seeds": int(seeds.shape[1]), "worst_seed_gap": float(seeds.max()),
+                              "every_seed_within_1.5pct": int(np.sum(seeds.max(1) <= 0.015))})
     return out
 
 
@@ -201,7 +239,11 @@ def markdown(record: dict) -> str:
     for name, s in record["summary"].items():
         lines.append(f"- **{name}**: worst gap {100 * s['worst_gap']:+.2f}%, mean "
                      f"{100 * s['mean_gap']:+.2f}%; within 1.5%: {s['within_1.5pct']}/"
-                     f"{s['cells']} cells, within 1%: {s['within_1pct']}/{s['cells']}.")
+                     f"{s['cells']} cells, within 1%: {s['within_1pct']}/{s['cells']}."
+                     + (f"  Mean of {s['seeds']} seeds; the worst seed's worst gap "
+                        f"{100 * s['worst_seed_gap']:+.2f}%, every seed within 1.5% in "
+                        f"{s['every_seed_within_1.5pct']}/{s['cells']} cells."
+                        if "seeds" in s else ""))
     head = "| cell | N | optimum offloads | greedy + KKT | " + " | ".join(
         f"{n} gap | {n} with inf. | {n} offloads" for n in names) + " |"
     lines += ["", head, "|" + "---|" * (4 + 3 * len(names))]
@@ -212,10 +254,31 @@ def markdown(record: dict) -> str:
                  f"{100 * r['greedy']['mean']:+.2f}%"]
         for n in names:
             p = r["pipelines"][n]
-            cells += [f"{100 * p['gap']['mean']:+.2f}% +- {100 * p['gap']['ci']:.2f}%",
+            seeds = p.get("seed_gaps", [])
+            cells += [f"{100 * p['gap']['mean']:+.2f}% +- {100 * p['gap']['ci']:.2f}%"
+                      + (" (seeds " + " / ".join(f"{100 * v:+.2f}" for v in seeds) + ")"
+                         if len(seeds) > 1 else ""),
                       f"{100 * p['gap_with_inference']['mean']:+.2f}%",
                       f"{100 * p['offload']:.0f}%" + (" (outside range)" if p["warnings"] else "")]
         lines.append("| " + " | ".join(cells) + " |")
+    spec = [r for r in rows if "per_cell" in r]
+    if spec:
+        lines += ["", "Against pipelines trained for one cell alone, on the same scenarios: "
+                  "\"vs\" = (mean cost of the pipeline - that of the per-cell one) / mean "
+                  "optimum, in points, with the 95% CI of the paired differences (> 0: the "
+                  "per-cell pipeline is better).", "",
+                  "| cell | N | per-cell gap | per-cell with inf. | " + " | ".join(
+                      f"{n} gap | {n} vs per-cell" for n in names) + " |",
+                  "|" + "---|" * (4 + 2 * len(names))]
+        for r in spec:
+            q = r["per_cell"]
+            cells = [r["label"], str(r["n_users"]),
+                     f"{100 * q['gap']['mean']:+.2f}% +- {100 * q['gap']['ci']:.2f}%",
+                     f"{100 * q['gap_with_inference']['mean']:+.2f}%"]
+            for n in names:
+                cells += [f"{100 * r['pipelines'][n]['gap']['mean']:+.2f}%",
+                          f"{100 * q['vs'][n]['mean']:+.2f} +- {100 * q['vs'][n]['ci']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
     if any(r["uncertified"] for r in rows):
         lines += ["", "Scenarios whose optimum the solver did not certify within its time "
                   "limit: " + ", ".join(f"{r['label']} N={r['n_users']}: {r['uncertified']}"
