@@ -13,7 +13,10 @@ jitted, warmed up, ``block_until_ready``, timed round-robin:
 * ``single``: the same step, one jitted call per step (Python dispatch
   included);
 * ``masked``: the driver's path with ``strata=None`` (every layer computed
-  and masked, i.i.d. uniform sub-networks: the path before depth strata).
+  and masked, i.i.d. uniform sub-networks: the path before depth strata);
+* ``capacity``: the driver's path with capacity dispatch of the experts
+  (``--capacity_factor``, ``train.capacity_factor``: only the experts a
+  user's gate picked are computed; the dropped share is printed).
 
 The last line is ``train_step_ms <median>`` of ``driver``.
 
@@ -28,6 +31,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dynmec_jax import cli, system
@@ -43,6 +47,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--chunk", type=int, default=10, help="steps per lax.scan chunk")
     ap.add_argument("--plain-malloc", action="store_true", help="leave glibc malloc alone")
+    ap.add_argument("--capacity_factor", type=float, default=1.25,
+                    help="capacity dispatch factor of the 'capacity' run (0: no such run)")
     args = ap.parse_args()
     if not args.plain_malloc:
         cli.tune_malloc()
@@ -65,6 +71,24 @@ def main():
                      donate_argnums=0)
     runs = {"driver": [chunk_fn(strata), args.chunk], "single": [single, 1],
             "masked": [chunk_fn(None), args.chunk]}
+    dropped = []
+    if args.capacity_factor:
+        cstep = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro,
+                                                capacity_factor=args.capacity_factor)
+        cstrata = train_allocator.table_strata(table, widths=True)
+
+        def cap_chunk(st, k):
+            st, m = train_allocator.train_chunk(cstep, st, k, sp, scales, table, cstrata)
+            return st, m["dropped"]
+
+        cap_jit = jax.jit(cap_chunk, donate_argnums=0)
+
+        def cap_fn(st, k):
+            st, d = cap_jit(st, k)
+            dropped.append(d)
+            return st
+
+        runs["capacity"] = [cap_fn, args.chunk]
     states = {name: train_allocator.init_state(jax.random.PRNGKey(0), model, tx) for name in runs}
     key = jax.random.PRNGKey(1)
     for name, (fn, _) in runs.items():   # compile and warm up
@@ -83,6 +107,10 @@ def main():
     for name, v in times.items():
         print(f"{name:7s} median {med[name]:8.2f} ms/step (min {1e3 * min(v):.2f}, "
               f"max {1e3 * max(v):.2f}); / driver {med[name] / med['driver']:.3f}")
+    if dropped:
+        d = np.concatenate([np.asarray(x) for x in dropped])
+        print(f"capacity factor {args.capacity_factor}: dropped (user, expert) pairs "
+              f"{100 * d.mean():.2f}% (max {100 * d.max():.2f}%) of the picked ones")
     print(f"train_step_ms {med['driver']:.3f}")
 
 

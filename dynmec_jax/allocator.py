@@ -217,16 +217,19 @@ class Allocator:
         return self.model.n_layers
 
     def logits(self, scn: Scenario, width, depth, noise_key=None, gate_noise=None,
-               layer_rows=None):
+               layer_rows=None, capacity=None):
         """Per-user head logits ``(..., N, 2)`` and gates ``(..., N, K)`` of sub-network
         (width, depth) (Eq. 12-17; ``noise_key`` or ``gate_noise`` for Eq. 16's noise;
         ``layer_rows``: users sorted by depth, see
-        :meth:`~dynmec_jax.nets.moe.MoEAllocator.expert_outputs`)."""
+        :meth:`~dynmec_jax.nets.moe.MoEAllocator.expert_outputs`; ``capacity``: the
+        MoE's capacity dispatch, :meth:`~dynmec_jax.nets.moe.MoEAllocator.__call__`)."""
         z = normalize_features(scn, self.scales)
         lead = z.shape[:-1]
         w = per_user(width, lead, "width")
         d = per_user(depth, lead, "depth")
-        return self.model.apply(self.params, z, w, d, noise_key, gate_noise, layer_rows)
+        extra = {} if capacity is None else {"capacity": capacity}
+        return self.model.apply(self.params, z, w, d, noise_key, gate_noise, layer_rows,
+                                **extra)
 
     def logits_all(self, scn: Scenario, noise_key=None):
         """Head logits of every sub-network, ``(K, L, ..., N, 2)`` (one pass)."""

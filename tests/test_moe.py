@@ -233,6 +233,52 @@ def test_layer_rows_compute_only_the_used_layers_with_the_same_values():
         MODEL.apply(params, z, width, depth, None, None, (N,))
 
 
+def test_capacity_dispatch_equals_the_masked_pass_and_drops_only_beyond_capacity():
+    """Capacity dispatch computes only the picked experts: with every depth group's
+    capacity at its size, the masked pass's logits and gradients; with less, only the
+    users that lost an expert change, and dropped_pairs counts those pairs."""
+    params = _params()
+    z = jax.random.normal(jax.random.key(4), (6, N, 5))
+    depth = jnp.repeat(jnp.array([3, 3, 2, 2, 2, 1]), N).reshape(6, N)
+    width = jnp.array([1, 4, 2, 3, 4, 1])[:, None] * jnp.ones((1, N), jnp.int32)
+    eps = jax.random.normal(jax.random.key(5), (6, N, MODEL.n_experts))
+    rows = layer_rows((1, 3, 2), N)
+    assert moe.depth_groups(6 * N, rows) == [(0, 2 * N, 3), (2 * N, 5 * N, 2), (5 * N, 6 * N, 1)]
+    full = (N, 3 * N, 2 * N)                    # users of depth 1, 2, 3
+
+    def loss(p, cap):
+        logits, gates = MODEL.apply(p, z, width, depth, None, eps, rows, cap)
+        return jnp.sum(jnp.sin(logits)) + jnp.sum(gates ** 2), (logits, gates)
+
+    (_, masked), g_masked = jax.value_and_grad(loss, has_aux=True)(params, None)
+    (_, disp), g_disp = jax.value_and_grad(loss, has_aux=True)(params, full)
+    chex.assert_trees_all_close(disp, masked, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(g_disp, g_masked, rtol=1e-5, atol=1e-6)
+    gates = masked[1].reshape(-1, MODEL.n_experts)
+    assert float(moe.dropped_pairs(gates, rows, full)) == 0.0
+    small = (2, 5, 3)
+    (_, cut), _ = jax.value_and_grad(loss, has_aux=True)(params, small)
+    share = float(moe.dropped_pairs(gates, rows, small))
+    sel = np.asarray(gates > 0)
+    assert 0 < share < 1
+    # an expert keeps the first `capacity` users of a group that picked it, in user order
+    kept = np.zeros_like(sel)
+    for lo, hi, d in moe.depth_groups(6 * N, rows):
+        kept[lo:hi] = sel[lo:hi] & (np.cumsum(sel[lo:hi], axis=0) <= small[d - 1])
+    assert share == pytest.approx((sel & ~kept).sum() / sel.sum())
+    lost = (sel & ~kept).any(-1)
+    same = ~lost
+    a, b = np.asarray(cut[0]).reshape(-1, 2), np.asarray(masked[0]).reshape(-1, 2)
+    np.testing.assert_allclose(a[same], b[same], rtol=1e-5, atol=1e-6)
+    assert np.abs(a[lost] - b[lost]).max(-1).min() > 1e-4    # every such user changes
+    with pytest.raises(ValueError, match="capacity"):
+        MODEL.apply(params, z, width, depth, None, eps, None, full)
+    assert moe.expert_capacity(100, 5.5, 10, 1.25) == 69
+    assert moe.expert_capacity(100, 10, 10, 1.25) == 100          # never above the group
+    with pytest.raises(ValueError, match="capacity factor"):
+        moe.expert_capacity(100, 5.5, 10, 0.0)
+
+
 def test_out_of_range_width_or_depth_raises():
     params, scn, mask = _params(), _scenario(), _mask()
     with pytest.raises(ValueError, match="width"):

@@ -172,6 +172,39 @@ def test_train_step_is_finite_and_chunking_does_not_change_results(smoke_cfg):
     assert int(one.step) == 10
 
 
+def test_capacity_dispatch_step_trains_the_same_subnets_with_few_drops(smoke_cfg):
+    """train.capacity_factor: one branch per (depth, width) profile of the schedule; a
+    factor that holds every user runs the masked pass itself, a tight one computes only
+    the picked experts, drops a few pairs and moves the loss little."""
+    K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
+    table = train_config.schedule_table(train_config.progressive_phases("full", K, L), [2] * 4)
+    strata = train_allocator.table_strata(table, widths=True)
+    assert len(strata) == 4 and all(len(st) == 2 * L for st in strata)
+    assert strata[0] == (0,) * (L - 1) + (1,) + (0.0,) * (L - 1) + (float(K),)   # full net
+    for i, allowed in enumerate(table[::2]):
+        assert int(train_allocator.stratum_index(jnp.asarray(allowed), strata)) == i
+    s, state = _setup(smoke_cfg)
+    batch = int(smoke_cfg.train.batch)
+    allowed = jnp.ones((K, L), bool)
+    every = train_allocator.table_strata(allowed[None], widths=True)
+    out = {}
+    for cf in (None, 100.0, 1.0):
+        step = train_allocator.make_train_step(s.model, s.tx, batch, capacity_factor=cf)
+        st = every if cf else train_allocator.table_strata(allowed[None])
+        out[cf] = jax.jit(lambda x, step=step, st=st: step(
+            x, jax.random.PRNGKey(5), s.sys_params, s.scales, allowed, st))(state)
+    (base, m0), (wide, m_wide), (tight, m_tight) = out[None], out[100.0], out[1.0]
+    assert float(m_wide["dropped"]) == 0.0
+    chex.assert_trees_all_close(wide.params, base.params, rtol=1e-6, atol=1e-7)
+    assert 0.0 <= float(m_tight["dropped"]) < 0.2
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tight.params))
+    assert float(m_tight["weighted_tra"]) == pytest.approx(float(m0["weighted_tra"]), rel=0.05)
+    with pytest.raises(ValueError, match="widths=True"):
+        train_allocator.make_train_step(s.model, s.tx, batch, capacity_factor=1.0)(
+            state, jax.random.PRNGKey(5), s.sys_params, s.scales, allowed,
+            train_allocator.table_strata(allowed[None]))
+
+
 def test_micro_batch_step_equals_full_batch_step(smoke_cfg):
     """micro_batch sums per-slice gradients of the same batch and gate noise: with plain
     SGD (so parameter changes are lr x gradient) both steps agree to float rounding."""

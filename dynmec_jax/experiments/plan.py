@@ -101,7 +101,7 @@ def plan_allocators(cfg: ReproduceConfig, log=print) -> list[dict]:
     for kind, acfg in (("moe", cfg.allocator), ("static", cfg.static_allocator())):
         s = train_allocator.setup(acfg)
         table = acfg.schedule()
-        strata = train_allocator.table_strata(table)
+        strata = train_allocator.table_strata(table, widths=bool(acfg.train.capacity_factor))
         keys = files.seed_keys(acfg.seed, acfg.n_seeds)
         state = jax.jit(jax.vmap(lambda k, s=s: train_allocator.init_state(
             jax.random.fold_in(k, 10**6), s.model, s.tx)))(keys)

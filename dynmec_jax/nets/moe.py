@@ -43,6 +43,7 @@ Units: bandwidth in Hz, CPU frequency in cycles/s (SI, as in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -167,6 +168,50 @@ def per_user(value: Array, user_shape: tuple, name: str) -> Array:
                          f"does not fit scenarios of shape {tuple(user_shape)}: give a "
                          f"scalar, one per scenario {tuple(user_shape[:-1])} or one per user "
                          f"{tuple(user_shape)}") from None
+
+
+def expert_capacity(n_users: int, mean_width: float, n_experts: int, factor: float) -> int:
+    """Users each expert takes in capacity dispatch (static): ``ceil(factor * n_users *
+    mean_width / K)``, at most ``n_users`` (``factor = K / mean_width``: every user).
+
+    ``n_users * mean_width / K`` is an expert's expected load when the gates
+    spread the users evenly (Switch Transformer's capacity, Fedus et al.)."""
+    if not factor > 0:
+        raise ValueError(f"capacity factor must be > 0, got {factor}")
+    return int(min(n_users, math.ceil(factor * n_users * mean_width / n_experts - 1e-9)))
+
+
+def depth_groups(n_users: int, layer_rows: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """``(start, stop, depth)`` of the users of each depth, users sorted deepest first
+    (``layer_rows`` as in :meth:`MoEAllocator.expert_outputs`); empty groups left out."""
+    at_least = (n_users,) + tuple(layer_rows) + (0,)       # users of depth >= 1, ..., L + 1
+    return [(at_least[d], at_least[d - 1], d) for d in range(len(at_least) - 1, 0, -1)
+            if at_least[d - 1] > at_least[d]]
+
+
+def _dispatch(sel: Array, capacity: int, offset: int, n_total: int):
+    """Capacity dispatch of one depth group: ``sel (n, K)`` (user picked expert), slots in
+    user order.  Returns ``table (K, capacity)`` of user indices (``offset`` added; the
+    padding index ``n_total`` in unused slots) and ``keep (n, K)`` (pairs given a slot)."""
+    n, K = sel.shape
+    pos = jnp.cumsum(sel, axis=0, dtype=jnp.int32) - 1
+    keep = sel & (pos < capacity)
+    slot = jnp.where(keep, pos, capacity)                          # capacity: the overflow
+    users = jnp.broadcast_to(offset + jnp.arange(n, dtype=jnp.int32)[:, None], (n, K))
+    experts = jnp.broadcast_to(jnp.arange(K, dtype=jnp.int32)[None, :], (n, K))
+    table = jnp.full((K, capacity + 1), n_total, jnp.int32).at[experts, slot].set(users)
+    return table[:, :capacity], keep
+
+
+def dropped_pairs(gates: Array, layer_rows: tuple[int, ...], capacity: tuple[int, ...]) -> Array:
+    """(user, expert) pairs with a non-zero gate (Eq. 13) that capacity dispatch drops,
+    as a share of all such pairs (dimensionless); ``gates (M, K)`` in the users' order."""
+    sel = gates > 0
+    dropped = 0
+    for lo, hi, d in depth_groups(sel.shape[0], layer_rows):
+        _, keep = _dispatch(sel[lo:hi], capacity[d - 1], lo, sel.shape[0])
+        dropped = dropped + jnp.sum(sel[lo:hi] & ~keep)
+    return dropped / jnp.maximum(jnp.sum(sel), 1)
 
 
 class MoEAllocator(nn.Module):
@@ -318,11 +363,45 @@ class MoEAllocator(nn.Module):
             outs.append(h)
         return outs
 
+    def dispatched_mixture(self, zf: Array, gates: Array, layer_rows: tuple[int, ...],
+                           capacity: tuple[int, ...]) -> Array:
+        """y = sum_k G_k E_k (Eq. 12, 32) computing only the experts each user's gate
+        picked, ``(M, H)``.
+
+        Users are sorted by depth, deepest first (``layer_rows``, static).  In
+        each depth group, expert k takes the first ``capacity[d - 1]`` (static)
+        of the group's users whose gate k is non-zero (user order), gathered
+        into a ``(K, C, F)`` buffer that the experts' ``d`` layers run on,
+        batched; their outputs times the gates are scattered back.  A user
+        beyond an expert's capacity loses that expert's term (its other
+        gates are not renormalised; Switch Transformer's dropped tokens,
+        :func:`dropped_pairs` counts them).  With every capacity at the group
+        size nothing is dropped and the result equals the masked pass's.
+        """
+        M, K = gates.shape
+        zpad = jnp.concatenate([zf, jnp.zeros((1, zf.shape[1]), zf.dtype)])
+        gflat = jnp.concatenate([gates, jnp.zeros((1, K), gates.dtype)]).reshape(-1)
+        y = jnp.zeros((M + 1, self.hidden), zf.dtype)
+        for lo, hi, d in depth_groups(M, layer_rows):
+            cap = capacity[d - 1]
+            if cap <= 0:
+                continue
+            table, _ = _dispatch(gates[lo:hi] > 0, cap, lo, M)            # (K, C)
+            x = zpad[table]                                                # (K, C, F)
+            g = gflat[table * K + jnp.arange(K, dtype=jnp.int32)[:, None]]  # (K, C)
+            h = jnp.einsum("kcf,kfh->kch", x, self.w_in) + self.b_in[:, None, :]
+            h = _leaky_relu(h, self.negative_slope)
+            for i in range(d - 1):
+                h = self._hidden_layer(h, i)
+            y = y.at[table].add(g[..., None] * h)
+        return y[:M]
+
     # -- forward passes --------------------------------------------------------
 
     def __call__(self, z: Array, width: Array, depth: Array,
                  noise_key: Array | None = None, gate_noise: Array | None = None,
-                 layer_rows: tuple[int, ...] | None = None):
+                 layer_rows: tuple[int, ...] | None = None,
+                 capacity: tuple[int, ...] | None = None):
         """One sub-network (Eq. 12-18, 20): per-user head logits and gates.
 
         Args:
@@ -338,6 +417,10 @@ class MoEAllocator(nn.Module):
           layer_rows: static; users (flattened in row-major order) sorted by
             depth, deepest first, and hidden layer i computed on the first
             ``layer_rows[i]`` only (:meth:`expert_outputs`).  None: masked.
+          capacity: static, with ``layer_rows``: users per expert in each depth
+            group 1..L; only the experts a user's gate picked are computed
+            (:meth:`dispatched_mixture`; pairs beyond capacity are dropped).
+            None: every expert computed, the width a mask on the gates.
         Returns:
           ``(logits, gates)``: ``logits (..., N, 2)`` (head A = bandwidth,
           head B = CPU; dimensionless) and ``gates (..., N, K)``.
@@ -349,6 +432,13 @@ class MoEAllocator(nn.Module):
         if gate_noise is not None:
             gate_noise = jnp.reshape(gate_noise, (zf.shape[0], self.n_experts))
         gates = self.gates(zf, width, noise_key, gate_noise)           # (M, K)
+        if capacity is not None:
+            if layer_rows is None or len(capacity) != self.n_layers:
+                raise ValueError(f"capacity needs layer_rows and {self.n_layers} entries, "
+                                 f"got {capacity} with layer_rows {layer_rows}")
+            y = self.dispatched_mixture(zf, gates, layer_rows, capacity)
+            logits = y @ self.w_heads + self.b_heads                   # Eq. 18, 20
+            return logits.reshape(lead + (2,)), gates.reshape(lead + (self.n_experts,))
         experts = self.expert_outputs(zf, depth, layer_rows)           # (K, M, H)
         # Eq. 12, y = sum_k G_k E_k, unrolled over the static K: on CPU this
         # fuses into one elementwise pass (an einsum/reduce over k is ~2x slower).

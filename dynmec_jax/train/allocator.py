@@ -44,7 +44,7 @@ from dynmec_jax import accounting, baselines, costs, files, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.allocator import Allocator
 from dynmec_jax.nets.features import FeatureScales
-from dynmec_jax.nets.moe import load_balance_loss
+from dynmec_jax.nets.moe import dropped_pairs, expert_capacity, load_balance_loss
 from dynmec_jax.system import Scenario, SystemParams
 from dynmec_jax.train import loop
 from dynmec_jax.train.config import AllocatorConfig
@@ -99,11 +99,27 @@ def depth_stratum(allowed) -> tuple[int, ...]:
     return tuple(int(c) for c in per_depth // np.gcd.reduce(per_depth[per_depth > 0]))
 
 
-def table_strata(table) -> tuple[tuple[int, ...], ...]:
-    """The distinct :func:`depth_stratum` of a schedule table ``(T, K, L)``, in order."""
+def width_profile(allowed) -> tuple[float, ...]:
+    """Mean allowed width per depth 1..L of ``allowed (K, L)`` (host; 0.0 where a depth
+    has none): the expected width of a user of that depth under uniform sampling."""
+    a = np.asarray(allowed, bool)
+    widths = np.arange(1, a.shape[0] + 1)[:, None]
+    n = a.sum(0)
+    return tuple(float(w) for w in np.where(n > 0, (a * widths).sum(0) / np.maximum(n, 1), 0.0))
+
+
+def table_strata(table, widths: bool = False) -> tuple[tuple, ...]:
+    """The distinct :func:`depth_stratum` of a schedule table ``(T, K, L)``, in order.
+
+    ``widths=True`` (for capacity dispatch, ``capacity_factor`` of
+    :func:`make_train_step`): each stratum is the depth profile followed by
+    the :func:`width_profile` (length 2L), so that tables with the same depths
+    but other widths (the full network and elastic width) get their own
+    static expert capacities.
+    """
     out = []
     for allowed in np.asarray(table, bool):
-        s = depth_stratum(allowed)
+        s = depth_stratum(allowed) + (width_profile(allowed) if widths else ())
         if s not in out:
             out.append(s)
     return tuple(out)
@@ -156,18 +172,26 @@ def sample_subnets_stratified(key: Array, allowed: Array, counts: tuple[int, ...
     return width.astype(jnp.int32), jnp.asarray(depth, jnp.int32)
 
 
-def stratum_index(allowed: Array, strata: tuple[tuple[int, ...], ...]) -> Array:
-    """Index of the stratum of ``allowed`` (traced) among ``strata`` (0 if none matches)."""
-    per_depth = jnp.sum(jnp.asarray(allowed, jnp.int32), axis=0)
+def stratum_index(allowed: Array, strata: tuple[tuple, ...]) -> Array:
+    """Index of the stratum of ``allowed`` (traced) among ``strata`` (0 if none matches);
+    strata of :func:`table_strata` with or without widths."""
+    a = jnp.asarray(allowed, jnp.int32)
+    L = a.shape[1]
+    per_depth = jnp.sum(a, axis=0)
     total = jnp.sum(per_depth)
-    s = jnp.asarray(strata, jnp.int32)                                    # (S, L)
+    s = jnp.asarray([st[:L] for st in strata], jnp.int32)                # (S, L)
     match = jnp.all(per_depth * s.sum(-1, keepdims=True) == s * total, axis=-1)
+    if len(strata[0]) == 2 * L:   # the mean width per depth must match too
+        w_sum = jnp.sum(a * jnp.arange(1, a.shape[0] + 1)[:, None], axis=0)
+        mean_w = jnp.asarray([st[L:] for st in strata], jnp.float32)      # (S, L)
+        match &= jnp.all(jnp.abs(w_sum - mean_w * per_depth) < 1e-3, axis=-1)
     return jnp.argmax(match)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: int,
                     offload_all_fraction: float = 0.5, load_balance_weight: float = 0.0,
-                    loss_scale: float = 1e-3, micro_batch: int | None = None) -> Callable:
+                    loss_scale: float = 1e-3, micro_batch: int | None = None,
+                    capacity_factor: float | None = None) -> Callable:
     """The training step of Fig. 2(b): bandwidth update, then CPU update.
 
     Returns ``step(state, key, sys_params, scales, allowed, strata=None) ->
@@ -201,6 +225,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
     sub-networks are trained as often in expectation as with ``strata=None``
     (i.i.d. uniform over ``allowed``, every layer computed and masked); in
     the elastic-depth phases at L = 3 the hidden layers cost half as much.
+
+    ``capacity_factor`` (with ``strata`` from ``table_strata(table,
+    widths=True)``; None: off) also skips the experts a user's gate did not
+    pick: in each depth group an expert takes at most
+    :func:`~dynmec_jax.nets.moe.expert_capacity` users (the group's users
+    times the stratum's mean width over K, times the factor) and computes
+    only those (:meth:`~dynmec_jax.nets.moe.MoEAllocator.dispatched_mixture`);
+    pairs beyond it are dropped, and the metric ``dropped`` is their share in
+    the first update.  A stratum where every group's capacity is its size
+    (the full-width phases) runs the masked pass.
     """
     tiles = 1
     if micro_batch is not None and not load_balance_weight:
@@ -209,57 +243,71 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         tiles = batch // micro_batch
 
     def losses(params, scn, mask, width, depth, scales, sys_params, noise_key, gate_noise=None,
-               rows=None):
-        """Per-scenario weighted T_tra and T_com sums, and the load-balance loss."""
+               rows=None, caps=None):
+        """Per-scenario weighted T_tra and T_com sums, the load-balance loss and the share
+        of dropped (user, expert) pairs."""
         alloc = Allocator(params, scales, sys_params, model)
-        logits, gates = alloc.logits(scn, width, depth, noise_key, gate_noise, rows)
+        logits, gates = alloc.logits(scn, width, depth, noise_key, gate_noise, rows, caps)
         b, f = allocator_lib.shares(logits, mask, sys_params)
         tra, com = costs.weighted_parts(scn, mask, b, f, sys_params)
         lb = load_balance_loss(gates, mask) if load_balance_weight else 0.0
-        return tra, com, lb
+        dropped = (0.0 if caps is None else jax.lax.stop_gradient(
+            dropped_pairs(gates.reshape(-1, gates.shape[-1]), rows, caps)))
+        return tra, com, lb, dropped
 
-    def batch_grad(params, part, data, scales, sys_params, rows):
+    def batch_grad(params, part, data, scales, sys_params, rows, caps):
         """Gradient of update ``part`` (0: bandwidth, 1: CPU) on the whole batch."""
         scn, mask, width, depth, k_noise = data
 
         def loss(p):
-            tra, com, lb = losses(p, scn, mask, width, depth, scales, sys_params, k_noise,
-                                  rows=rows)
+            tra, com, lb, dropped = losses(p, scn, mask, width, depth, scales, sys_params,
+                                           k_noise, rows=rows, caps=caps)
             main = jnp.mean(tra if part == 0 else com) * loss_scale
-            return main + load_balance_weight * lb, (jnp.mean(tra), jnp.mean(com))
+            return main + load_balance_weight * lb, (jnp.mean(tra), jnp.mean(com), dropped)
 
-        (_, (tra, com)), g = jax.value_and_grad(loss, has_aux=True)(params)
-        return g, tra, com
+        (_, (tra, com, dropped)), g = jax.value_and_grad(loss, has_aux=True)(params)
+        return g, tra, com, dropped
 
-    def tiled_grad(params, part, data, scales, sys_params, rows):
+    def tiled_grad(params, part, data, scales, sys_params, rows, caps):
         """The same gradient summed over ``tiles`` slices of ``micro_batch`` scenarios."""
         def tile_loss(p, d):
-            tra, com, _ = losses(p, d[0], d[1], d[2], d[3], scales, sys_params, None, d[4],
-                                 rows)
+            tra, com, _, dropped = losses(p, d[0], d[1], d[2], d[3], scales, sys_params, None,
+                                          d[4], rows, caps)
             return jnp.sum(tra if part == 0 else com) * (loss_scale / batch), (
-                jnp.sum(tra), jnp.sum(com))
+                jnp.sum(tra), jnp.sum(com), dropped)
 
         def body(carry, d):
-            g, tra, com = carry
-            (_, (t, c)), gt = jax.value_and_grad(tile_loss, has_aux=True)(params, d)
-            return (jax.tree.map(jnp.add, g, gt), tra + t, com + c), None
+            g, tra, com, dropped = carry
+            (_, (t, c, dr)), gt = jax.value_and_grad(tile_loss, has_aux=True)(params, d)
+            return (jax.tree.map(jnp.add, g, gt), tra + t, com + c, dropped + dr), None
 
         zero = jax.tree.map(jnp.zeros_like, params)
-        (g, tra, com), _ = jax.lax.scan(body, (zero, 0.0, 0.0), data)
-        return g, tra / batch, com / batch
+        (g, tra, com, dropped), _ = jax.lax.scan(body, (zero, 0.0, 0.0, 0.0), data)
+        return g, tra / batch, com / batch, dropped / tiles
+
+    def capacities(stratum, counts, n_users):
+        """Static expert capacity per depth group, or None (masked) where it saves nothing."""
+        if capacity_factor is None or not hasattr(model, "n_experts"):
+            return None
+        L = len(counts)
+        group = [c * n_users for c in counts]
+        caps = tuple(expert_capacity(n, stratum[L + d], model.n_experts, capacity_factor)
+                     if n else 0 for d, n in enumerate(group))
+        return None if caps == tuple(group) else caps
 
     def run(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
-            allowed, counts):
+            allowed, counts, stratum=None):
         """One step; ``counts``: scenarios per depth of a micro-batch (None: masked)."""
         k_scn, k_off, k_sub, k_noise = jax.random.split(key, 4)
         scn = system.sample_scenarios(k_scn, sys_params, batch)
         mask = sample_offload(k_off, scn.shape, offload_all_fraction)
         if counts is None:
             width, depth = sample_subnets(k_sub, allowed, batch)
-            rows = None
+            rows = caps = None
         else:
             width, depth = sample_subnets_stratified(k_sub, allowed, counts, tiles)
             rows = layer_rows(counts, scn.shape[-1])
+            caps = capacities(stratum, counts, scn.shape[-1])
         if tiles > 1:
             n_experts = getattr(model, "n_experts", 1)
             # The noise gate_logits would draw for the whole batch (M = B N rows).
@@ -271,21 +319,27 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         else:
             data = (scn, mask, width, depth, k_noise)
             grad = batch_grad
-        g, tra0, com0 = grad(state.params, 0, data, scales, sys_params, rows)
+        g, tra0, com0, dropped = grad(state.params, 0, data, scales, sys_params, rows, caps)
         upd, opt_b = tx.update(g, state.opt_bandwidth, state.params)
         p = optax.apply_updates(state.params, upd)
-        g, _, com1 = grad(p, 1, data, scales, sys_params, rows)
+        g, _, com1, _ = grad(p, 1, data, scales, sys_params, rows, caps)
         upd, opt_f = tx.update(g, state.opt_cpu, p)
         p = optax.apply_updates(p, upd)
         metrics = {"weighted_tra": tra0, "weighted_com": com1, "weighted_delay": tra0 + com0}
+        if capacity_factor is not None:
+            metrics["dropped"] = jnp.asarray(dropped, jnp.float32)
         return AllocatorState(p, opt_b, opt_f, state.step + 1), metrics
 
     def step(state: AllocatorState, key, sys_params: SystemParams, scales: FeatureScales,
-             allowed, strata: tuple[tuple[int, ...], ...] | None = None):
+             allowed, strata: tuple[tuple, ...] | None = None):
         if strata is None:
             return run(state, key, sys_params, scales, allowed, None)
-        branches = [functools.partial(run, counts=depth_counts(st, batch // tiles))
-                    for st in strata]
+        L = jnp.shape(allowed)[-1]
+        if capacity_factor is not None and any(len(st) != 2 * L for st in strata):
+            raise ValueError("capacity_factor needs strata with widths: "
+                             "table_strata(table, widths=True)")
+        branches = [functools.partial(run, counts=depth_counts(st[:L], batch // tiles),
+                                      stratum=st) for st in strata]
         if len(branches) == 1:
             return branches[0](state, key, sys_params, scales, allowed)
         return jax.lax.switch(stratum_index(allowed, strata), branches, state, key, sys_params,
@@ -331,7 +385,8 @@ def setup(config: AllocatorConfig, sys_params: SystemParams | None = None) -> Se
     model = config.model.build()
     tx = optax.adam(t.lr)
     step_fn = make_train_step(model, tx, t.batch, t.offload_all_fraction,
-                              t.load_balance_weight, micro_batch=t.micro_batch)
+                              t.load_balance_weight, micro_batch=t.micro_batch,
+                              capacity_factor=t.capacity_factor or None)
     return Setup(sys_params, FeatureScales.from_params(sys_params), model, tx, step_fn)
 
 
@@ -458,7 +513,8 @@ def train_and_evaluate(config: AllocatorConfig, workdir, progress: bool = True) 
     table = config.schedule()
     total = len(table)
     init = jax.jit(jax.vmap(lambda k: init_state(jax.random.fold_in(k, 10**6), s.model, s.tx)))
-    strata = table_strata(table)   # every chunk: one program, one branch per depth profile
+    # every chunk: one program, one branch per depth (and, with capacity, width) profile
+    strata = table_strata(table, widths=bool(t.capacity_factor))
     run = jax.jit(jax.vmap(
         lambda st, k, allowed: train_chunk(s.step_fn, st, k, s.sys_params, s.scales, allowed,
                                            strata),

@@ -124,6 +124,10 @@ class AllocatorTrain:
       load_balance_weight: weight of the importance loss (0 = off).
       micro_batch: scenarios per gradient slice (None = the whole batch);
         see :func:`dynmec_jax.train.allocator.make_train_step`.
+      capacity_factor: capacity dispatch of the MoE's experts (0 = off: every
+        expert computed, the width a mask): an expert takes at most this factor
+        times its expected share of a depth group's users and computes only
+        those (:func:`dynmec_jax.nets.moe.expert_capacity`; docs/performance.md).
     """
 
     batch: int = 128
@@ -134,8 +138,10 @@ class AllocatorTrain:
     offload_all_fraction: float = 0.5
     load_balance_weight: float = 0.0
     micro_batch: int | None = None
+    capacity_factor: float = 0.0
 
     def __post_init__(self):
+        _at_least("train.capacity_factor", self.capacity_factor, 0)
         for name in ("batch", "chunk_steps"):
             _at_least(f"train.{name}", getattr(self, name), 1)
         if not self.lr > 0:
