@@ -13,7 +13,11 @@ parameters, backward, its own Adam), with the noisy top-k gate of Eq. 16.
   :func:`~dynmec_jax.train.allocator.train_chunk` (``lax.scan`` over
   ``--chunk`` steps; time per step) with the depth strata of the schedule
   (hidden layers run only on the scenarios deep enough to use them; widths
-  still masked) and the default config's ``micro_batch``.
+  still masked) and the default config's ``micro_batch`` and
+  ``capacity_factor`` (capacity dispatch: only the experts a user's gate
+  picked are computed, :func:`dynmec_jax.nets.moe.expert_capacity`).
+* ``jax_no_capacity``: ``jax`` without capacity dispatch (every expert
+  computed, the width a mask on the gates: the default before it).
 * ``jax_mb``: the same with ``micro_batch=--micro_batch`` (each update's
   gradient summed over slices of that many scenarios, so the activations
   stay in cache; the same gradient up to float summation order).
@@ -148,8 +152,11 @@ def main() -> None:
     K, L, H = model.n_experts, model.n_layers, model.hidden
     tx = optax.adam(1e-3)
     table = jnp.ones((args.chunk, K, L), bool)   # the last phase: every sub-network
-    strata = train_allocator.table_strata(table)
-    default_mb = allocator_configs.get_config("default").train.micro_batch
+    default_train = allocator_configs.get_config("default").train
+    default_mb = default_train.micro_batch
+    default_cf = float(default_train.capacity_factor) or None
+    strata = train_allocator.table_strata(table, widths=bool(default_cf))
+    plain_strata = train_allocator.table_strata(table)
 
     state0 = train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
     if args.check:
@@ -158,17 +165,21 @@ def main() -> None:
     peers = torch_peers.build_peers(peer_names, jax.device_get(state0.params)["params"],
                                     args.batch, sp, args.subnet_sampling)
 
-    def chunk(micro_batch, strata):
-        step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro_batch)
+    def chunk(micro_batch, strata, cf=default_cf):
+        step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro_batch,
+                                               capacity_factor=cf)
         return jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales, table,
                                                                  strata)[0],
                        donate_argnums=0), args.chunk
 
-    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=default_mb)
+    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=default_mb,
+                                           capacity_factor=default_cf)
     single = jax.jit(lambda st, k: step(st, k, sp, scales, table[0], strata)[0],
                      donate_argnums=0)
     jax_paths = {"jax": chunk(default_mb, strata), "jax_mb": chunk(args.micro_batch, strata),
-                 "jax_single": (single, 1), "jax_masked": chunk(default_mb, None)}
+                 "jax_single": (single, 1), "jax_masked": chunk(default_mb, None, None)}
+    if default_cf:
+        jax_paths["jax_no_capacity"] = chunk(default_mb, plain_strata, None)
     states = {name: train_allocator.init_state(jax.random.PRNGKey(0), model, tx)
               for name in jax_paths}
     n = args.matmul
@@ -210,7 +221,7 @@ def main() -> None:
     fastest_all = fastest(list(peers))
 
     flops, lines = step_flops(args.batch, args.users, K, L, H)
-    counts = train_allocator.depth_counts(strata[0], args.batch)
+    counts = train_allocator.depth_counts(strata[0][:L], args.batch)
     rows = train_allocator.layer_rows(counts, args.users)
     flops_strata, lines_strata = step_flops(args.batch, args.users, K, L, H, hidden_rows=rows)
     mm_gflops = {s: 2 * n ** 3 / med[f"matmul_{s}"] / 1e9 for s in ("jax", "torch")}
@@ -219,7 +230,8 @@ def main() -> None:
     print(f"backend {jax.default_backend()}, jax {jax.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), B={args.batch}, N={args.users}, K={K}, L={L}, "
           f"H={H}, rounds={args.rounds}, tune_malloc={not args.plain_malloc}; library default "
-          f"micro_batch {default_mb}, depth strata {strata} -> {counts} scenarios per depth")
+          f"micro_batch {default_mb}, capacity_factor {default_cf}, strata {strata} -> "
+          f"{counts} scenarios per depth")
     print("FLOP count of one training step (dense):")
     for line in lines:
         print(line)

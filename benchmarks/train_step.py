@@ -6,17 +6,18 @@ jitted, warmed up, ``block_until_ready``, timed round-robin:
 
 * ``driver``: the library's default training path, the one
   :func:`dynmec_jax.train.allocator.train_and_evaluate` runs: the step inside
-  a ``lax.scan`` chunk of ``--chunk`` steps (time per step), with the depth
-  strata of the schedule (``table_strata``: each hidden layer runs only on
-  the scenarios deep enough to use it) and the config's default
-  ``micro_batch``;
+  a ``lax.scan`` chunk of ``--chunk`` steps (time per step), with the strata
+  of the schedule (``table_strata``: each hidden layer runs only on the
+  scenarios deep enough to use it) and the config's default ``micro_batch``
+  and ``capacity_factor`` (capacity dispatch: each expert computes only the
+  users its gate picked; the dropped share is printed);
 * ``single``: the same step, one jitted call per step (Python dispatch
   included);
-* ``masked``: the driver's path with ``strata=None`` (every layer computed
-  and masked, i.i.d. uniform sub-networks: the path before depth strata);
-* ``capacity``: the driver's path with capacity dispatch of the experts
-  (``--capacity_factor``, ``train.capacity_factor``: only the experts a
-  user's gate picked are computed; the dropped share is printed).
+* ``masked``: ``strata=None``, no capacity dispatch (every expert and layer
+  computed and masked, i.i.d. uniform sub-networks: the path before depth
+  strata);
+* ``no_capacity``: the driver's path without capacity dispatch (every expert
+  computed, the width a mask: the default before it).
 
 The last line is ``train_step_ms <median>`` of ``driver``.
 
@@ -47,8 +48,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--chunk", type=int, default=10, help="steps per lax.scan chunk")
     ap.add_argument("--plain-malloc", action="store_true", help="leave glibc malloc alone")
-    ap.add_argument("--capacity_factor", type=float, default=1.25,
-                    help="capacity dispatch factor of the 'capacity' run (0: no such run)")
     args = ap.parse_args()
     if not args.plain_malloc:
         cli.tune_malloc()
@@ -58,37 +57,38 @@ def main():
     model = moe.MoEAllocator()
     K, L = model.n_experts, model.n_layers
     tx = optax.adam(1e-3)
-    micro = allocator_configs.get_config("default").train.micro_batch
-    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro)
+    train = allocator_configs.get_config("default").train
+    micro, cf = train.micro_batch, float(train.capacity_factor) or None
     table = jnp.ones((args.chunk, K, L), bool)
-    strata = train_allocator.table_strata(table)
-
-    def chunk_fn(strata):
-        return jax.jit(lambda st, k: train_allocator.train_chunk(step, st, k, sp, scales, table,
-                                                                 strata)[0], donate_argnums=0)
-
-    single = jax.jit(lambda st, k: step(st, k, sp, scales, table[0], strata)[0],
-                     donate_argnums=0)
-    runs = {"driver": [chunk_fn(strata), args.chunk], "single": [single, 1],
-            "masked": [chunk_fn(None), args.chunk]}
+    strata = train_allocator.table_strata(table, widths=bool(cf))
     dropped = []
-    if args.capacity_factor:
-        cstep = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro,
-                                                capacity_factor=args.capacity_factor)
-        cstrata = train_allocator.table_strata(table, widths=True)
 
-        def cap_chunk(st, k):
-            st, m = train_allocator.train_chunk(cstep, st, k, sp, scales, table, cstrata)
-            return st, m["dropped"]
+    def chunk_fn(strata, cf, record=False):
+        step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro,
+                                               capacity_factor=cf)
 
-        cap_jit = jax.jit(cap_chunk, donate_argnums=0)
+        def run(st, k):
+            st, m = train_allocator.train_chunk(step, st, k, sp, scales, table, strata)
+            return st, m.get("dropped", jnp.zeros(()))
 
-        def cap_fn(st, k):
-            st, d = cap_jit(st, k)
-            dropped.append(d)
+        jitted = jax.jit(run, donate_argnums=0)
+
+        def fn(st, k):
+            st, d = jitted(st, k)
+            if record:
+                dropped.append(d)
             return st
 
-        runs["capacity"] = [cap_fn, args.chunk]
+        return fn
+
+    step = train_allocator.make_train_step(model, tx, args.batch, micro_batch=micro,
+                                           capacity_factor=cf)
+    single = jax.jit(lambda st, k: step(st, k, sp, scales, table[0], strata)[0],
+                     donate_argnums=0)
+    runs = {"driver": [chunk_fn(strata, cf, record=True), args.chunk], "single": [single, 1],
+            "masked": [chunk_fn(None, None), args.chunk]}
+    if cf:
+        runs["no_capacity"] = [chunk_fn(train_allocator.table_strata(table), None), args.chunk]
     states = {name: train_allocator.init_state(jax.random.PRNGKey(0), model, tx) for name in runs}
     key = jax.random.PRNGKey(1)
     for name, (fn, _) in runs.items():   # compile and warm up
@@ -103,13 +103,13 @@ def main():
             times[name].append((time.perf_counter() - t0) / steps)
     med = {name: 1e3 * statistics.median(v) for name, v in times.items()}
     print(f"devices: {jax.devices()}; batch {args.batch}, N {args.n_users}, K {K}, L {L}, "
-          f"micro_batch {micro}, strata {strata}, rounds {args.rounds}")
+          f"micro_batch {micro}, capacity_factor {cf}, strata {strata}, rounds {args.rounds}")
     for name, v in times.items():
         print(f"{name:7s} median {med[name]:8.2f} ms/step (min {1e3 * min(v):.2f}, "
               f"max {1e3 * max(v):.2f}); / driver {med[name] / med['driver']:.3f}")
-    if dropped:
-        d = np.concatenate([np.asarray(x) for x in dropped])
-        print(f"capacity factor {args.capacity_factor}: dropped (user, expert) pairs "
+    if cf:
+        d = np.concatenate([np.asarray(x).reshape(-1) for x in dropped])
+        print(f"capacity factor {cf}: dropped (user, expert) pairs "
               f"{100 * d.mean():.2f}% (max {100 * d.max():.2f}%) of the picked ones")
     print(f"train_step_ms {med['driver']:.3f}")
 

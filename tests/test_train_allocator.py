@@ -141,7 +141,10 @@ def test_stratified_step_picks_the_branch_of_the_allowed_table(smoke_cfg, defaul
     s, state = _setup(smoke_cfg)
     K, L = smoke_cfg.model.n_experts, smoke_cfg.model.n_layers
     deep = jnp.zeros((K, L), bool).at[:, -1].set(True)
-    both = ((0,) * (L - 1) + (1,), (1,) * L)
+    # the default config's strata: depth and, for capacity dispatch, width profiles
+    both = train_allocator.table_strata(np.stack([deep, np.ones((K, L), bool)]),
+                                        widths=bool(smoke_cfg.train.capacity_factor))
+    assert len(both) == 2
     run = jax.jit(lambda st, strata: s.step_fn(st, jax.random.PRNGKey(4), s.sys_params,
                                                s.scales, deep, strata), static_argnums=1,
                   compiler_options=default_emitters.compiler_options)

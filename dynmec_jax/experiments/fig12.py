@@ -36,9 +36,10 @@ METHODS = ("progressive", "traditional")
 def _cost_functions(config: AllocatorConfig, sys_params: SystemParams, eval_batch: int,
                     eval_seed: int):
     """Setup and the jitted chunk and gap functions of :func:`training_cost`, built once
-    per (config, system) so that the runs of Fig. 12 compile once per depth stratum
-    (:func:`~dynmec_jax.train.allocator.depth_stratum`: the chunk computes only the
-    layers its sub-networks use, so a depth-1 sub-network trains faster)."""
+    per (config, system) so that the runs of Fig. 12 compile once per stratum
+    (:func:`~dynmec_jax.train.allocator.table_strata`: the chunk computes only the
+    layers its sub-networks use, so a depth-1 sub-network trains faster, and, with
+    ``train.capacity_factor``, only the experts their gates pick)."""
     s = train_allocator.setup(config, sys_params)
     scn = system.sample_scenarios(jax.random.key(eval_seed), s.sys_params, eval_batch)
     mask = jnp.ones(scn.shape, bool)
@@ -94,7 +95,8 @@ def training_cost(config: AllocatorConfig, sys_params: SystemParams, case: str, 
     def run_stage(state, allowed, check):
         """Trains on ``allowed`` until every sub-network in ``check`` meets the target."""
         table = jnp.asarray(np.broadcast_to(allowed, (eval_every, K, L)))
-        strata = (train_allocator.depth_stratum(allowed),)
+        strata = train_allocator.table_strata(allowed[None],
+                                              widths=bool(config.train.capacity_factor))
         if strata not in compiled:   # compile outside the timed region
             jax.block_until_ready(chunk_fn(warm, key, table, strata))
             compiled.add(strata)

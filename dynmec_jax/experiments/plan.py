@@ -131,28 +131,32 @@ def plan_fig12(cfg: ReproduceConfig, log=print) -> list[dict]:
     acfg = cfg.fig12_allocator()
     s = train_allocator.setup(acfg)
     K, L = acfg.model.max_width, acfg.model.n_layers
-    stages = []   # (stratum) of every stage of every run, for the bound
+    widths = bool(acfg.train.capacity_factor)
+    stages = []   # the stratum of every stage of every run, for the bound
+    example = {}  # stratum -> an allowed table of it
     for case in f.cases:
-        for _, allowed in train_config.progressive_phases(case, K, L):
-            stages.append(train_allocator.depth_stratum(allowed))
+        tables = [allowed for _, allowed in train_config.progressive_phases(case, K, L)]
         for k, d in zip(*np.nonzero(train_config.subnet_set(case, K, L)), strict=True):
             one = np.zeros((K, L), bool)
             one[k, d] = True
-            stages.append(train_allocator.depth_stratum(one))
+            tables.append(one)
+        for allowed in tables:
+            stratum = train_allocator.table_strata(np.asarray(allowed)[None], widths)[0]
+            stages.append(stratum)
+            example.setdefault(stratum, np.asarray(allowed, bool))
     state = train_allocator.init_state(jax.random.key(0), s.model, s.tx)
     key = jax.random.key(1)
     chunk = jax.jit(lambda st, k, allowed, strata: train_allocator.train_chunk(
         s.step_fn, st, k, s.sys_params, s.scales, allowed, strata), static_argnums=3)
     out = []
-    for stratum in dict.fromkeys(stages):
-        allowed = np.zeros((K, L), bool)
-        for d, c in enumerate(stratum):
-            allowed[:max(1, c), d] = c > 0
+    for stratum, allowed in example.items():
         table = jnp.asarray(np.broadcast_to(allowed, (f.eval_every, K, L)))
         n_stages = stages.count(stratum) * len(f.seeds)
         calls = n_stages * math.ceil(f.max_steps / f.eval_every)
         args = (state, key, table, (stratum,))
-        rec, compiled = _program("fig12", f"chunk_depths{''.join(map(str, stratum))}", calls,
+        rec, compiled = _program("fig12", f"chunk_depths{''.join(map(str, stratum[:L]))}"
+                                 + (f"_widths{'-'.join(f'{w:g}' for w in stratum[L:])}"
+                                    if widths else ""), calls,
                                  chunk.lower(*args),
                                  lambda a, b, c, st=stratum: chunk(a, b, c, (st,)), args[:3])
         _timed(compiled, state, key, table)

@@ -127,7 +127,10 @@ class AllocatorTrain:
       capacity_factor: capacity dispatch of the MoE's experts (0 = off: every
         expert computed, the width a mask): an expert takes at most this factor
         times its expected share of a depth group's users and computes only
-        those (:func:`dynmec_jax.nets.moe.expert_capacity`; docs/performance.md).
+        those (:func:`dynmec_jax.nets.moe.expert_capacity`).  1.25 (Switch's
+        training value) drops 0.3-0.9% of the picked (user, expert) pairs in
+        the last phase and leaves Fig. 4's gaps within their CIs
+        (docs/performance.md, "Width sparsity").
     """
 
     batch: int = 128
@@ -138,7 +141,7 @@ class AllocatorTrain:
     offload_all_fraction: float = 0.5
     load_balance_weight: float = 0.0
     micro_batch: int | None = None
-    capacity_factor: float = 0.0
+    capacity_factor: float = 1.25
 
     def __post_init__(self):
         _at_least("train.capacity_factor", self.capacity_factor, 0)
