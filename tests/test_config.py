@@ -118,3 +118,13 @@ def test_seed_check():
     for bad in (-1, 2 ** 31, 1.0, True):
         with pytest.raises(ValueError):
             train_config.check_seed("seed", bad)
+
+
+def test_capacity_dispatch_is_the_default_but_not_in_fig12():
+    """The allocators train with capacity dispatch; Fig. 12 trains without it (its static
+    capacities would compile one program per sub-network), at its own batch."""
+    cfg = typedconfig.from_configdict(ReproduceConfig, reproduce_configs.get_config("quick"))
+    assert cfg.allocator.train.capacity_factor == 1.25
+    f12 = cfg.fig12_allocator()
+    assert f12.train.capacity_factor == 0 and f12.train.batch == cfg.fig12.batch
+    assert f12.model == cfg.allocator.model
