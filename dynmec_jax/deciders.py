@@ -6,6 +6,9 @@ tasks (fields ``(N,)``, SI units), ``n_users`` (None: any N) and
 ``sys_params`` (the default system).  :func:`make` builds them:
 
 * ``pmrl``: the shipped (or a given) :class:`~dynmec_jax.pipeline.Pipeline`.
+* ``pmrl_search``: that pipeline followed by the one-flip local search
+  (:func:`dynmec_jax.evaluation.pipeline_search`), charged the pipeline's and
+  the search's operations (Eq. 9).
 * ``greedy``: removal-only greedy offloading with the KKT allocation
   (:func:`dynmec_jax.evaluation.greedy`), charged its own operations (Eq. 9).
 * ``droo``: the shipped DROO (:mod:`dynmec_jax.baselines.droo`), charged its
@@ -23,6 +26,7 @@ delays of Eq. 34-35 [s].
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +38,7 @@ from dynmec_jax.pipeline import Decision
 from dynmec_jax.system import Scenario, SystemParams
 
 #: The methods of ``dynmec-decide --method``.
-METHODS = ("pmrl", "greedy", "droo", "optimum")
+METHODS = ("pmrl", "pmrl_search", "greedy", "droo", "optimum")
 
 
 def _batched(scn: Scenario) -> Scenario:
@@ -62,6 +66,39 @@ class Greedy:
         sp = self.sys_params if sys_params is None else sys_params
         scn = checks.validate_scenario(scn)
         return _first(_greedy(_batched(scn), sp.replace(n_users=scn.size.shape[-1])))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSearch:
+    """A pipeline followed by the one-flip search as a decider (module doc)."""
+
+    pipe: pipeline.Pipeline
+
+    @property
+    def n_users(self):
+        return self.pipe.n_users
+
+    @property
+    def sys_params(self) -> SystemParams:
+        return self.pipe.sys_params
+
+    def decide(self, scn: Scenario, sys_params: SystemParams | None = None) -> Decision:
+        """The pipeline's decision for one scenario ``(N,)`` and one cell, refined by the
+        search (its warnings for a cell outside the trained range included)."""
+        sp = self.pipe.sys_params if sys_params is None else sys_params
+        scn = checks.validate_scenario(scn)
+        for line in self.cell_warnings(sp):
+            warnings.warn(line, stacklevel=2)
+        return _first(_search(self.pipe, _batched(scn), sp.replace(n_users=scn.size.shape[-1])))
+
+    def cell_warnings(self, sys_params: SystemParams) -> list[str]:
+        """The pipeline's (:meth:`~dynmec_jax.pipeline.Pipeline.cell_warnings`)."""
+        return self.pipe.cell_warnings(sys_params)
+
+
+@jax.jit
+def _search(pipe, scn, sp):
+    return evaluation.pipeline_search(pipe, scn, sp).decision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +153,8 @@ def make(method: str, pipeline_path=None, droo_path=None):
     extra for ``optimum`` without pyscipopt (raised when it decides)."""
     if method == "pmrl":
         return pipeline.load_pipeline(pipeline_path)
+    if method == "pmrl_search":
+        return PipelineSearch(pipeline.load_pipeline(pipeline_path))
     sp = SystemParams()
     if method == "greedy":
         return Greedy(sp)

@@ -69,6 +69,7 @@ from dynmec_jax.baselines import droo as droo_lib
 from dynmec_jax.baselines import exhaustive as exhaustive_lib
 from dynmec_jax.baselines import ga as ga_lib
 from dynmec_jax.baselines import greedy as greedy_lib
+from dynmec_jax.baselines import local_search
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.pipeline import Decision, Pipeline
@@ -442,6 +443,31 @@ def pipeline_method(pipe: Pipeline, scn: Scenario, sys_params: SystemParams) -> 
     d = pipeline.decide_body(pipe, scn, sys_params)
     macs = pipe.allocator.macs(d.width, d.depth, jnp.sum(d.offload, -1))
     return MethodResult(d, macs)
+
+
+def pipeline_search(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
+                    max_rounds: int | None = None) -> MethodResult:
+    """PMRL + one-flip search (beyond the paper): the pipeline's offloading set, refined by
+    :func:`dynmec_jax.baselines.local_search.one_flip_search` with the optimal allocation
+    of Eq. 25's cost, deployed.
+
+    Inference delays: the pipeline's own (Eq. 34-35, :func:`pipeline_method`)
+    plus lambda ``search_ops(N, moves)`` / f_ser (Eq. 9) for every task (each
+    waits for the search).  The sub-network is the pipeline's (its MACs
+    stay in ``allocator_macs``), though the allocation is the search's.
+    ``sys_params``: one cell.
+    """
+    res = pipeline_method(pipe, scn, sys_params)
+    d = res.decision
+    scn = system.as_scenario(scn)
+    s = local_search.one_flip_search(scn, d.offload, sys_params, max_rounds=max_rounds,
+                                     infer_local=d.inference_delay_local,
+                                     infer_edge=d.inference_delay_edge)
+    t = accounting.inference_delay(local_search.search_ops(d.offload.shape[-1], s.moves),
+                                   sys_params)
+    return MethodResult(decision(s.offload, d.width, d.depth, s.bandwidth, s.f_alloc,
+                                 d.inference_delay_local + t, d.inference_delay_edge + t),
+                        res.allocator_macs)
 
 
 def random_offload(key: Array, pipe: Pipeline, scn: Scenario, sys_params: SystemParams,

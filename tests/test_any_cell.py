@@ -58,6 +58,9 @@ def test_smoke_evaluation_writes_markdown_json_and_figure(tiny_allocator, tmp_pa
         # than the optimum
         assert -1e-4 <= p["gap_set_kkt"]["mean"] <= p["gap"]["mean"] + 1e-4
         assert 0.0 <= p["top5_share"] <= 1.0 + 1e-9
+        # the one-flip search from its set does not beat the optimum either
+        assert p["gap_search"]["mean"] >= -1e-4
+        assert p["gap_search_with_inference"]["mean"] >= p["gap_search"]["mean"] - 1e-9
     spec = [r for r in rows if "per_cell" in r]
     assert [(r["field"], r["value"]) for r in spec] == [("bandwidth_max", lo)]
     s = spec[0]
@@ -73,7 +76,9 @@ def test_smoke_evaluation_writes_markdown_json_and_figure(tiny_allocator, tmp_pa
     paths = any_cell.write(record, tmp_path / "any_cell")
     md = (tmp_path / "any_cell.md").read_text()
     assert "| Table II | 4 |" in md and "vs per-cell" in md and "(seeds " in md
-    assert "set + KKT" in md       # an untrained pipeline misses 1.5% somewhere
+    assert "set + KKT" in md and "search with inf." in md   # an untrained pipeline misses
+    assert "With the one-flip search" in md
+    assert 0 <= summary["cell"]["search_helps_with_inference"] <= 5
     assert json.loads((tmp_path / "any_cell.json").read_text())["summary"]["cell"]["cells"] == 5
     assert (tmp_path / "any_cell.png").stat().st_size > 1000 and len(paths) == 3
 

@@ -51,7 +51,7 @@ def test_the_optimum_is_never_beaten(scenarios):
     best = deciders.make("optimum")
     for scn in scenarios.values():
         opt = _cost(best, scn, sp)
-        for method in ("pmrl", "greedy", "droo"):
+        for method in ("pmrl", "pmrl_search", "greedy", "droo"):
             assert _cost(deciders.make(method), scn, sp) >= opt * (1 - 1e-5), method
 
 
@@ -92,7 +92,7 @@ def test_cli_method_greedy_writes_its_decisions(tmp_path, scenarios, cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method=greedy", "--pipeline=x"], "--pipeline is for --method=pmrl"),
+    (["--method=greedy", "--pipeline=x"], "--pipeline is for --method=pmrl or pmrl_search"),
     (["--method=pmrl", "--droo=x"], "--droo is for --method=droo"),
     (["--method=droo", "--droo=/nonexistent/droo"], "--droo:"),
     (["--method=fastest"], "--method"),

@@ -6,7 +6,10 @@ r"""Decisions of a trained pipeline on your own tasks: CSV or JSON in, CSV out.
 (or ``python launch/decide.py ...``).
 
 ``--method`` (:mod:`dynmec_jax.deciders`): ``pmrl`` (default: the shipped or
-``--pipeline`` pipeline), ``greedy`` (greedy offloading + the optimal KKT
+``--pipeline`` pipeline), ``pmrl_search`` (that pipeline, then a one-flip
+local search over its offloading set with the optimal allocation,
+:mod:`dynmec_jax.baselines.local_search`, charged its operations by Eq. 9),
+``greedy`` (greedy offloading + the optimal KKT
 allocation, charged its own operations), ``droo`` (the shipped or ``--droo``
 DROO model, any N up to its N_max) and ``optimum`` (the certified optimum of
 sum_i C_i, Eq. 24-25, from ``baselines/exact.py``: a bound, charged no
@@ -68,11 +71,14 @@ _IN = flags.DEFINE_string("in", None, "input tasks: .csv or .json", required=Tru
 _OUT = flags.DEFINE_string("out", None, "output decisions (.csv)", required=True)
 _METHOD = flags.DEFINE_enum(
     "method", "pmrl", deciders.METHODS,
-    "who decides: pmrl (the pipeline), greedy (greedy + KKT), droo (DROO), optimum "
+    "who decides: pmrl (the pipeline), pmrl_search (the pipeline, then a one-flip local "
+    "search with the optimal allocation, charged its operations), greedy (greedy + KKT), "
+    "droo (DROO), optimum "
     "(the certified optimum: a bound with no inference delay, needs the 'exact' extra, "
     "a solver per scenario: much slower)")
 _PIPELINE = flags.DEFINE_string("pipeline", None,
-                                "pipeline directory for --method=pmrl (default: the shipped one)")
+                                "pipeline directory for --method=pmrl or pmrl_search (default: "
+                                "the shipped one)")
 _DROO = flags.DEFINE_string("droo", None,
                             "DROO model directory for --method=droo (default: the shipped one)")
 
@@ -86,7 +92,8 @@ _FIELDS = {name: flags.DEFINE_float(name, None, f"the cell's SystemParams.{name}
 
 def _load_decider():
     """The decider of ``--method`` (loaded once the input file has been checked)."""
-    flag = {"pmrl": "--pipeline", "droo": "--droo"}.get(_METHOD.value, "--method")
+    flag = {"pmrl": "--pipeline", "pmrl_search": "--pipeline",
+            "droo": "--droo"}.get(_METHOD.value, "--method")
     try:
         return deciders.make(_METHOD.value, _PIPELINE.value, _DROO.value)
     except (FileNotFoundError, ValueError, ImportError) as e:
@@ -95,8 +102,8 @@ def _load_decider():
 
 def main(argv):
     cli.start(argv)
-    if _PIPELINE.value is not None and _METHOD.value != "pmrl":
-        cli.fail(f"--pipeline is for --method=pmrl, not --method={_METHOD.value}")
+    if _PIPELINE.value is not None and _METHOD.value not in ("pmrl", "pmrl_search"):
+        cli.fail(f"--pipeline is for --method=pmrl or pmrl_search, not --method={_METHOD.value}")
     if _DROO.value is not None and _METHOD.value != "droo":
         cli.fail(f"--droo is for --method=droo, not --method={_METHOD.value}")
     cell = cli.guard(cell_lib.read_cell, _CELL.value,

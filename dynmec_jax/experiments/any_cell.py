@@ -81,14 +81,19 @@ def cell_grid(base: system.SystemParams, ranges, fields=FIELDS, ns=N_USERS, n_ra
 @jax.jit
 def _pipeline_costs(pipe, scn, sp):
     """Per scenario: the pipeline's cost with and without its inference delay, the cost of
-    its offloading set under the optimal (KKT) allocation, no inference delay, and the
-    share of tasks it offloads."""
+    its offloading set under the optimal (KKT) allocation, no inference delay, the cost
+    of its set after the one-flip search (:func:`dynmec_jax.evaluation.pipeline_search`)
+    with and without the inference delays, and the share of tasks it offloads."""
     res = evaluation.pipeline_method(pipe, scn, sp)
     with_inf = evaluation.scenario_metrics(scn, res, sp).cost
     without = evaluation.scenario_metrics(scn, evaluation.without_inference(res), sp).cost
     kkt = evaluation.without_inference(evaluation.optimal(scn, sp, res.decision.offload))
     set_kkt = evaluation.scenario_metrics(scn, kkt, sp).cost
-    return with_inf, without, set_kkt, jnp.mean(res.decision.offload.astype(jnp.float32))
+    searched = evaluation.pipeline_search(pipe, scn, sp)
+    search_inf = evaluation.scenario_metrics(scn, searched, sp).cost
+    search = evaluation.scenario_metrics(scn, evaluation.without_inference(searched), sp).cost
+    return (with_inf, without, set_kkt, search, search_inf,
+            jnp.mean(res.decision.offload.astype(jnp.float32)))
 
 
 @jax.jit
@@ -119,13 +124,13 @@ def _optimum(scn, sp, time_limit: float, cache, key: str):
 
 
 def _seed_costs(pipes, scn, sp):
-    """``(with inference (B,), without (B,), its set + KKT (B,), offload share, [costs
-    without inference per seed])`` of one pipeline or of several seeds of one recipe
-    (costs averaged over the seeds)."""
+    """``(with inference (B,), without (B,), its set + KKT (B,), searched (B,), searched
+    with inference (B,), offload share, [costs without inference per seed])`` of one
+    pipeline or of several seeds of one recipe (costs averaged over the seeds)."""
     outs = [jax.device_get(_pipeline_costs(p, scn, sp)) for p in pipes]
-    mean = [np.mean([np.asarray(o[j], np.float64) for o in outs], axis=0) for j in range(3)]
+    mean = [np.mean([np.asarray(o[j], np.float64) for o in outs], axis=0) for j in range(5)]
     per_seed = [np.asarray(o[1], np.float64) for o in outs]
-    return mean[0], mean[1], mean[2], float(np.mean([o[3] for o in outs])), per_seed
+    return (*mean, float(np.mean([o[5] for o in outs])), per_seed)
 
 
 def _top_share(cost, ref, top: int = 5) -> float:
@@ -158,7 +163,10 @@ def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
     optimal allocation (:func:`dynmec_jax.evaluation.optimal`, no inference
     delay), so ``gap - gap_set_kkt`` is the allocator's part of the gap and
     ``gap_set_kkt`` the scheduler's; ``top5_share`` the share of the excess
-    cost carried by the 5 worst scenarios.  ``per_cell``: ``(field, value,
+    cost carried by the 5 worst scenarios; ``gap_search`` and
+    ``gap_search_with_inference`` the pipeline followed by the one-flip search
+    (:func:`dynmec_jax.evaluation.pipeline_search`), without and with the
+    inference delays (its own included).  ``per_cell``: ``(field, value,
     Pipeline)`` entries, pipelines trained for one cell alone, decided only on
     the cells of the grid where ``field == value``: ``row["per_cell"]`` then
     holds its gaps and, per pipeline of ``pipes``, ``vs`` = (mean cost of
@@ -184,17 +192,20 @@ def evaluate_cells(pipes: dict, grid: list[dict], batch: int, seed: int,
         costs = {}
         for name, pipe in pipes.items():
             group = list(pipe) if isinstance(pipe, list | tuple) else [pipe]
-            with_inf, without, set_kkt, share, per_seed = _seed_costs(group, scn, sp)
+            with_inf, without, set_kkt, search, search_inf, share, per_seed = _seed_costs(
+                group, scn, sp)
             costs[name] = without
             row["pipelines"][name] = {
                 "gap": _gap(without, ref), "gap_with_inference": _gap(with_inf, ref),
                 "gap_set_kkt": _gap(set_kkt, ref), "top5_share": _top_share(without, ref),
+                "gap_search": _gap(search, ref),
+                "gap_search_with_inference": _gap(search_inf, ref),
                 "offload": share, "warnings": group[0].cell_warnings(sp),
                 "seed_gaps": [_gap(c, ref)["mean"] for c in per_seed]}
         for field, value, pipe in per_cell:
             if not _matches(g, field, value):
                 continue
-            with_inf, without, _, share, _ = _seed_costs([pipe], scn, sp)
+            with_inf, without, _, _, _, share, _ = _seed_costs([pipe], scn, sp)
             row["per_cell"] = {
                 "gap": _gap(without, ref), "gap_with_inference": _gap(with_inf, ref),
                 "offload": share, "vs": {n: stats.mean_ci((c - without) / ref.mean())
@@ -235,9 +246,19 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for name in rows[0]["pipelines"] if rows else ():
         gaps = np.asarray([r["pipelines"][name]["gap"]["mean"] for r in rows])
+        search = np.asarray([r["pipelines"][name]["gap_search"]["mean"] for r in rows])
+        search_inf = np.asarray([r["pipelines"][name]["gap_search_with_inference"]["mean"]
+                                 for r in rows])
+        with_inf = np.asarray([r["pipelines"][name]["gap_with_inference"]["mean"]
+                               for r in rows])
         out[name] = {"worst_gap": float(gaps.max()), "mean_gap": float(gaps.mean()),
                      "within_1.5pct": int(np.sum(gaps <= 0.015)),
-                     "within_1pct": int(np.sum(gaps <= 0.01)), "cells": int(gaps.size)}
+                     "within_1pct": int(np.sum(gaps <= 0.01)), "cells": int(gaps.size),
+                     "mean_gap_with_inference": float(with_inf.mean()),
+                     "search_worst_gap": float(search.max()),
+                     "search_within_1pct": int(np.sum(search <= 0.01)),
+                     "search_mean_gap_with_inference": float(search_inf.mean()),
+                     "search_helps_with_inference": int(np.sum(search_inf < with_inf))}
         seeds = np.asarray([r["pipelines"][name].get("seed_gaps", []) for r in rows])
         if seeds.ndim == 2 and seeds.shape[1] > 1:   # several seeds: the worst of any seed
             out[name].update({"seeds": int(seeds.shape[1]), "worst_seed_gap": float(seeds.max()),
@@ -262,7 +283,14 @@ def markdown(record: dict) -> str:
                      + (f"  Mean of {s['seeds']} seeds; the worst seed's worst gap "
                         f"{100 * s['worst_seed_gap']:+.2f}%, every seed within 1.5% in "
                         f"{s['every_seed_within_1.5pct']}/{s['cells']} cells."
-                        if "seeds" in s else ""))
+                        if "seeds" in s else "")
+                     + (f"  With the one-flip search: worst gap "
+                        f"{100 * s['search_worst_gap']:+.2f}%, within 1%: "
+                        f"{s['search_within_1pct']}/{s['cells']}; with inference, mean "
+                        f"{100 * s['search_mean_gap_with_inference']:+.2f}% against "
+                        f"{100 * s['mean_gap_with_inference']:+.2f}% without the search, lower "
+                        f"in {s['search_helps_with_inference']}/{s['cells']} cells."
+                        if "search_worst_gap" in s else ""))
     head = "| cell | N | optimum offloads | greedy + KKT | " + " | ".join(
         f"{n} gap | {n} with inf. | {n} offloads" for n in names) + " |"
     lines += ["", head, "|" + "---|" * (4 + 3 * len(names))]
@@ -285,17 +313,23 @@ def markdown(record: dict) -> str:
         lines += ["", "Where the gap comes from, in the cells above 1.5%: \"set + KKT\" is the "
                   "pipeline's offloading set with the optimal allocation (so gap - set + KKT is "
                   "the allocator's part, set + KKT the scheduler's); \"top 5\" the share of "
-                  "the excess cost over the optimum carried by the 5 worst scenarios.", "",
-                  "| cell | N | " + " | ".join(f"{n} gap | {n} set + KKT | {n} top 5"
-                                              for n in names) + " |",
-                  "|" + "---|" * (2 + 3 * len(names))]
+                  "the excess cost over the optimum carried by the 5 worst scenarios; "
+                  "\"search\" the pipeline followed by the one-flip search "
+                  "(`evaluation.pipeline_search`), without and with the inference delays "
+                  "(the search's own operations charged by Eq. 9).", "",
+                  "| cell | N | " + " | ".join(
+                      f"{n} gap | {n} set + KKT | {n} top 5 | {n} search | {n} search with inf."
+                      for n in names) + " |",
+                  "|" + "---|" * (2 + 5 * len(names))]
         for r in miss:
             cells = [r["label"], str(r["n_users"])]
             for n in names:
                 p = r["pipelines"][n]
                 cells += [f"{100 * p['gap']['mean']:+.2f}%",
                           f"{100 * p['gap_set_kkt']['mean']:+.2f}%",
-                          f"{100 * p['top5_share']:.0f}%"]
+                          f"{100 * p['top5_share']:.0f}%",
+                          f"{100 * p['gap_search']['mean']:+.2f}%",
+                          f"{100 * p['gap_search_with_inference']['mean']:+.2f}%"]
             lines.append("| " + " | ".join(cells) + " |")
     spec = [r for r in rows if "per_cell" in r]
     if spec:
