@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from dynmec_jax import system
-from dynmec_jax.baselines.optimal import count_jaxpr_ops, optimal_allocation
+from dynmec_jax.baselines.optimal import count_jaxpr_ops, counting_inputs, optimal_allocation
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -177,9 +177,7 @@ def round_ops(n_users: int, objective: str = "cost") -> tuple[float, float]:
     n = int(n_users)
     if n < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
-    sp = system.SystemParams(n_users=n)
-    ones = jnp.ones((n,), jnp.float32)
-    scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
+    sp, scn = counting_inputs(n)
     carry = (jnp.ones((n,), bool), jnp.zeros((), jnp.int32))
     per_round = count_jaxpr_ops(jax.make_jaxpr(
         lambda s, c: _round(s, c, sp, 0.0, 0.0, objective))(scn, carry))

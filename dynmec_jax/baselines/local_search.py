@@ -36,7 +36,7 @@ from flax import struct
 
 from dynmec_jax import system
 from dynmec_jax.baselines.exhaustive import energy_aware_allocation
-from dynmec_jax.baselines.optimal import count_jaxpr_ops
+from dynmec_jax.baselines.optimal import all_offloaded_ops, count_jaxpr_ops, counting_inputs
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -141,14 +141,10 @@ def round_ops(n_users: int) -> tuple[float, float]:
     n = int(n_users)
     if n < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
-    sp = system.SystemParams(n_users=n)
-    ones = jnp.ones((n,), jnp.float32)
-    scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
+    sp, scn = counting_inputs(n)
     x = jnp.ones((n,), bool)
     per_round = count_jaxpr_ops(jax.make_jaxpr(lambda s, c: _round(s, c, sp, 0.0, 0.0))(scn, x))
-    final = count_jaxpr_ops(jax.make_jaxpr(
-        lambda s, c: energy_aware_allocation(s, c, sp))(scn, x))
-    return float(per_round), float(final)
+    return float(per_round), all_offloaded_ops(energy_aware_allocation, n)
 
 
 def search_ops(n_users: int, moves):

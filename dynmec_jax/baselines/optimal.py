@@ -390,6 +390,14 @@ def optimal_allocation_ops(n_served: int, newton_iters: int = NEWTON_ITERS,
         n_served, special_cost)
 
 
+def counting_inputs(n_users: int) -> tuple[SystemParams, Scenario]:
+    """The system (Table II with N = ``n_users``) and a scenario of ones ``(N,)`` on which
+    the op counters trace a program (the counts do not depend on the values)."""
+    ones = jnp.ones((n_users,), jnp.float32)
+    return SystemParams(n_users=n_users), Scenario(size=ones, workload=ones, deadline=ones,
+                                                   distance=ones, f_local=ones)
+
+
 def all_offloaded_ops(allocate, n_users: int, special_cost: float = 1.0,
                       eliminate_dead_code: bool = False) -> float:
     """MAC-equivalents of ``allocate(scn, offload, sys_params)`` for one scenario of
@@ -400,9 +408,7 @@ def all_offloaded_ops(allocate, n_users: int, special_cost: float = 1.0,
         raise ValueError(f"n_users must be >= 0, got {n_users}")
     if n_users == 0:
         return 0.0
-    params = SystemParams(n_users=n_users)
-    ones = jnp.ones((n_users,), jnp.float32)
-    scn = Scenario(size=ones, workload=ones, deadline=ones, distance=ones, f_local=ones)
+    params, scn = counting_inputs(n_users)
     closed = jax.make_jaxpr(lambda s: allocate(s, jnp.ones((n_users,), bool), params))(scn)
     jaxpr = dead_code_eliminated(closed) if eliminate_dead_code else closed
     return float(count_jaxpr_ops(jaxpr, special_cost))
