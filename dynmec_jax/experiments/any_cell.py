@@ -123,11 +123,18 @@ def _optimum(scn, sp, time_limit: float, cache, key: str):
     return out
 
 
+def _without_records(pipe):
+    """``pipe`` with its (and its allocator's) JSON record emptied: the records are static
+    fields of the pytrees, so pipelines that differ only in them (the seeds of a recipe)
+    then share one compiled program instead of one each."""
+    return pipe.replace(record="{}", allocator=pipe.allocator.replace(record="{}"))
+
+
 def _seed_costs(pipes, scn, sp):
     """``(with inference (B,), without (B,), its set + KKT (B,), searched (B,), searched
     with inference (B,), offload share, [costs without inference per seed])`` of one
     pipeline or of several seeds of one recipe (costs averaged over the seeds)."""
-    outs = [jax.device_get(_pipeline_costs(p, scn, sp)) for p in pipes]
+    outs = [jax.device_get(_pipeline_costs(_without_records(p), scn, sp)) for p in pipes]
     mean = [np.mean([np.asarray(o[j], np.float64) for o in outs], axis=0) for j in range(5)]
     per_seed = [np.asarray(o[1], np.float64) for o in outs]
     return (*mean, float(np.mean([o[5] for o in outs])), per_seed)
