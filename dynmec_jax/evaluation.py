@@ -457,7 +457,14 @@ def pipeline_search(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     stay in ``allocator_macs``), though the allocation is the search's.
     ``sys_params``: one cell.
     """
-    res = pipeline_method(pipe, scn, sys_params)
+    return searched(pipeline_method(pipe, scn, sys_params), scn, sys_params, max_rounds)
+
+
+def searched(res: MethodResult, scn: Scenario, sys_params: SystemParams,
+             max_rounds: int | None = None) -> MethodResult:
+    """A deployed method's result (e.g. :func:`pipeline_method`'s) refined by the one-flip
+    search from its offloading set (Eq. 24-25 with the optimal allocation), the search's
+    Eq. 9 delay [s] added to its own inference delays (:func:`pipeline_search`)."""
     d = res.decision
     scn = system.as_scenario(scn)
     s = local_search.one_flip_search(scn, d.offload, sys_params, max_rounds=max_rounds,

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from dynmec_jax import system
-from dynmec_jax.baselines.exhaustive import energy_aware_allocation
+from dynmec_jax.baselines.exhaustive import energy_aware_allocation, subset_value
 from dynmec_jax.baselines.optimal import all_offloaded_ops, count_jaxpr_ops, counting_inputs
 from dynmec_jax.system import Scenario, SystemParams
 
@@ -68,14 +68,15 @@ def set_cost(scn: Scenario, offload: Array, sys_params: SystemParams,
     cost, :func:`~dynmec_jax.baselines.exhaustive.energy_aware_allocation`); local
     tasks pay ``infer_local``, offloaded ones ``infer_edge`` [s] (Eq. 34-35; scalars or
     ``(...)``, one per scenario)."""
-    x = jnp.asarray(offload).astype(bool)
-    infer_local = jnp.asarray(infer_local)[..., None]      # per scenario, over the N tasks
-    infer_edge = jnp.asarray(infer_edge)[..., None]
-    b, f = energy_aware_allocation(scn, x, sys_params)
-    c_edge = system.cost_edge(scn, jnp.where(x, b, 1.0), jnp.where(x, f, 1.0), sys_params,
-                              infer_edge)
-    c_loc = system.cost_local(scn, sys_params, infer_local)
-    return jnp.sum(jnp.where(x, c_edge, c_loc), axis=-1)
+    b, f = energy_aware_allocation(scn, offload, sys_params)
+    return _value(scn, offload, b, f, sys_params, infer_local, infer_edge)
+
+
+def _value(scn, offload, bandwidth, f_alloc, sys_params, infer_local, infer_edge):
+    """sum_i C_i of a decision with per-scenario inference delays
+    (:func:`~dynmec_jax.baselines.exhaustive.subset_value`, delays over the N tasks)."""
+    return subset_value(scn, offload, bandwidth, f_alloc, sys_params,
+                        jnp.asarray(infer_local)[..., None], jnp.asarray(infer_edge)[..., None])
 
 
 def _round(scn, x, sys_params, infer_local, infer_edge):
@@ -127,7 +128,7 @@ def one_flip_search(scn: Scenario, offload: Array, sys_params: SystemParams, *,
         (x_flat, jnp.zeros(x_flat.shape[0], jnp.int32), jnp.int32(0), jnp.bool_(True)))
     x = x.reshape(x0.shape)
     b, f = energy_aware_allocation(scn, x, sys_params)
-    cost = set_cost(scn, x, sys_params, il.reshape(batch), ie.reshape(batch))
+    cost = _value(scn, x, b, f, sys_params, il.reshape(batch), ie.reshape(batch))
     return SearchResult(offload=x, bandwidth=jnp.where(x, b, 0.0), f_alloc=jnp.where(x, f, 0.0),
                         cost=cost, moves=moves.reshape(batch))
 

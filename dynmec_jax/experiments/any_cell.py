@@ -89,9 +89,9 @@ def _pipeline_costs(pipe, scn, sp):
     without = evaluation.scenario_metrics(scn, evaluation.without_inference(res), sp).cost
     kkt = evaluation.without_inference(evaluation.optimal(scn, sp, res.decision.offload))
     set_kkt = evaluation.scenario_metrics(scn, kkt, sp).cost
-    searched = evaluation.pipeline_search(pipe, scn, sp)
-    search_inf = evaluation.scenario_metrics(scn, searched, sp).cost
-    search = evaluation.scenario_metrics(scn, evaluation.without_inference(searched), sp).cost
+    found = evaluation.searched(res, scn, sp)         # = evaluation.pipeline_search
+    search_inf = evaluation.scenario_metrics(scn, found, sp).cost
+    search = evaluation.scenario_metrics(scn, evaluation.without_inference(found), sp).cost
     return (with_inf, without, set_kkt, search, search_inf,
             jnp.mean(res.decision.offload.astype(jnp.float32)))
 
