@@ -504,11 +504,13 @@ def fixed_with_scheduler(pipe: Pipeline, scn: Scenario, sys_params: SystemParams
     edge lambda (M_Sced + M_Alloc(width, depth, n)) / f_ser (no policy runs).
     """
     scn = system.as_scenario(scn)
-    probs = scheduler_net.offload_probabilities(pipe.models.scheduler, pipe.scheduler_params, scn,
-                                                pipe.allocator.scales)
+    m = pipe.models
+    probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
+                                                pipe.allocator.scales, None,
+                                                m.scheduler_tail(scn, sys_params))
     x = scheduler_net.greedy_actions(probs)
     return fixed_subnet(pipe.allocator, scn, sys_params, width, depth, offload=x,
-                        scheduler_macs=pipe.models.scheduler_macs, scheduler_local=True)
+                        scheduler_macs=m.scheduler_macs, scheduler_local=True)
 
 
 def local_execution(scn: Scenario, sys_params: SystemParams) -> MethodResult:

@@ -30,6 +30,7 @@ from flax import serialization, struct
 from dynmec_jax import accounting, checks, costs, files, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax import cell as cell_lib
+from dynmec_jax.nets import features
 from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.system import Scenario, SystemParams
@@ -66,6 +67,12 @@ class PipelineSpec:
         :data:`dynmec_jax.cell.DEFAULT_RANGE`): the scheduler and the policy then
         read the cell features (:func:`dynmec_jax.cell.cell_features`) and
         training samples one cell per scenario.  Stored expanded.
+      cost_features: the set scheduler also reads each task's stand-alone cost
+        ratios in its cell (:func:`dynmec_jax.nets.features.cost_features`,
+        beyond the paper), after the cell features.
+      skip_dominated: the decisions keep local every task that offloading can
+        only make dearer (:func:`dynmec_jax.nets.features.dominated`, beyond
+        the paper), whatever the scheduler says.
     """
 
     n_users: int = 30
@@ -80,6 +87,8 @@ class PipelineSpec:
     fixed_width: int | None = None
     fixed_depth: int | None = None
     cell: str = ""
+    cost_features: bool = False
+    skip_dominated: bool = False
 
     def __post_init__(self):
         try:
@@ -88,6 +97,8 @@ class PipelineSpec:
             raise ValueError(f"train.cell: {e}") from None
         if self.cell and self.scheduler != "set":
             raise ValueError("train.cell (cell features) needs train.scheduler='set'")
+        if self.cost_features and self.scheduler != "set":
+            raise ValueError("train.cost_features needs train.scheduler='set'")
         for name in ("n_users", "scheduler_hidden", "policy_hidden", "scheduler_layers",
                      "scheduler_passes"):
             if not getattr(self, name) >= 1:
@@ -136,11 +147,41 @@ class Models(NamedTuple):
     scheduler_macs: int
     policy_macs: int
     cell: tuple = ()
+    cost_features: bool = False
+    skip_dominated: bool = False
 
     def cell_features(self, sys_params: SystemParams):
         """The cell features ``(C,)`` of one cell (:func:`dynmec_jax.cell.cell_features`),
         or None when the networks read none."""
         return cell_lib.cell_features(sys_params, self.cell) if self.cell else None
+
+    def scheduler_tail(self, scn: Scenario, sys_params: SystemParams):
+        """What the set scheduler reads after the task features: the cell features ``(C,)``
+        (or ``(B, C)``, one cell per scenario), then, with :attr:`cost_features`, each
+        task's cost ratios (:func:`dynmec_jax.nets.features.cost_features`), together
+        ``(..., N, C + 3)``; None when it reads neither.  ``scn`` fields ``(..., N)``
+        (``(B, N)`` with per-scenario cells)."""
+        if not self.cost_features:
+            return self.cell_features(sys_params)
+
+        def one(sp, s):
+            u = features.cost_features(s, sp)
+            cf = self.cell_features(sp)
+            if cf is None:
+                return u
+            return jnp.concatenate([jnp.broadcast_to(cf, u.shape[:-1] + cf.shape), u], -1)
+
+        return cell_lib.over_scenarios(one, sys_params, system.as_scenario(scn))
+
+    def keep_dominated_local(self, scn: Scenario, sys_params: SystemParams, offload: Array):
+        """``offload`` with the dominated tasks (:func:`dynmec_jax.nets.features.dominated`)
+        kept local when :attr:`skip_dominated`, else unchanged; ``sys_params`` one cell or
+        one per scenario."""
+        if not self.skip_dominated:
+            return offload
+        dom = cell_lib.over_scenarios(lambda sp, s: features.dominated(s, sp), sys_params,
+                                      system.as_scenario(scn))
+        return offload & ~dom
 
 
 def build_models(spec: PipelineSpec, allocator) -> Models:
@@ -155,19 +196,23 @@ def build_models(spec: PipelineSpec, allocator) -> Models:
         raise ValueError(f"fixed sub-network {fixed} outside [1, {K}] x [1, {L}]")
     # Mixed-N training gives the set scheduler the count features it needs to tell N apart.
     ranges = cell_lib.parse_range(getattr(spec, "cell", ""))
+    cost = bool(getattr(spec, "cost_features", False))
+    n_cost = features.N_COST_FEATURES if cost else 0
     sched, sched_macs = scheduler_net.build_scheduler(spec.scheduler, spec.n_users,
                                                       spec.scheduler_hidden,
                                                       spec.scheduler_layers,
                                                       spec.scheduler_passes,
                                                       counts=spec.n_users_min is not None,
                                                       negative_slope=spec.negative_slope,
-                                                      n_cell=len(ranges))
+                                                      n_cell=len(ranges) + n_cost)
     policy_macs = 0 if spec.variant == "fixed" else accounting.policy_macs(
         spec.policy_hidden, accounting.N_POLICY_INPUTS + len(ranges))
     return Models(scheduler=sched,
                   policy=policy_net.Policy(K, L, spec.policy_hidden, spec.negative_slope),
                   n_experts=K, n_layers=L, variant=spec.variant, fixed=fixed,
-                  scheduler_macs=sched_macs, policy_macs=policy_macs, cell=ranges)
+                  scheduler_macs=sched_macs, policy_macs=policy_macs, cell=ranges,
+                  cost_features=cost,
+                  skip_dominated=bool(getattr(spec, "skip_dominated", False)))
 
 
 def decide_subnet(models: Models, policy_params, allocator, scn: Scenario, offload: Array,
@@ -342,7 +387,8 @@ def decide_body(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     """:meth:`Pipeline.decide` for ``(B, N)`` scenarios (jit-able, unchecked).
 
     ``offload``: override the scheduler (e.g. the Rand baseline); None uses
-    the greedy scheduler.  ``valid``: the real users of padded scenarios
+    the greedy scheduler (with ``spec.skip_dominated``, dominated tasks then
+    stay local).  ``valid``: the real users of padded scenarios
     (padded users never offload; M_Sced counts the real ones).  Inference
     delays follow Eq. 34-35 with the pipeline's M_Sced and M_Poli.
     Unchecked (it cannot raise on traced values), but the decision's
@@ -361,8 +407,8 @@ def _decide_cell(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     if offload is None:
         probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
                                                     pipe.allocator.scales, valid,
-                                                    m.cell_features(sys_params))
-        offload = scheduler_net.greedy_actions(probs)
+                                                    m.scheduler_tail(scn, sys_params))
+        offload = m.keep_dominated_local(scn, sys_params, scheduler_net.greedy_actions(probs))
     x = jnp.asarray(offload).astype(bool)
     if valid is not None:
         x = x & valid

@@ -167,6 +167,24 @@ def test_warm_start_keeps_the_old_decisions(tiny_allocator):
     np.testing.assert_array_equal(a.width, b.width)
     with pytest.raises(ValueError, match="warm-start"):
         joint.warm_start({"k": jnp.zeros((2, 3))}, {"k": jnp.zeros((2, 4))})
+    with pytest.raises(ValueError, match="layers .'b'. the new one lacks"):
+        joint.warm_start({"a": {"k": jnp.zeros(2)}}, {"a": {"k": jnp.zeros(2)}, "b": {}})
+
+
+def test_warm_start_adds_passes_with_the_same_logits(tiny_allocator):
+    two = _cell_pipeline(tiny_allocator)
+    spec3 = dataclasses.replace(two.spec, scheduler_passes=3)
+    m3 = pipeline.build_models(spec3, two.allocator)
+    fresh = scheduler_net.init_scheduler(jax.random.key(11), m3.scheduler, 6)
+    three = two.replace(spec=spec3,
+                        scheduler_params=joint.warm_start(fresh, two.scheduler_params))
+    assert set(three.scheduler_params["params"]) > set(two.scheduler_params["params"])
+    scn = system.sample_scenarios(jax.random.key(12), SP, 8)
+    logits = [scheduler_net.offload_logits(p.models.scheduler, p.scheduler_params, scn,
+                                           p.allocator.scales, None, p.models.cell_features(SP))
+              for p in (two, three)]
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-6, atol=1e-6)
+    assert three.models.scheduler_macs > two.models.scheduler_macs
 
 
 def test_cell_training_runs_and_samples_cells(tiny_allocator):

@@ -40,7 +40,8 @@ from dynmec_jax.train import allocator as train_allocator
 FIELDS = ("bandwidth_max", "f_server", "efficiency", "tx_power", "noise_psd",
           "path_loss_const", "path_loss_exp", "beta")
 #: Bar colours of the figure, one per pipeline.
-PALETTE = ("#999999", "#e69f00", "#0072b2", "#009e73", "#d55e00")
+PALETTE = ("#999999", "#e69f00", "#0072b2", "#009e73", "#d55e00", "#cc79a7", "#56b4e9",
+           "#f0e442", "#000000")
 #: N of every cell of the one-field-at-a-time grid.
 N_USERS = (10, 30, 60)
 

@@ -7,6 +7,10 @@ optimal CPU share of the weighted-delay problem is ``f_i ∝ sqrt(w_i c_i
 s_i)`` with ``w_i = gamma c_i s_i / d_i`` (Eq. 19), i.e. ``log f_i = log c_i +
 log s_i - 0.5 log d_i + const``: linear in these inputs.
 
+The per-user scheduler can also read :func:`cost_features` (beyond the
+paper): each task's stand-alone edge cost against its local cost (Eq. 1-2,
+24-25) in its cell, log-ratios as well.
+
 Units: the features are dimensionless; scales in SI units.
 """
 
@@ -17,6 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import struct
 
+from dynmec_jax import system
 from dynmec_jax.system import Scenario, SystemParams
 
 Array = Any
@@ -82,3 +87,81 @@ def normalize_features(scn: Scenario, scales: FeatureScales,
     return jnp.stack([f(scn.size, scales.size), f(scn.workload, scales.workload),
                       f(scn.deadline, scales.deadline), f(scn.distance, scales.distance),
                       f(scn.f_local, scales.f_local)], axis=-1)
+
+
+# ----------------------------------------------------------------------------
+# Per-user cost features (beyond the paper)
+# ----------------------------------------------------------------------------
+
+#: Number of per-user cost features (:func:`cost_features`).
+N_COST_FEATURES = 3
+#: Each cost feature is a log-ratio clipped to [-COST_CLIP, COST_CLIP], then divided by
+#: COST_SCALE (so it lies in [-3, 3]).
+COST_CLIP = 12.0
+COST_SCALE = 4.0
+#: Floor on the costs before the logarithm (a task of size 0 or workload 0 costs 0).
+COST_FLOOR = 1e-9
+
+
+def stand_alone_costs(scn: Scenario, sys_params: SystemParams) -> tuple[Array, Array, Array]:
+    """``(channel, server, local)`` costs of each task offloaded alone, ``(..., N)`` each.
+
+    Task i offloaded alone gets the whole channel ``b_max`` and the whole
+    server ``f_ser`` (no inference delay): with T_tra of Eq. 1 at b = b_max
+    and T_com of Eq. 2 at f = f_ser, its Eq. 25 cost splits into the
+    channel's part ``(alpha w + beta p) T_tra`` and the server's part
+    ``alpha w T_com``; ``local`` is C_loc of Eq. 24.  ``sys_params``: one cell
+    (scalar fields).  Units of Eq. 11a (as the costs).
+    """
+    sp = sys_params
+    s, c = jnp.asarray(scn.size), jnp.asarray(scn.workload)
+    w = system.importance_weights(s, c, scn.deadline, sp)
+    t_tra = system.transmission_delay(s, jnp.full_like(s, sp.bandwidth_max), scn.distance, sp)
+    t_com = system.edge_compute_delay(c, s, jnp.full_like(s, sp.f_server))
+    return ((sp.alpha * w + sp.beta * sp.tx_power) * t_tra, sp.alpha * w * t_com,
+            system.cost_local(scn, sp))
+
+
+def dominated(scn: Scenario, sys_params: SystemParams) -> Array:
+    """Tasks that offloading can only make dearer, bool ``(..., N)`` (beyond the paper).
+
+    Task i is dominated when its stand-alone edge cost (the whole channel and
+    server, :func:`stand_alone_costs`) exceeds its local cost C_loc (Eq. 24).
+    Offloaded in any set it then costs more than C_loc (a share of the channel
+    and server only lengthens Eq. 1-2, and the inference delay of Eq. 35 is at
+    least that of Eq. 34), and keeping it local leaves the others more of
+    both; so an optimal decision (with the optimal allocation) never offloads
+    it.  ``sys_params``: one cell.
+    """
+    channel, server, local = stand_alone_costs(scn, sys_params)
+    return channel + server > local
+
+
+def cost_features(scn: Scenario, sys_params: SystemParams) -> Array:
+    """Per-user stand-alone cost ratios of one cell, ``(..., N, 3)`` (dimensionless).
+
+    With C_edge^alone = channel + server and C_loc from
+    :func:`stand_alone_costs`, the features are
+
+    * ``log(C_edge^alone / C_loc)``: above 0 exactly for a :func:`dominated`
+      task;
+    * ``log(channel / C_loc)``: the channel's part (it grows as the channel
+      is shared);
+    * ``log(server / C_loc)``: the server's part,
+
+    each clipped to [-:data:`COST_CLIP`, :data:`COST_CLIP`] and divided by
+    :data:`COST_SCALE`, costs floored at :data:`COST_FLOOR` (an empty task:
+    0).  They fold the cell (bandwidth, channel, server, beta) into each
+    task: the path loss ``g_0 (l_0/l)^h`` is a product of the exponent and
+    the log distance, which the log-ratio inputs of :func:`normalize_features`
+    and the cell features give an MLP only as a sum.  ``sys_params``: one cell
+    (scalar fields); SI units in, dimensionless out.
+    """
+    channel, server, local = stand_alone_costs(scn, sys_params)
+    log_loc = jnp.log(jnp.maximum(local, COST_FLOOR))
+
+    def ratio(x):
+        r = jnp.log(jnp.maximum(x, COST_FLOOR)) - log_loc
+        return jnp.clip(r, -COST_CLIP, COST_CLIP) / COST_SCALE
+
+    return jnp.stack([ratio(channel + server), ratio(channel), ratio(server)], axis=-1)

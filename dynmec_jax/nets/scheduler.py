@@ -107,7 +107,11 @@ class SetScheduler(nn.Module):
     pass also reads the cell's ``n_cell`` normalised fields
     (:func:`dynmec_jax.cell.cell_features`: bandwidth, server, lambda of
     Eq. 9, channel, beta), the same for every user of a scenario, so the
-    share worth offloading can follow the cell.
+    share worth offloading can follow the cell.  The same input also takes
+    per-user values ``(..., N, n_cell)``: a pipeline with
+    ``PipelineSpec.cost_features`` appends each task's stand-alone cost
+    ratios in its cell (:func:`dynmec_jax.nets.features.cost_features`), so
+    ``n_cell`` is then C + 3 (:meth:`dynmec_jax.pipeline.Models.scheduler_tail`).
 
     Attributes:
       hidden: hidden units per layer (Section V: 32).
@@ -138,7 +142,8 @@ class SetScheduler(nn.Module):
         """Logits ``(..., N)`` from features ``z (..., N, 5)``.
 
         ``cell``: the cell features ``(..., n_cell)`` (or ``(n_cell,)``, one
-        cell for every scenario); required when ``n_cell`` > 0.
+        cell for every scenario), or per-user inputs ``(..., N, n_cell)``;
+        required when ``n_cell`` > 0.
 
         ``valid`` (bool ``(..., N)``, optional): the real users of scenarios
         padded to a common N; the pooled summaries are over them only, so a

@@ -157,7 +157,7 @@ def joint_step_quantities(models: Models, state: JointState, allocator, scn: Sce
         logits_all = allocator.logits_all(scn)
     logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
                                           allocator.scales, valid,
-                                          models.cell_features(sys_params))
+                                          models.scheduler_tail(scn, sys_params))
     probs = jax.nn.sigmoid(logits)
 
     def decide(masks):
@@ -301,7 +301,7 @@ def make_update(config: TrainConfig, allocator):
                valid: Array | None = None):
         m = with_users(models, valid)
         z = features.normalize_features(scn, allocator.scales)
-        cf = models.cell_features(sys_params)           # (C,) or per scenario (B, C)
+        cf = models.scheduler_tail(scn, sys_params)     # (C,), (B, C) or (B, N, C + 3)
         extra = (valid, cf) if cf is not None else (() if valid is None else (valid,))
         logits = m.scheduler.apply(state.scheduler, z, *extra)
         x = scheduler_net.sample_actions(k_act, jax.nn.sigmoid(logits))
@@ -460,7 +460,8 @@ def train_seeds(config: TrainConfig, allocator, sys_params: SystemParams, keys: 
 
 def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scenario,
                    sys_params: SystemParams, valid: Array | None = None) -> dict:
-    """Held-out check of a training state with greedy actions (x = [p > 0.5]).
+    """Held-out check of a training state with greedy actions (x = [p > 0.5]; with
+    ``config.skip_dominated`` the dominated tasks stay local, as the pipeline decides).
 
     Returns scalars: ``reward`` (mean Eq. 23 reward of the greedy actions),
     ``cost`` (mean cost C of the taken actions, Eq. 24-25),
@@ -473,8 +474,8 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     scn = system.as_scenario(scn)
     probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
                                                 allocator.scales, valid,
-                                                models.cell_features(sys_params))
-    x = scheduler_net.greedy_actions(probs)
+                                                models.scheduler_tail(scn, sys_params))
+    x = models.keep_dominated_local(scn, sys_params, scheduler_net.greedy_actions(probs))
     if valid is not None:
         x = x & valid
     mean = costs.masked_mean(valid)
@@ -495,8 +496,12 @@ def warm_start(template, loaded):
     A kernel of ``template`` with more input rows than ``loaded``'s (inputs
     appended since, e.g. the cell features, which every network reads last)
     gets the loaded rows first and zeros after: the network computes what
-    the loaded one did, whatever the new inputs.  Any other shape mismatch
-    raises ``ValueError``.
+    the loaded one did, whatever the new inputs.  Layers of ``template`` that
+    ``loaded`` lacks keep their ``template`` values: a set scheduler with more
+    passes (:class:`~dynmec_jax.nets.scheduler.SetScheduler`, whose output
+    layers start at zero) starts from the loaded passes' logits.  Any other
+    mismatch (a shape, a layer of ``loaded`` that ``template`` lacks) raises
+    ``ValueError``.
     """
     def pad(t, v):
         v = jnp.asarray(v, t.dtype)
@@ -507,10 +512,19 @@ def warm_start(template, loaded):
                                                  t.dtype)])
         raise ValueError(f"cannot warm-start a {t.shape} weight from a {v.shape} one")
 
-    if jax.tree.structure(template) != jax.tree.structure(loaded):
-        raise ValueError("cannot warm-start: the networks' layers differ "
-                         f"({jax.tree.structure(loaded)} vs {jax.tree.structure(template)})")
-    return jax.tree.map(pad, template, loaded)
+    def merge(t, v, path):
+        if isinstance(t, Mapping) and isinstance(v, Mapping):
+            extra = sorted(set(v) - set(t))
+            if extra:
+                raise ValueError(f"cannot warm-start: the loaded network has layers "
+                                 f"{[path + str(k) for k in extra]} the new one lacks")
+            return {k: merge(t[k], v[k], f"{path}{k}/") if k in v else t[k] for k in t}
+        if jax.tree.structure(t) != jax.tree.structure(v):
+            raise ValueError(f"cannot warm-start {path or 'the network'}: the layers differ "
+                             f"({jax.tree.structure(v)} vs {jax.tree.structure(t)})")
+        return jax.tree.map(pad, t, v)
+
+    return merge(template, loaded, "")
 
 
 def unstack(tree, i: int):
