@@ -19,14 +19,16 @@ Used by ``launch/train_joint.py``, ``launch/evaluate_joint.py`` and
 * ``paper``: Table II, batch 128, 4x the steps, 5 seeds; sized for a GPU.
 * ``cell``: any cell (docs/reproduction.md, "Any cell"): mixed N = 5..60 and one
   cell per scenario drawn over :data:`dynmec_jax.cell.DEFAULT_RANGE`, the
-  networks reading the cell features, warm-started from a pipeline
+  networks reading the cell features, the scheduler also each task's cost
+  features, dominated tasks kept local (``train.cost_features``,
+  ``train.skip_dominated``), warm-started from a pipeline
   (``train.init_from``); 2 seeds, 500 pre-training steps, 5,000 episodes,
-  scheduler lr 1e-3 (the shipped default's stage 1 ran 3 seeds, 380 s on 2
-  CPU cores).  Its second stage, per seed (``--config.train.init_from=RUN/
-  seeds/<i>/pipeline --config.seed=<i> --config.train.pretrain_steps=0
-  --config.train.episodes=20000 --config.train.scheduler_lr=3e-4
-  --config.train.cell_base_share=0.25 --config.n_seeds=1``, about 250 s), is
-  in the docs.
+  scheduler lr 1e-3 (the shipped default's stage 1 ran 3 seeds without the
+  cost features, 380 s on 2 CPU cores).  Its second stage, per seed
+  (``--config.train.init_from=RUN/seeds/<i>/pipeline --config.seed=<i>
+  --config.train.pretrain_steps=0 --config.train.episodes=20000
+  --config.train.scheduler_lr=3e-4 --config.train.cell_base_share=0.25
+  --config.n_seeds=1``, about 280 s), is in the docs.
 
 N comes from ``system.n_users`` (the ``train`` section has no ``n_users``).
 Override any field: ``--config.train.episodes=500 --config.system.n_users=20``.
@@ -54,7 +56,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
         c.n_seeds = 2
         c.system.n_users = 60
         c.train.update(n_users_min=5, cell="default", init_from="pretrained",
-                       pretrain_steps=500, episodes=5000, chunk=500, scheduler_lr=1e-3)
+                       pretrain_steps=500, episodes=5000, chunk=500, scheduler_lr=1e-3,
+                       cost_features=True, skip_dominated=True)
     elif preset == "paper":
         c.n_seeds = 5
         c.train.update(batch=128, pretrain_steps=6000, episodes=6000)
