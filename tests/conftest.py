@@ -79,6 +79,30 @@ def make_tiny_allocator(sp, n_experts=3, n_layers=2, hidden=8, seed=0):
                                    sys_params=sp, model=model, record=json.dumps(rec))
 
 
+def make_cell_pipeline(sp, text="default", seed=3, **spec):
+    """A set-scheduler pipeline on :func:`make_tiny_allocator` at ``sp`` (N = 6, mixed N
+    from 2), reading the cells of ``text``, with random (nonzero) scheduler output layers;
+    ``spec``: more :class:`~dynmec_jax.pipeline.PipelineSpec` fields."""
+    from dynmec_jax import pipeline
+    from dynmec_jax.nets import policy as policy_net
+    from dynmec_jax.nets import scheduler as scheduler_net
+    alloc = make_tiny_allocator(sp)
+    spec = pipeline.PipelineSpec(n_users=6, n_users_min=2, cell=text, **spec)
+    m = pipeline.build_models(spec, alloc)
+    s = scheduler_net.init_scheduler(jax.random.key(seed), m.scheduler, 6)
+    s = jax.tree_util.tree_map_with_path(
+        lambda p, a: jax.random.normal(jax.random.key(len(str(p))), a.shape)
+        if "out" in str(p) and "kernel" in str(p) else a, s)
+    p = policy_net.init_policy(jax.random.key(seed + 1), m.policy, len(m.cell))
+    return pipeline.Pipeline(scheduler_params=s, policy_params=p, allocator=alloc, spec=spec)
+
+
+@pytest.fixture(scope="session")
+def cell_pipeline():
+    """:func:`make_cell_pipeline`, the factory."""
+    return make_cell_pipeline
+
+
 @pytest.fixture(scope="session")
 def default_emitters():
     """How a test compiles with XLA's default fusion emitters despite ``TEST_XLA_FLAGS``

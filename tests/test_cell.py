@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from dynmec_jax import cell, pipeline, system
-from dynmec_jax.nets import policy as policy_net
 from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.train import joint
 from dynmec_jax.train.config import TrainConfig
@@ -81,21 +80,14 @@ def test_out_of_range_names_field_value_and_range():
     assert cell.out_of_range(SP.replace(f_server=3e9), (), SP)[0].startswith("f_server = 3e+09")
 
 
-def _cell_pipeline(tiny_allocator, text="default", seed=3):
-    """A pipeline with cell features and random (nonzero) output layers."""
-    alloc = tiny_allocator(SP)
-    spec = pipeline.PipelineSpec(n_users=6, n_users_min=2, cell=text)
-    m = pipeline.build_models(spec, alloc)
-    s = scheduler_net.init_scheduler(jax.random.key(seed), m.scheduler, 6)
-    s = jax.tree_util.tree_map_with_path(
-        lambda p, a: jax.random.normal(jax.random.key(len(str(p))), a.shape)
-        if "out" in str(p) and "kernel" in str(p) else a, s)
-    p = policy_net.init_policy(jax.random.key(seed + 1), m.policy, len(m.cell))
-    return pipeline.Pipeline(scheduler_params=s, policy_params=p, allocator=alloc, spec=spec)
+@pytest.fixture
+def make(cell_pipeline):
+    """``make(text="default", seed=3)``: a tiny cell pipeline at SP (conftest)."""
+    return lambda text="default", seed=3: cell_pipeline(SP, text, seed)
 
 
-def test_decisions_change_with_the_cell(tiny_allocator):
-    pipe = _cell_pipeline(tiny_allocator)
+def test_decisions_change_with_the_cell(make):
+    pipe = make()
     scn = system.sample_scenarios(jax.random.key(1), SP, 16)
     cells = [SP, SP.replace(bandwidth_max=5e6), SP.replace(f_server=20e9),
              SP.replace(beta=1.0), SP.replace(efficiency=0.1)]
@@ -108,12 +100,12 @@ def test_decisions_change_with_the_cell(tiny_allocator):
     offs = [np.asarray(pipe.decide(scn, c).offload) for c in cells]
     assert any((o != offs[0]).any() for o in offs[1:])
     # A pipeline without cell features: the scheduler ignores the cell.
-    old = _cell_pipeline(tiny_allocator, "")
+    old = make("")
     np.testing.assert_array_equal(old.decide(scn, cells[2]).offload, old.decide(scn, SP).offload)
 
 
-def test_per_scenario_cells_decide_as_one_cell_each(tiny_allocator):
-    pipe = _cell_pipeline(tiny_allocator)
+def test_per_scenario_cells_decide_as_one_cell_each(make):
+    pipe = make()
     scn = system.sample_scenarios(jax.random.key(2), SP, 3)
     cells = cell.sample_cells(jax.random.key(5), SP, 3, pipe.cell_range)
     both = pipe.decide(scn, cells)
@@ -126,8 +118,8 @@ def test_per_scenario_cells_decide_as_one_cell_each(tiny_allocator):
                                    rtol=1e-5)
 
 
-def test_outside_the_range_warns(tiny_allocator):
-    pipe = _cell_pipeline(tiny_allocator)
+def test_outside_the_range_warns(make):
+    pipe = make()
     scn = system.sample_scenarios(jax.random.key(1), SP, 2)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -135,8 +127,8 @@ def test_outside_the_range_warns(tiny_allocator):
     assert any("f_server = 5e+10 outside the trained range" in str(x.message) for x in w)
 
 
-def test_range_round_trips_through_save_and_load(tiny_allocator, tmp_path):
-    pipe = _cell_pipeline(tiny_allocator, "f_server=1e9:1e10:log,beta=0:0.5:lin")
+def test_range_round_trips_through_save_and_load(make, tmp_path):
+    pipe = make("f_server=1e9:1e10:log,beta=0:0.5:lin")
     pipeline.save_pipeline(pipe, tmp_path / "p")
     back = pipeline.load_pipeline(tmp_path / "p")
     assert back.spec == pipe.spec and back.cell_range == pipe.cell_range
@@ -145,8 +137,8 @@ def test_range_round_trips_through_save_and_load(tiny_allocator, tmp_path):
     np.testing.assert_array_equal(back.decide(scn, sp).offload, pipe.decide(scn, sp).offload)
 
 
-def test_pipeline_json_without_cell_loads(tiny_allocator, tmp_path):
-    pipe = _cell_pipeline(tiny_allocator, "")
+def test_pipeline_json_without_cell_loads(make, tmp_path):
+    pipe = make("")
     pipeline.save_pipeline(pipe, tmp_path / "old")
     meta = json.loads((tmp_path / "old" / "pipeline.json").read_text())
     del meta["spec"]["cell"]                     # a file written before cells existed
@@ -155,9 +147,9 @@ def test_pipeline_json_without_cell_loads(tiny_allocator, tmp_path):
     assert back.spec.cell == "" and back.cell_range == ()
 
 
-def test_warm_start_keeps_the_old_decisions(tiny_allocator):
-    old = _cell_pipeline(tiny_allocator, "")
-    new = _cell_pipeline(tiny_allocator, "default", seed=9)
+def test_warm_start_keeps_the_old_decisions(make):
+    old = make("")
+    new = make("default", seed=9)
     new = new.replace(
         scheduler_params=joint.warm_start(new.scheduler_params, old.scheduler_params),
         policy_params=joint.warm_start(new.policy_params, old.policy_params))
@@ -171,8 +163,8 @@ def test_warm_start_keeps_the_old_decisions(tiny_allocator):
         joint.warm_start({"a": {"k": jnp.zeros(2)}}, {"a": {"k": jnp.zeros(2)}, "b": {}})
 
 
-def test_warm_start_adds_passes_with_the_same_logits(tiny_allocator):
-    two = _cell_pipeline(tiny_allocator)
+def test_warm_start_adds_passes_with_the_same_logits(make):
+    two = make()
     spec3 = dataclasses.replace(two.spec, scheduler_passes=3)
     m3 = pipeline.build_models(spec3, two.allocator)
     fresh = scheduler_net.init_scheduler(jax.random.key(11), m3.scheduler, 6)

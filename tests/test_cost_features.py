@@ -9,8 +9,6 @@ import pytest
 
 from dynmec_jax import accounting, cell, evaluation, pipeline, system
 from dynmec_jax.nets import features
-from dynmec_jax.nets import policy as policy_net
-from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.train import joint
 from dynmec_jax.train.config import TrainConfig
 
@@ -54,21 +52,16 @@ def test_empty_and_padded_users_give_finite_features():
     np.testing.assert_array_equal(u[~np.asarray(valid)], 0.0)   # 0 / 0: both costs floored
 
 
-def _pipeline(tiny_allocator, cost: bool, seed: int = 3, text: str = "default"):
-    alloc = tiny_allocator(SP)
-    spec = pipeline.PipelineSpec(n_users=6, n_users_min=2, cell=text, cost_features=cost)
-    m = pipeline.build_models(spec, alloc)
-    s = scheduler_net.init_scheduler(jax.random.key(seed), m.scheduler, 6)
-    s = jax.tree_util.tree_map_with_path(
-        lambda p, a: jax.random.normal(jax.random.key(len(str(p))), a.shape)
-        if "out" in str(p) and "kernel" in str(p) else a, s)
-    p = policy_net.init_policy(jax.random.key(seed + 1), m.policy, len(m.cell))
-    return pipeline.Pipeline(scheduler_params=s, policy_params=p, allocator=alloc, spec=spec)
+@pytest.fixture
+def make(cell_pipeline):
+    """``make(cost, seed=3, text="default")``: a tiny cell pipeline at SP (conftest)."""
+    return lambda cost, seed=3, text="default": cell_pipeline(SP, text, seed,
+                                                             cost_features=cost)
 
 
-def test_scheduler_reads_them_after_the_cell_and_counts_their_macs(tiny_allocator):
-    with_cost = _pipeline(tiny_allocator, True)
-    without = _pipeline(tiny_allocator, False)
+def test_scheduler_reads_them_after_the_cell_and_counts_their_macs(make):
+    with_cost = make(True)
+    without = make(False)
     n_cell = len(cell.parse_range("default"))
     assert with_cost.models.scheduler.n_cell == n_cell + features.N_COST_FEATURES
     assert with_cost.models.scheduler_macs == accounting.set_scheduler_macs(
@@ -82,22 +75,22 @@ def test_scheduler_reads_them_after_the_cell_and_counts_their_macs(tiny_allocato
     np.testing.assert_allclose(tail[..., n_cell:], features.cost_features(scn, SP))
     assert without.models.scheduler_tail(scn, SP).shape == (n_cell,)
     # Without cell features: the cost features alone.
-    alone = _pipeline(tiny_allocator, True, text="")
+    alone = make(True, text="")
     assert alone.models.scheduler_tail(scn, SP).shape == (5, 6, features.N_COST_FEATURES)
     with pytest.raises(ValueError, match="cost_features needs"):
         pipeline.PipelineSpec(scheduler="paper", cost_features=True)
 
 
-def test_warm_start_keeps_decisions_and_cells_decide_one_by_one(tiny_allocator):
-    old = _pipeline(tiny_allocator, False)
-    new = _pipeline(tiny_allocator, True, seed=9)
+def test_warm_start_keeps_decisions_and_cells_decide_one_by_one(make):
+    old = make(False)
+    new = make(True, seed=9)
     new = new.replace(scheduler_params=joint.warm_start(new.scheduler_params,
                                                         old.scheduler_params),
                       policy_params=old.policy_params)
     scn = system.sample_scenarios(jax.random.key(4), SP, 8)
     np.testing.assert_array_equal(old.decide(scn, SP).offload, new.decide(scn, SP).offload)
     # Per-scenario cells (the cost features then come from each scenario's own cell).
-    trained = _pipeline(tiny_allocator, True, seed=5)
+    trained = make(True, seed=5)
     cells = cell.sample_cells(jax.random.key(6), SP, 3, trained.cell_range)
     few = jax.tree.map(lambda a: a[:3], scn)
     both = trained.decide(few, cells)
@@ -107,8 +100,8 @@ def test_warm_start_keeps_decisions_and_cells_decide_one_by_one(tiny_allocator):
         np.testing.assert_array_equal(both.offload[i], one.offload)
 
 
-def test_save_load_and_training_with_cost_features(tiny_allocator, tmp_path):
-    pipe = _pipeline(tiny_allocator, True)
+def test_save_load_and_training_with_cost_features(make, tiny_allocator, tmp_path):
+    pipe = make(True)
     pipeline.save_pipeline(pipe, tmp_path / "p")
     back = pipeline.load_pipeline(tmp_path / "p")
     assert back.spec.cost_features
@@ -116,7 +109,7 @@ def test_save_load_and_training_with_cost_features(tiny_allocator, tmp_path):
     sp = SP.replace(path_loss_exp=4.0)
     np.testing.assert_array_equal(back.decide(scn, sp).offload, pipe.decide(scn, sp).offload)
     # A pipeline.json written before the field existed loads without cost features.
-    old = _pipeline(tiny_allocator, False)
+    old = make(False)
     pipeline.save_pipeline(old, tmp_path / "old")
     meta = json.loads((tmp_path / "old" / "pipeline.json").read_text())
     del meta["spec"]["cost_features"]
@@ -153,8 +146,8 @@ def test_dropping_a_dominated_task_never_costs_more():
     assert has.sum() > 20 and np.mean(without[has] < with_dom[has] * (1 - 1e-3)) > 0.5
 
 
-def test_skip_dominated_keeps_them_local_and_nothing_else(tiny_allocator):
-    pipe = _pipeline(tiny_allocator, True)
+def test_skip_dominated_keeps_them_local_and_nothing_else(make):
+    pipe = make(True)
     guarded = pipe.replace(spec=dataclasses.replace(pipe.spec, skip_dominated=True))
     sp = SP.replace(path_loss_exp=4.0)
     scn = system.sample_scenarios(jax.random.key(9), sp, 64)
