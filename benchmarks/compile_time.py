@@ -98,7 +98,7 @@ def _allocator_programs(p: _Preset, kind: str):
     table = p.alloc[kind].schedule()
     # Capacity dispatch (the training default since issue 22) needs strata with widths; a
     # checkout from before it has neither the field nor the argument.
-    cf = getattr(p.alloc[kind].train, "capacity_factor", None)
+    cf = getattr(getattr(p.alloc[kind], "train", None), "capacity_factor", None)
     strata = ta.table_strata(table, widths=True) if cf else ta.table_strata(table)
     init = jax.vmap(lambda k: ta.init_state(jax.random.fold_in(k, 10**6), s.model, s.tx))
     keys = jax.random.split(jax.random.key(0), p.n_seeds)
