@@ -71,7 +71,6 @@ from dynmec_jax.baselines import ga as ga_lib
 from dynmec_jax.baselines import greedy as greedy_lib
 from dynmec_jax.baselines import local_search
 from dynmec_jax.nets import policy as policy_net
-from dynmec_jax.nets import scheduler as scheduler_net
 from dynmec_jax.pipeline import Decision, Pipeline
 from dynmec_jax.system import Scenario, SystemParams
 
@@ -498,17 +497,15 @@ def fixed_with_scheduler(pipe: Pipeline, scn: Scenario, sys_params: SystemParams
                          width=None, depth=None) -> MethodResult:
     """Fix MoE in the joint case (Section V.B): ``pipe``'s greedy scheduler, fixed sub-network.
 
-    Offloading x = [p > 0.5] from ``pipe``'s scheduler; allocation by the
+    Offloading x = [p > 0.5] from ``pipe``'s scheduler (``Models.greedy_offload``:
+    dominated tasks kept local if its spec says so); allocation by the
     sub-network (width, depth) (default the largest, (K, L)) for every
     scenario; inference delays (Eq. 34-35): local lambda M_Sced / f_ser,
     edge lambda (M_Sced + M_Alloc(width, depth, n)) / f_ser (no policy runs).
     """
     scn = system.as_scenario(scn)
     m = pipe.models
-    probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
-                                                pipe.allocator.scales, None,
-                                                m.scheduler_tail(scn, sys_params))
-    x = scheduler_net.greedy_actions(probs)
+    _, x = m.greedy_offload(pipe.scheduler_params, scn, sys_params, pipe.allocator.scales)
     return fixed_subnet(pipe.allocator, scn, sys_params, width, depth, offload=x,
                         scheduler_macs=m.scheduler_macs, scheduler_local=True)
 

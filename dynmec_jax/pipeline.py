@@ -173,15 +173,21 @@ class Models(NamedTuple):
 
         return cell_lib.over_scenarios(one, sys_params, system.as_scenario(scn))
 
-    def keep_dominated_local(self, scn: Scenario, sys_params: SystemParams, offload: Array):
-        """``offload`` with the dominated tasks (:func:`dynmec_jax.nets.features.dominated`)
-        kept local when :attr:`skip_dominated`, else unchanged; ``sys_params`` one cell or
-        one per scenario."""
-        if not self.skip_dominated:
-            return offload
-        dom = cell_lib.over_scenarios(lambda sp, s: features.dominated(s, sp), sys_params,
-                                      system.as_scenario(scn))
-        return offload & ~dom
+    def greedy_offload(self, params, scn: Scenario, sys_params: SystemParams, scales,
+                       valid: Array | None = None):
+        """``(p, x)``: the scheduler's offloading probabilities p_i (Eq. 22, ``params`` its
+        weights, ``scales`` the allocator's feature scales) and its greedy decision
+        x = [p > 0.5], with :attr:`skip_dominated` the dominated tasks
+        (:func:`dynmec_jax.nets.features.dominated`) kept local.  ``sys_params``: one
+        cell or one per scenario; ``valid``: the real users of padded scenarios (the
+        caller masks x with it)."""
+        probs = scheduler_net.offload_probabilities(self.scheduler, params, scn, scales, valid,
+                                                    self.scheduler_tail(scn, sys_params))
+        x = scheduler_net.greedy_actions(probs)
+        if self.skip_dominated:
+            x = x & ~cell_lib.over_scenarios(lambda sp, s: features.dominated(s, sp),
+                                             sys_params, system.as_scenario(scn))
+        return probs, x
 
 
 def build_models(spec: PipelineSpec, allocator) -> Models:
@@ -405,10 +411,8 @@ def _decide_cell(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     """:func:`decide_body` for one cell."""
     m = pipe.models
     if offload is None:
-        probs = scheduler_net.offload_probabilities(m.scheduler, pipe.scheduler_params, scn,
-                                                    pipe.allocator.scales, valid,
-                                                    m.scheduler_tail(scn, sys_params))
-        offload = m.keep_dominated_local(scn, sys_params, scheduler_net.greedy_actions(probs))
+        _, offload = m.greedy_offload(pipe.scheduler_params, scn, sys_params,
+                                      pipe.allocator.scales, valid)
     x = jnp.asarray(offload).astype(bool)
     if valid is not None:
         x = x & valid

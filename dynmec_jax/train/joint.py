@@ -472,10 +472,7 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     """
     models = with_users(build_models(config, allocator), valid)
     scn = system.as_scenario(scn)
-    probs = scheduler_net.offload_probabilities(models.scheduler, state.scheduler, scn,
-                                                allocator.scales, valid,
-                                                models.scheduler_tail(scn, sys_params))
-    x = models.keep_dominated_local(scn, sys_params, scheduler_net.greedy_actions(probs))
+    probs, x = models.greedy_offload(state.scheduler, scn, sys_params, allocator.scales, valid)
     if valid is not None:
         x = x & valid
     mean = costs.masked_mean(valid)
