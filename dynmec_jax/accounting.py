@@ -186,6 +186,22 @@ def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int
                                                      counts=counts, n_cell=n_cell))
 
 
+def gated_scheduler_macs(n_users, last_pass_users, hidden: int = 32, n_layers: int = 2,
+                         passes: int = 2, zeta: float = 1, iota: float = 0,
+                         counts: bool = False, n_cell: int = 0):
+    """M_Sced of Eq. 34-35 for a set scheduler whose last pass runs for only
+    ``last_pass_users`` of the ``n_users`` users (the early exit of
+    :class:`dynmec_jax.nets.scheduler.SetScheduler` with ``gate`` > 0): every user
+    through the earlier passes, ``last_pass_users`` through the last one [MACs].
+    Arrays (e.g. one count per scenario) broadcast; with ``last_pass_users`` =
+    ``n_users`` it is :func:`set_scheduler_macs`.
+    """
+    per_pass = [mlp_macs(d, zeta, iota)
+                for d in set_scheduler_dims(hidden, n_layers, passes, counts=counts,
+                                            n_cell=n_cell)]
+    return n_users * sum(per_pass[:-1]) + last_pass_users * per_pass[-1]
+
+
 def policy_dims(n_inputs: int, hidden: int = 32) -> list[int]:
     """Policy MLP of Section IV.C: ``n_inputs`` -> hidden -> 2 (width, depth)."""
     return [n_inputs, hidden, 2]

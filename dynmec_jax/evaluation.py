@@ -505,9 +505,10 @@ def fixed_with_scheduler(pipe: Pipeline, scn: Scenario, sys_params: SystemParams
     """
     scn = system.as_scenario(scn)
     m = pipe.models
-    _, x = m.greedy_offload(pipe.scheduler_params, scn, sys_params, pipe.allocator.scales)
+    _, x, sched_macs = m.greedy_offload(pipe.scheduler_params, scn, sys_params,
+                                        pipe.allocator.scales)
     return fixed_subnet(pipe.allocator, scn, sys_params, width, depth, offload=x,
-                        scheduler_macs=m.scheduler_macs, scheduler_local=True)
+                        scheduler_macs=sched_macs, scheduler_local=True)
 
 
 def local_execution(scn: Scenario, sys_params: SystemParams) -> MethodResult:

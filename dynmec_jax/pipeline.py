@@ -73,6 +73,10 @@ class PipelineSpec:
       skip_dominated: the decisions keep local every task that offloading can
         only make dearer (:func:`dynmec_jax.nets.features.dominated`, beyond
         the paper), whatever the scheduler says.
+      scheduler_gate: 0, or the early exit of the set scheduler's last pass
+        (:class:`SetScheduler`, beyond the paper): only the users whose logit
+        after the earlier passes is within +-``scheduler_gate`` run it, and
+        M_Sced (Eq. 34-35) counts them only.  Needs ``scheduler_passes`` >= 2.
     """
 
     n_users: int = 30
@@ -89,6 +93,7 @@ class PipelineSpec:
     cell: str = ""
     cost_features: bool = False
     skip_dominated: bool = False
+    scheduler_gate: float = 0.0
 
     def __post_init__(self):
         try:
@@ -99,6 +104,11 @@ class PipelineSpec:
             raise ValueError("train.cell (cell features) needs train.scheduler='set'")
         if self.cost_features and self.scheduler != "set":
             raise ValueError("train.cost_features needs train.scheduler='set'")
+        if not self.scheduler_gate >= 0:
+            raise ValueError(f"train.scheduler_gate must be >= 0, got {self.scheduler_gate}")
+        if self.scheduler_gate and (self.scheduler != "set" or self.scheduler_passes < 2):
+            raise ValueError("train.scheduler_gate (early exit of the last pass) needs "
+                             "train.scheduler='set' and train.scheduler_passes >= 2")
         for name in ("n_users", "scheduler_hidden", "policy_hidden", "scheduler_layers",
                      "scheduler_passes"):
             if not getattr(self, name) >= 1:
@@ -175,19 +185,23 @@ class Models(NamedTuple):
 
     def greedy_offload(self, params, scn: Scenario, sys_params: SystemParams, scales,
                        valid: Array | None = None):
-        """``(p, x)``: the scheduler's offloading probabilities p_i (Eq. 22, ``params`` its
-        weights, ``scales`` the allocator's feature scales) and its greedy decision
-        x = [p > 0.5], with :attr:`skip_dominated` the dominated tasks
-        (:func:`dynmec_jax.nets.features.dominated`) kept local.  ``sys_params``: one
-        cell or one per scenario; ``valid``: the real users of padded scenarios (the
-        caller masks x with it)."""
-        probs = scheduler_net.offload_probabilities(self.scheduler, params, scn, scales, valid,
-                                                    self.scheduler_tail(scn, sys_params))
+        """``(p, x, M_Sced)``: the scheduler's offloading probabilities p_i (Eq. 22,
+        ``params`` its weights, ``scales`` the allocator's feature scales), its greedy
+        decision x = [p > 0.5], with :attr:`skip_dominated` the dominated tasks
+        (:func:`dynmec_jax.nets.features.dominated`) kept local, and what the scheduler
+        cost per scenario [MACs] (Eq. 34-35; the real users only, and with an early
+        exit the users that ran the last pass,
+        :func:`dynmec_jax.nets.scheduler.offload_logits_and_macs`).  ``sys_params``:
+        one cell or one per scenario; ``valid``: the real users of padded scenarios
+        (the caller masks x with it)."""
+        logits, macs = scheduler_net.offload_logits_and_macs(
+            self.scheduler, params, scn, scales, valid, self.scheduler_tail(scn, sys_params))
+        probs = jax.nn.sigmoid(logits)
         x = scheduler_net.greedy_actions(probs)
         if self.skip_dominated:
             x = x & ~cell_lib.over_scenarios(lambda sp, s: features.dominated(s, sp),
                                              sys_params, system.as_scenario(scn))
-        return probs, x
+        return probs, x, macs
 
 
 def build_models(spec: PipelineSpec, allocator) -> Models:
@@ -210,7 +224,9 @@ def build_models(spec: PipelineSpec, allocator) -> Models:
                                                       spec.scheduler_passes,
                                                       counts=spec.n_users_min is not None,
                                                       negative_slope=spec.negative_slope,
-                                                      n_cell=len(ranges) + n_cost)
+                                                      n_cell=len(ranges) + n_cost,
+                                                      gate=float(getattr(spec, "scheduler_gate",
+                                                                         0.0)))
     policy_macs = 0 if spec.variant == "fixed" else accounting.policy_macs(
         spec.policy_hidden, accounting.N_POLICY_INPUTS + len(ranges))
     return Models(scheduler=sched,
@@ -411,8 +427,11 @@ def _decide_cell(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     """:func:`decide_body` for one cell."""
     m = pipe.models
     if offload is None:
-        _, offload = m.greedy_offload(pipe.scheduler_params, scn, sys_params,
-                                      pipe.allocator.scales, valid)
+        _, offload, sched_macs = m.greedy_offload(pipe.scheduler_params, scn, sys_params,
+                                                  pipe.allocator.scales, valid)
+    else:
+        sched_macs = scheduler_net.module_macs(
+            m.scheduler, scn.size.shape[-1] if valid is None else jnp.sum(valid, axis=-1))
     x = jnp.asarray(offload).astype(bool)
     if valid is not None:
         x = x & valid
@@ -420,9 +439,7 @@ def _decide_cell(pipe: Pipeline, scn: Scenario, sys_params: SystemParams,
     bandwidth, f_alloc = allocator_lib.allocate(pipe.allocator, scn, x, width, depth, sys_params)
     n = jnp.sum(x, axis=-1)
     t_loc, t_edge = costs.inference_delays(
-        sys_params, scheduler_net.module_macs(
-            m.scheduler, x.shape[-1] if valid is None else jnp.sum(valid, axis=-1)),
-        m.policy_macs,
+        sys_params, sched_macs, m.policy_macs,
         pipe.allocator.macs(width, depth, n))
     shape = n.shape
     ok = checks.tasks_ok(scn)

@@ -113,6 +113,18 @@ class SetScheduler(nn.Module):
     ratios in its cell (:func:`dynmec_jax.nets.features.cost_features`), so
     ``n_cell`` is then C + 3 (:meth:`dynmec_jax.pipeline.Models.scheduler_tail`).
 
+    Early exit of the last pass (``gate`` > 0, beyond the paper; a dynamic
+    depth of the scheduler, as the MoE's depth is dynamic): the last pass
+    runs only for the users whose logit after the earlier passes is within
+    +-``gate`` of 0, the undecided ones; the others keep that logit.  Every
+    task waits for the scheduler (Eq. 34-35), so the users that exit early
+    cut everyone's inference delay: M_Sced then counts the last pass for
+    the users that ran it only
+    (:func:`dynmec_jax.accounting.gated_scheduler_macs`, per scenario; the
+    mask is sown as ``intermediates/last_pass_users``, read by
+    :func:`offload_logits_and_macs`).  ``gate`` = 0 runs every pass for
+    every user, as before it existed.
+
     Attributes:
       hidden: hidden units per layer (Section V: 32).
       n_layers: hidden layers per pass.
@@ -120,6 +132,7 @@ class SetScheduler(nn.Module):
       passes: 1 or more (above).
       counts: also read log N and log(1 + expected offloaded) (above).
       n_cell: number of cell features read (0: none; above).
+      gate: early exit of the last pass (above; 0: none) [logit].
     """
 
     hidden: int = HIDDEN
@@ -128,6 +141,7 @@ class SetScheduler(nn.Module):
     passes: int = 2
     counts: bool = False
     n_cell: int = 0
+    gate: float = 0.0
 
     def _mlp(self, h, tag):
         for i in range(self.n_layers):
@@ -181,8 +195,14 @@ class SetScheduler(nn.Module):
             pooled = [ctx_q, frac] + ([jnp.log1p(nq)] if self.counts else [])
             extra = jnp.concatenate([jnp.broadcast_to(a, z.shape[:-1] + a.shape[-1:])
                                      for a in pooled], -1)
-            logits = logits + self._mlp(jnp.concatenate([z, ctx, extra] + tail, axis=-1),
-                                        f"p{k}_")
+            step = self._mlp(jnp.concatenate([z, ctx, extra] + tail, axis=-1), f"p{k}_")
+            if self.gate > 0 and k == self.passes - 1:
+                run = jnp.abs(logits) < self.gate     # the undecided users (above)
+                if valid is not None:
+                    run = run & jnp.asarray(valid, bool)
+                self.sow("intermediates", "last_pass_users", run)
+                step = jnp.where(run, step, 0.0)
+            logits = logits + step
         return logits
 
 
@@ -192,20 +212,23 @@ SCHEDULERS = ("set", "paper")
 
 def build_scheduler(kind: str, n_users: int, hidden: int = HIDDEN, n_layers: int = 2,
                     passes: int = 2, counts: bool = False,
-                    negative_slope: float = NEGATIVE_SLOPE, n_cell: int = 0):
+                    negative_slope: float = NEGATIVE_SLOPE, n_cell: int = 0,
+                    gate: float = 0.0):
     """The scheduler network ``kind`` ("set" or "paper") and its M_Sced [MACs] at N users.
 
     Returns ``(module, macs)``.  "paper" is Eq. 21-22's ``5N -> hidden -> N``
-    (one hidden layer; ``n_layers``, ``passes``, ``counts`` and ``n_cell`` apply to "set"
-    only).
+    (one hidden layer; ``n_layers``, ``passes``, ``counts``, ``n_cell`` and ``gate``
+    apply to "set" only).  With ``gate`` > 0 ``macs`` is the most the scheduler
+    costs (every user through every pass); :func:`offload_logits_and_macs` gives
+    what a scenario costs.
     """
     if kind == "set":
         return (SetScheduler(hidden, n_layers, negative_slope, passes=passes, counts=counts,
-                             n_cell=n_cell),
+                             n_cell=n_cell, gate=gate),
                 accounting.set_scheduler_macs(n_users, hidden, n_layers, passes,
                                               counts=counts, n_cell=n_cell))
-    if n_cell:
-        raise ValueError("cell features need the per-user 'set' scheduler")
+    if n_cell or gate:
+        raise ValueError("cell features and the early exit need the per-user 'set' scheduler")
     if kind == "paper":
         return (Scheduler(n_users, hidden, negative_slope),
                 accounting.scheduler_macs(n_users, hidden))
@@ -255,6 +278,29 @@ def offload_logits(model: Scheduler, params: dict, scn: Scenario,
     if cell is None:
         return model.apply(params, z, valid)
     return model.apply(params, z, valid, cell)
+
+
+def offload_logits_and_macs(model: Scheduler, params: dict, scn: Scenario,
+                            scales: features.FeatureScales, valid: Array | None = None,
+                            cell: Array | None = None) -> tuple[Array, Array]:
+    """``(logits (..., N), M_Sced (...,))``: :func:`offload_logits` and what the scheduler
+    cost per scenario [MACs] (Eq. 34-35): :func:`module_macs` for the real users
+    (``valid``), or, for a :class:`SetScheduler` with an early exit (``gate`` > 0),
+    :func:`dynmec_jax.accounting.gated_scheduler_macs` with the users that ran its last
+    pass."""
+    n = jnp.asarray(jnp.shape(scn.size)[-1] if valid is None else
+                    jnp.sum(jnp.asarray(valid), axis=-1))
+    if not (isinstance(model, SetScheduler) and model.gate > 0):
+        logits = offload_logits(model, params, scn, scales, valid, cell)
+        return logits, jnp.broadcast_to(jnp.asarray(module_macs(model, n), jnp.float32),
+                                        logits.shape[:-1])
+    z = features.normalize_features(scn, scales)
+    logits, out = model.apply(params, z, valid, cell, mutable=["intermediates"])
+    run = out["intermediates"]["last_pass_users"][0]
+    macs = accounting.gated_scheduler_macs(n, jnp.sum(run, axis=-1), model.hidden,
+                                           model.n_layers, model.passes,
+                                           counts=model.counts, n_cell=model.n_cell)
+    return logits, jnp.asarray(macs, jnp.float32)
 
 
 def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,

@@ -472,7 +472,9 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     """
     models = with_users(build_models(config, allocator), valid)
     scn = system.as_scenario(scn)
-    probs, x = models.greedy_offload(state.scheduler, scn, sys_params, allocator.scales, valid)
+    probs, x, sched_macs = models.greedy_offload(state.scheduler, scn, sys_params,
+                                                 allocator.scales, valid)
+    models = models._replace(scheduler_macs=sched_macs)   # an early exit's own count
     if valid is not None:
         x = x & valid
     mean = costs.masked_mean(valid)
