@@ -28,8 +28,9 @@ Used by ``launch/train_joint.py``, ``launch/evaluate_joint.py`` and
   (``--config.train.init_from=RUN/seeds/<i>/pipeline --config.seed=<i>
   --config.train.pretrain_steps=0 --config.train.episodes=20000
   --config.train.scheduler_lr=3e-4 --config.train.cell_base_share=0.25
-  --config.n_seeds=1``, about 260 s) and third stage (5,000 episodes at lr 1e-4
-  with ``--config.train.cell_edge_share=0.05``, about 70 s) are in the docs.
+  --config.n_seeds=1 --config.train.scheduler_passes=3``, about 260 s) and the
+  choice of the third pass's early exit (``dynmec-tune-gate``, 15 s) are in the
+  docs.
 
 N comes from ``system.n_users`` (the ``train`` section has no ``n_users``).
 Override any field: ``--config.train.episodes=500 --config.system.n_users=20``.
