@@ -77,6 +77,8 @@ class PipelineSpec:
         (:class:`SetScheduler`, beyond the paper): only the users whose logit
         after the earlier passes is within +-``scheduler_gate`` run it, and
         M_Sced (Eq. 34-35) counts them only.  Needs ``scheduler_passes`` >= 2.
+        Chosen after training (``dynmec-tune-gate``, :mod:`dynmec_jax.train.gate`);
+        a training run with it set charges every pass in its rewards.
     """
 
     n_users: int = 30

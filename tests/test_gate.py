@@ -162,10 +162,12 @@ def test_cli_writes_the_tuned_pipeline(pipe, tmp_path, launch):
     np.testing.assert_array_equal(
         np.asarray(jax.tree.leaves(back.scheduler_params)[0]),
         np.asarray(jax.tree.leaves(pipe.scheduler_params)[0]))
-    bad = launch([sys.executable, ROOT / "launch" / "tune_gate.py",
-                  f"--pipeline={tmp_path / 'in'}", "--gates=x", f"--workdir={tmp_path / 'o2'}"],
-                 cwd=ROOT, timeout=600)
-    assert bad.returncode == 2 and "error" in bad.stderr.lower()
+    for gates in ("x", "-1", "nan"):
+        bad = launch([sys.executable, ROOT / "launch" / "tune_gate.py",
+                      f"--pipeline={tmp_path / 'in'}", f"--gates={gates}",
+                      f"--workdir={tmp_path / 'o2'}"], cwd=ROOT, timeout=600)
+        assert bad.returncode == 2 and "error" in bad.stderr.lower(), (gates, bad.stderr)
+        assert not (tmp_path / "o2").exists()   # nothing written
 
 
 def test_one_pass_pipeline_cannot_exit_early(cell_pipeline):

@@ -40,11 +40,14 @@ flags.mark_flag_as_required("pipeline")
 def main(argv):
     cli.start(argv)
     gates = cli.guard(lambda: [float(g) for g in _GATES.value])
+    if not all(g >= 0 for g in gates):     # NaN too
+        cli.fail(f"--gates must be >= 0, got {_GATES.value}")
     try:
         pipe = pipeline.load_pipeline(None if _PIPE.value == "shipped" else _PIPE.value)
     except (FileNotFoundError, ValueError) as e:
         cli.fail(f"--pipeline: {e}")
-    workdir = cli.writable_workdir(_WORKDIR.value)
+    cli.guard(gate.with_gate, pipe, 1.0)   # a scheduler with a last pass to skip
+    workdir = cli.writable_workdir(_WORKDIR.value)   # nothing written before the checks
     tuned, record = cli.guard(gate.tune_gate, pipe, gates, _BATCH.value, _SEED.value)
     print(f"{'gate':>6} | {'cost / no early exit':>22} | last pass run by")
     for r in record["table"]:

@@ -113,8 +113,8 @@ def tune_gate(pipe: pipeline.Pipeline, gates: Sequence[float] = DEFAULT_GATES,
     ``"scheduler_gate_tuning"``).  ``ValueError`` for a pipeline whose scheduler cannot
     exit early (fewer than 2 passes, or the paper's scheduler), or for a negative gate."""
     gates = sorted({float(g) for g in gates} | {0.0})
-    if gates[0] < 0:
-        raise ValueError(f"gates must be >= 0, got {gates[0]}")
+    if not all(g >= 0 for g in gates):     # NaN too
+        raise ValueError(f"gates must be >= 0, got {gates}")
     with_gate(pipe, 1.0)   # raises for a scheduler without a last pass to skip
     scn, valid, cells = validation_set(pipe, batch, seed)
     table = gate_costs(pipe, gates, scn, valid, cells)
