@@ -470,11 +470,12 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     the real users of padded scenarios (the means run over them); ``sys_params``
     one cell or one per scenario.
     """
-    models = with_users(build_models(config, allocator), valid)
+    models = build_models(config, allocator)
     scn = system.as_scenario(scn)
     probs, x, sched_macs = models.greedy_offload(state.scheduler, scn, sys_params,
                                                  allocator.scales, valid)
-    models = models._replace(scheduler_macs=sched_macs)   # an early exit's own count
+    # M_Sced per scenario: its real users, and with an early exit those that ran the last pass
+    models = models._replace(scheduler_macs=sched_macs)
     if valid is not None:
         x = x & valid
     mean = costs.masked_mean(valid)
