@@ -11,7 +11,8 @@ import pytest
 from dynmec_jax import accounting, evaluation, pipeline, system
 from dynmec_jax.nets import features
 from dynmec_jax.nets import scheduler as scheduler_net
-from dynmec_jax.train import gate
+from dynmec_jax.train import gate, joint
+from dynmec_jax.train.config import TrainConfig
 
 SP = system.SystemParams(n_users=6)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -174,3 +175,23 @@ def test_one_pass_pipeline_cannot_exit_early(cell_pipeline):
     one = cell_pipeline(SP, "default", 5, scheduler_passes=1)
     with pytest.raises(ValueError, match="scheduler_passes >= 2"):
         gate.with_gate(one, 1.0)
+
+
+def test_training_with_a_gate_runs_and_decides_with_fewer_macs(tiny_allocator):
+    alloc = tiny_allocator(SP)
+    cfg = TrainConfig(n_users=6, n_users_min=2, batch=8, pretrain_steps=2, episodes=3,
+                      cell="default", scheduler_passes=2, scheduler_gate=1.0)
+    state, m = joint.train_seeds(cfg, alloc, SP, jax.random.split(jax.random.key(0), 1))
+    assert np.all(np.isfinite(np.asarray(m["joint"]["cost"])))
+    one = joint.unstack(state, 0)
+    scn, valid = system.sample_mixed_scenarios(jax.random.key(1), SP, 32, 2)
+    assert np.isfinite(float(joint.evaluate_state(cfg, alloc, one, scn, SP, valid)["cost"]))
+    pipe = pipeline.make_pipeline(cfg, alloc, one)
+    assert pipe.spec.scheduler_gate == 1.0
+    # a gate that half the users pass (3 episodes leave the logits near 0)
+    tau = float(np.median(np.abs(_earlier_logits(pipe, scn, SP))))
+    gated = np.asarray(pipeline.decide_body(gate.with_gate(pipe, tau), scn, SP,
+                                            valid=valid).inference_delay_local)
+    full = np.asarray(pipeline.decide_body(gate.with_gate(pipe, 1e9), scn, SP,
+                                           valid=valid).inference_delay_local)
+    assert np.all(gated <= full * (1 + 1e-6)) and gated.sum() < full.sum()
