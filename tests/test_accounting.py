@@ -47,9 +47,10 @@ def test_macs_linear_in_width_depth_and_users():
 
 
 def test_traced_width_depth():
-    f = jax.jit(lambda k, l: accounting.allocation_model_macs(k, l, 30)["dynamic"])
-    for k, l in [(1, 1), (3, 2), (10, 3)]:
-        assert int(f(jnp.int32(k), jnp.int32(l))) == accounting.allocation_model_macs(k, l, 30)["dynamic"]
+    f = jax.jit(lambda k, depth: accounting.allocation_model_macs(k, depth, 30)["dynamic"])
+    for k, depth in [(1, 1), (3, 2), (10, 3)]:
+        want = accounting.allocation_model_macs(k, depth, 30)["dynamic"]
+        assert int(f(jnp.int32(k), jnp.int32(depth))) == want
 
 
 @pytest.mark.parametrize("width,depth", [(0, 1), (11, 1), (1, 0), (1, 4)])

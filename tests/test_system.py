@@ -32,7 +32,8 @@ def np_scenario(seed, n=7, batch=3, params=P):
 # ---- NumPy float64 references, written from the paper's equations directly ----
 
 def ref_transmission_delay(s, b, dist, p=P):
-    snr = p.path_loss_const * (p.ref_distance / dist) ** p.path_loss_exp * p.tx_power / (b * p.noise_psd)
+    snr = (p.path_loss_const * (p.ref_distance / dist) ** p.path_loss_exp * p.tx_power
+           / (b * p.noise_psd))
     return s / (b * np.log2(1 + snr))                                    # Eq. 1
 
 
@@ -53,7 +54,9 @@ def ref_local_energy(c, s, f_loc, p=P):
 
 
 def ref_importance(s, c, d, p=P):
-    return p.importance_scale * (c / p.workload_avg) * (s / p.size_avg) / np.maximum(d, p.deadline_min)  # Eq. 19
+    # Eq. 19
+    return (p.importance_scale * (c / p.workload_avg) * (s / p.size_avg)
+            / np.maximum(d, p.deadline_min))
 
 
 def random_alloc(seed, shape, p=P):
@@ -119,7 +122,8 @@ def test_outcomes_costs_and_objective_match_reference(precision):
         com = ref_edge_compute_delay(d["workload"], d["size"], f)
     loc = ref_local_delay(d["workload"], d["size"], d["f_local"])
     delay = np.where(x, t_e + tra + com, t_l + loc)
-    energy = np.where(x, ref_edge_energy(tra), ref_local_energy(d["workload"], d["size"], d["f_local"]))
+    energy = np.where(x, ref_edge_energy(tra),
+                      ref_local_energy(d["workload"], d["size"], d["f_local"]))
     np.testing.assert_allclose(out.delay, delay, rtol=rtol)
     np.testing.assert_allclose(out.energy, energy, rtol=rtol)
     np.testing.assert_array_equal(out.miss, (delay > d["deadline"]).astype(float))
@@ -128,7 +132,8 @@ def test_outcomes_costs_and_objective_match_reference(precision):
     w = ref_importance(d["size"], d["workload"], d["deadline"])
     np.testing.assert_allclose(
         system.cost_local(scn, P, infer_local=t_l),
-        P.alpha * w * (t_l + loc) + P.beta * ref_local_energy(d["workload"], d["size"], d["f_local"]),
+        P.alpha * w * (t_l + loc)
+        + P.beta * ref_local_energy(d["workload"], d["size"], d["f_local"]),
         rtol=rtol)                                                                      # Eq. 24
     bf, ff = random_alloc(5, d["size"].shape)
     tra_all = ref_transmission_delay(d["size"], bf, d["distance"])
@@ -138,7 +143,8 @@ def test_outcomes_costs_and_objective_match_reference(precision):
         + P.beta * ref_edge_energy(tra_all), rtol=rtol)                                 # Eq. 25
     wd = np.where(x, w * (tra + com), 0.0).sum(-1)
     np.testing.assert_allclose(
-        system.weighted_delay(scn, x, jnp.asarray(b, dtype), jnp.asarray(f, dtype), P), wd, rtol=rtol)
+        system.weighted_delay(scn, x, jnp.asarray(b, dtype), jnp.asarray(f, dtype), P), wd,
+        rtol=rtol)
 
 
 class VariantsTest(chex.TestCase):
@@ -170,7 +176,8 @@ class VariantsTest(chex.TestCase):
     b1=st.floats(1.0, 5e5), ratio=st.floats(1.0 + 1e-3, 100.0))
 def test_more_bandwidth_is_never_slower(size, distance, b1, ratio):
     t1 = system.transmission_delay(jnp.float32(size), jnp.float32(b1), jnp.float32(distance), P)
-    t2 = system.transmission_delay(jnp.float32(size), jnp.float32(b1 * ratio), jnp.float32(distance), P)
+    t2 = system.transmission_delay(jnp.float32(size), jnp.float32(b1 * ratio),
+                                   jnp.float32(distance), P)
     assert float(t2) <= float(t1) * (1 + 1e-6)
 
 
@@ -221,7 +228,8 @@ def test_sample_scenarios_shapes_and_ranges():
     assert float(scn.size.min()) >= 0 and float(scn.size.max()) <= 2 * P.size_avg
     assert abs(float(scn.size.mean()) / P.size_avg - 1) < 0.02
     assert abs(float(scn.workload.mean()) / P.workload_avg - 1) < 0.02
-    assert float(scn.deadline.min()) >= P.deadline_min and float(scn.deadline.max()) <= P.deadline_max
+    assert float(scn.deadline.min()) >= P.deadline_min
+    assert float(scn.deadline.max()) <= P.deadline_max
     assert float(scn.distance.min()) >= 5 and float(scn.distance.max()) <= 500
     assert float(scn.f_local.min()) >= 0.01e9 and float(scn.f_local.max()) <= 0.15e9
     again = system.sample_scenarios(jax.random.PRNGKey(0), P, batch=512)
@@ -249,7 +257,8 @@ def test_vmap_over_stacked_params_is_a_sweep():
 def test_snr_coefficient_value():
     # K = g0 (l0/l)^h p / sigma0 at l = 100 m, computed by hand in float64.
     k = 1e-4 * (1 / 100) ** 2.8 * 0.1 / 10 ** -20.4
-    assert math.isclose(float(jnp.exp(system.log_snr_coeff(jnp.float32(100.0), P))), k, rel_tol=1e-5)
+    coeff = float(jnp.exp(system.log_snr_coeff(jnp.float32(100.0), P)))
+    assert math.isclose(coeff, k, rel_tol=1e-5)
 
 
 # ---- validate: one error per field ----
