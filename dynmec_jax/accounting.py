@@ -172,6 +172,15 @@ def set_scheduler_dims(hidden: int = 32, n_layers: int = 2, passes: int = 2,
     return [first] + [later] * (passes - 1)
 
 
+def set_scheduler_pass_macs(hidden: int = 32, n_layers: int = 2, passes: int = 2,
+                            zeta: float = 1, iota: float = 0, counts: bool = False,
+                            n_cell: int = 0) -> list:
+    """Per-user MACs of each pass of the set scheduler (Eq. 8 over
+    :func:`set_scheduler_dims`), one entry per pass."""
+    return [mlp_macs(d, zeta, iota)
+            for d in set_scheduler_dims(hidden, n_layers, passes, counts=counts, n_cell=n_cell)]
+
+
 def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int = 2,
                        zeta: float = 1, iota: float = 0, counts: bool = False,
                        n_cell: int = 0):
@@ -181,9 +190,8 @@ def set_scheduler_macs(n_users, hidden: int = 32, n_layers: int = 2, passes: int
     and pass; the means over users (O(N) additions) are not counted, as bias
     adds and activations are not (Eq. 8 with iota = 0).
     """
-    return n_users * sum(mlp_macs(d, zeta, iota)
-                         for d in set_scheduler_dims(hidden, n_layers, passes,
-                                                     counts=counts, n_cell=n_cell))
+    return n_users * sum(set_scheduler_pass_macs(hidden, n_layers, passes, zeta, iota,
+                                                 counts, n_cell))
 
 
 def gated_scheduler_macs(n_users, last_pass_users, hidden: int = 32, n_layers: int = 2,
@@ -196,9 +204,7 @@ def gated_scheduler_macs(n_users, last_pass_users, hidden: int = 32, n_layers: i
     Arrays (e.g. one count per scenario) broadcast; with ``last_pass_users`` =
     ``n_users`` it is :func:`set_scheduler_macs`.
     """
-    per_pass = [mlp_macs(d, zeta, iota)
-                for d in set_scheduler_dims(hidden, n_layers, passes, counts=counts,
-                                            n_cell=n_cell)]
+    per_pass = set_scheduler_pass_macs(hidden, n_layers, passes, zeta, iota, counts, n_cell)
     return n_users * sum(per_pass[:-1]) + last_pass_users * per_pass[-1]
 
 

@@ -187,10 +187,11 @@ class Models(NamedTuple):
 
     def greedy_offload(self, params, scn: Scenario, sys_params: SystemParams, scales,
                        valid: Array | None = None):
-        """``(p, x, M_Sced)``: the scheduler's offloading probabilities p_i (Eq. 22,
-        ``params`` its weights, ``scales`` the allocator's feature scales), its greedy
-        decision x = [p > 0.5], with :attr:`skip_dominated` the dominated tasks
-        (:func:`dynmec_jax.nets.features.dominated`) kept local, and what the scheduler
+        """``(logits, x, M_Sced)``: the scheduler's offloading logits (p_i =
+        sigmoid(logit_i), Eq. 22; ``params`` its weights, ``scales`` the allocator's
+        feature scales), its greedy decision x = [p > 0.5], with :attr:`skip_dominated`
+        the dominated tasks (:func:`dynmec_jax.nets.features.dominated`) kept local, and
+        what the scheduler
         cost per scenario [MACs] (Eq. 34-35; the real users only, and with an early
         exit the users that ran the last pass,
         :func:`dynmec_jax.nets.scheduler.offload_logits_and_macs`).  ``sys_params``:
@@ -198,12 +199,11 @@ class Models(NamedTuple):
         (the caller masks x with it)."""
         logits, macs = scheduler_net.offload_logits_and_macs(
             self.scheduler, params, scn, scales, valid, self.scheduler_tail(scn, sys_params))
-        probs = jax.nn.sigmoid(logits)
-        x = scheduler_net.greedy_actions(probs)
+        x = scheduler_net.greedy_actions(jax.nn.sigmoid(logits))
         if self.skip_dominated:
             x = x & ~cell_lib.over_scenarios(lambda sp, s: features.dominated(s, sp),
                                              sys_params, system.as_scenario(scn))
-        return probs, x, macs
+        return logits, x, macs
 
 
 def build_models(spec: PipelineSpec, allocator) -> Models:

@@ -85,7 +85,9 @@ def gate_costs(pipe: pipeline.Pipeline, gates: Sequence[float], scn, valid, cell
     ref, m_full = (np.asarray(a, np.float64) for a in _costs(with_gate(pipe, 0.0), scn,
                                                              valid, cells))
     n = np.asarray(jnp.sum(valid, -1), np.float64)
-    last = _last_pass_macs(pipe.models.scheduler)
+    s = pipe.models.scheduler
+    last = accounting.set_scheduler_pass_macs(s.hidden, s.n_layers, s.passes, counts=s.counts,
+                                              n_cell=s.n_cell)[-1]
     out = []
     for g in gates:
         cost, macs = (np.asarray(a, np.float64) for a in _costs(with_gate(pipe, g), scn,
@@ -96,13 +98,6 @@ def gate_costs(pipe: pipeline.Pipeline, gates: Sequence[float], scn, valid, cell
                     "ci": float(1.96 * np.std(r, ddof=1) / np.sqrt(r.size)),
                     "last_pass_share": float(np.sum(n - skipped) / np.sum(n))})
     return out
-
-
-def _last_pass_macs(model) -> float:
-    """Per-user MACs of the last pass of a set scheduler (Eq. 8)."""
-    dims = accounting.set_scheduler_dims(model.hidden, model.n_layers, model.passes,
-                                         counts=model.counts, n_cell=model.n_cell)
-    return float(accounting.mlp_macs(dims[-1]))
 
 
 def tune_gate(pipe: pipeline.Pipeline, gates: Sequence[float] = DEFAULT_GATES,

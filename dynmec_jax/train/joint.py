@@ -128,7 +128,7 @@ def with_users(models: Models, valid: Array | None) -> Models:
 def joint_step_quantities(models: Models, state: JointState, allocator, scn: Scenario,
                           offload: Array, sys_params: SystemParams, logits_all=None,
                           marginal: bool = False, advantage: str = "raw",
-                          valid: Array | None = None):
+                          valid: Array | None = None, logits: Array | None = None):
     """Everything one episode needs for the sampled/greedy actions ``offload``.
 
     Returns a dict: ``logits`` (scheduler, ``(B, N)``), ``probs``,
@@ -142,22 +142,25 @@ def joint_step_quantities(models: Models, state: JointState, allocator, scn: Sce
     per-scenario M_Sced, :func:`with_users`).  ``sys_params``: one cell, or one per
     scenario (float fields ``(B,)``; then everything is computed per scenario under
     :func:`dynmec_jax.cell.over_scenarios` and ``logits_all`` is not returned).
+    ``logits``: the scheduler's logits ``(B, N)`` when the caller has them (else
+    computed here).
     """
     if cell_lib.is_per_scenario(sys_params):
         macs = jnp.broadcast_to(jnp.asarray(models.scheduler_macs), scn.shape[:1])
 
-        def one(sp, s, x, v, mc):
+        def one(sp, s, x, v, mc, lg):
             q = joint_step_quantities(models._replace(scheduler_macs=mc), state, allocator, s,
-                                      x, sp, None, marginal, advantage, v)
+                                      x, sp, None, marginal, advantage, v, lg)
             q.pop("logits_all")
             return q
 
-        return cell_lib.over_scenarios(one, sys_params, scn, offload, valid, macs)
+        return cell_lib.over_scenarios(one, sys_params, scn, offload, valid, macs, logits)
     if logits_all is None:
         logits_all = allocator.logits_all(scn)
-    logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
-                                          allocator.scales, valid,
-                                          models.scheduler_tail(scn, sys_params))
+    if logits is None:
+        logits = scheduler_net.offload_logits(models.scheduler, state.scheduler, scn,
+                                              allocator.scales, valid,
+                                              models.scheduler_tail(scn, sys_params))
     probs = jax.nn.sigmoid(logits)
 
     def decide(masks):
@@ -309,7 +312,7 @@ def make_update(config: TrainConfig, allocator):
             x = x & valid
         q = joint_step_quantities(m, state, allocator, scn, x, sys_params,
                                   marginal=config.estimator == "marginal",
-                                  advantage=config.advantage, valid=valid)
+                                  advantage=config.advantage, valid=valid, logits=logits)
         task = q["costs"]
         # Entropy bonus: config.entropy at the first episode, linearly down to 0 at the last.
         frac = state.episode.astype(logits.dtype) / max(config.episodes, 1)
@@ -472,14 +475,16 @@ def evaluate_state(config: TrainConfig, allocator, state: JointState, scn: Scena
     """
     models = build_models(config, allocator)
     scn = system.as_scenario(scn)
-    probs, x, sched_macs = models.greedy_offload(state.scheduler, scn, sys_params,
-                                                 allocator.scales, valid)
+    logits, x, sched_macs = models.greedy_offload(state.scheduler, scn, sys_params,
+                                                  allocator.scales, valid)
+    probs = jax.nn.sigmoid(logits)
     # M_Sced per scenario: its real users, and with an early exit those that ran the last pass
     models = models._replace(scheduler_macs=sched_macs)
     if valid is not None:
         x = x & valid
     mean = costs.masked_mean(valid)
-    q = joint_step_quantities(models, state, allocator, scn, x, sys_params, valid=valid)
+    q = joint_step_quantities(models, state, allocator, scn, x, sys_params, valid=valid,
+                              logits=logits)
     c = q["costs"]
     served = q["valid"].astype(probs.dtype)
     hit = (q["width"] == q["label_width"]) & (q["depth"] == q["label_depth"])
