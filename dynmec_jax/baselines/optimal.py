@@ -104,23 +104,22 @@ def _psi(t: Array) -> tuple[Array, Array]:
     log1px = jnp.maximum(t, 0.0) + jnp.log1p(e)
     small = t < _T_SMALL
 
-    # Small x: ln(1+x) - x/(1+x) = u^2 s1(u), ln(1+x) = u s2(u), s2 = 1 + u s1.
+    # Small x: ln(1+x) - x/(1+x) = u^2 s1(u), ln(1+x) = u s2(u), s2 = 1 + u s1:
+    # psi = 2t + ln ln 2 + ln s1 - 2 ln s2, psi' = 2 + 1/s1 - 2/s2.
     us = jnp.where(small, u, 0.0)
     s1 = jnp.full_like(us, _SERIES_COEFFS[-1])
     for coeff in _SERIES_COEFFS[-2::-1]:
         s1 = coeff + us * s1                                # Horner
     s2 = 1.0 + us * s1
-    psi_s = 2.0 * t + LOG_LN2 + jnp.log(s1) - 2.0 * jnp.log(s2)
-    dpsi_s = 2.0 + 1.0 / s1 - 2.0 / s2
-
-    # Large x: g = ln(1+x) - x/(1+x) has at most ~5 bits of cancellation here.
-    g = jnp.where(small, 1.0, log1px - u)
-    big_l = jnp.where(small, 1.0, log1px)
-    psi_l = 2.0 * t + LOG_LN2 + jnp.log(g) - 2.0 * jnp.log(big_l)
-    dpsi_l = 2.0 + u * u / g - 2.0 * u / big_l
-
-    psi = jnp.where(small, psi_s, psi_l)
-    dpsi = jnp.where(small, dpsi_s, dpsi_l)
+    # Large x: g = ln(1+x) - x/(1+x) (at most ~5 bits of cancellation here), L = ln(1+x):
+    # psi = 2t + ln ln 2 + ln g - 2 ln L, psi' = 2 + u^2/g - 2u/L.
+    # The two forms share their shape, so the branch is chosen before the logs and
+    # divisions (the same values as evaluating both and selecting, half the work).
+    num = jnp.where(small, s1, log1px - u)
+    den = jnp.where(small, s2, log1px)
+    one = jnp.ones_like(u)
+    psi = 2.0 * t + LOG_LN2 + jnp.log(num) - 2.0 * jnp.log(den)
+    dpsi = 2.0 + jnp.where(small, one, u * u) / num - 2.0 * jnp.where(small, one, u) / den
     return psi, dpsi
 
 
