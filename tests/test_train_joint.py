@@ -253,6 +253,36 @@ def test_joint_starts_from_the_given_trained_policy(alloc, sp):
     assert not np.allclose(jax.tree.leaves(run.policy)[0], jax.tree.leaves(p)[0])
 
 
+def test_joint_group_shares_scenarios_and_gives_each_config_its_own_run(alloc, sp):
+    """make_joint_group runs PMRL, PMRL (paper) and RL in one scan on shared scenarios: each
+    config's state and metrics are those of its own make_joint run from the same state and
+    episodes' key; RL's start is make_train's (make_start)."""
+    pmrl = train_config.TrainConfig(n_users=N, batch=8, pretrain_steps=4, episodes=6)
+    paper = dataclasses.replace(pmrl, scheduler="paper", advantage="raw", estimator="eq23",
+                                scheduler_passes=1, scheduler_layers=1)
+    rl = dataclasses.replace(pmrl, pretrain_steps=0, variant="fixed")
+    p, o, _ = train_joint.make_pretrain(pmrl, alloc)(jax.random.key(1), sp)
+    k_sched, k_eps = jax.random.split(jax.random.key(5))
+    states = {n: train_joint.joint_parts(c, alloc)[0](k_sched, p, o)
+              for n, c in (("pmrl", pmrl), ("paper", paper))}
+    states["rl"], k_rl, _ = train_joint.make_start(rl, alloc)(jax.random.key(6), sp)
+    cfgs = {"pmrl": pmrl, "paper": paper, "rl": rl}
+    group, metrics = jax.jit(train_joint.make_joint_group(cfgs, alloc))(states, k_eps, sp)
+    for name, c in cfgs.items():
+        alone, m = jax.jit(train_joint.joint_parts(c, alloc)[1])(states[name], k_eps, sp)
+        chex.assert_trees_all_close(group[name], alone, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics[name]["cost"], m["cost"], rtol=1e-5)
+    # make_train is make_start then the episodes on the key make_start returns.
+    rl_state, rl_m = jax.jit(train_joint.make_train(rl, alloc))(jax.random.key(6), sp)
+    alone, _ = jax.jit(train_joint.joint_parts(rl, alloc)[1])(states["rl"], k_rl, sp)
+    chex.assert_trees_all_close(rl_state, alone, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(metrics["pmrl"]["cost"], metrics["paper"]["cost"])
+    with pytest.raises(ValueError, match="differs in batch"):
+        train_joint.make_joint_group({"a": pmrl, "b": dataclasses.replace(pmrl, batch=4)}, alloc)
+    with pytest.raises(ValueError, match="at least one"):
+        train_joint.make_joint_group({}, alloc)
+
+
 def test_padded_users_are_invisible_to_the_set_scheduler_and_cost_nothing(alloc, sp):
     scn = system.sample_scenarios(jax.random.key(11), sp.replace(n_users=5), 3)
     padded, valid = system.pad_users(scn, 9, sp)

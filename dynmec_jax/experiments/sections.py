@@ -120,11 +120,19 @@ def make_stages(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_a
     """The stages of one sweep item, ``{name: stage(point, seed, deps) -> outputs}``, in order.
 
     One stage per method family: ``"pretrain"`` (the policy variants of
-    Section V.A, Algorithm 1 lines 2-6), ``"pmrl"`` (Algorithm 1 from the
-    pre-trained full policy), then as the chosen methods need them ``"rl"``,
-    ``"pmrl_paper"``, ``"droo"``, and last ``"evaluate"`` (Sections V.A and
-    V.B on the held-out scenarios), which returns the :class:`ItemResult`.
-    ``deps`` maps the names of the earlier stages to their outputs.  Each
+    Section V.A, Algorithm 1 lines 2-6), ``"pmrl"`` (Algorithm 1's episodes
+    of PMRL from the pre-trained full policy and, as the chosen methods need
+    them, of PMRL (paper) from the same policy and of RL from its own
+    initialisation, all in one scan on the same training scenarios:
+    :func:`~dynmec_jax.train.joint.make_joint_group`; outputs ``{name:
+    {"state", "train"}}``), ``"droo"`` when DROO is chosen, and last
+    ``"evaluate"`` (Sections V.A and V.B on the held-out scenarios), which
+    returns the :class:`ItemResult`.
+    ``deps`` maps the names of the earlier stages to their outputs; a
+    stage's optional fourth argument ``stacks`` = ``(moe_stack, static_stack)``
+    replaces the ones given here (:func:`staged_compute` passes them as
+    arguments of its programs, so that a program does not depend on the
+    allocators' values).  Each
     stage derives its PRNG keys from ``seed`` as :func:`make_item` does, so
     composing the stages in one program (:func:`make_item`) or running each
     as its own compiled program (:func:`staged_compute`: a smaller program
@@ -148,71 +156,77 @@ def make_stages(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_a
     subsample = {"ga": cfg.va.ga_batch}
     tail = max(1, cfg.train.episodes // 10)
 
-    def common(point: dict, seed: Array):
+    def common(point: dict, seed: Array, stacks):
         """The item's system, allocator index, allocator and keys (every stage alike)."""
         sp = base.replace(**point)
         idx = seed % n_alloc
-        alloc = jax.tree.map(lambda a: a[idx], moe_stack)
+        alloc = jax.tree.map(lambda a: a[idx], moe_stack if stacks is None else stacks[0])
         key = jax.random.fold_in(jax.random.PRNGKey(1), seed)
         return sp, idx, alloc, key, jax.random.split(key, 6)
 
-    def pretrain(point, seed, deps):
-        sp, _, alloc, _, ks = common(point, seed)
+    def pretrain(point, seed, deps, stacks=None):
+        sp, _, alloc, _, ks = common(point, seed, stacks)
         pre = train_joint.make_pretrain({v: tcs[v] for v in variants}, alloc)(ks[0], sp)
         return {"pols": {v: (p, o) for v, (p, o, _) in pre.items()},
                 "train": {v: {"pretrain_accuracy": jnp.mean(m["accuracy"][-20:])}
                           for v, (_, _, m) in pre.items()}}
 
-    def pmrl(point, seed, deps):
-        sp, _, alloc, _, ks = common(point, seed)
-        state, joint = train_joint.make_joint(tcs["pmrl"], alloc)(
-            ks[1], sp, *deps["pretrain"]["pols"]["full"])
-        return {"state": state, "train": {"reward": jnp.mean(joint["reward"][-tail:]),
-                                          "cost": jnp.mean(joint["cost"][-tail:])}}
+    # PMRL, and as the chosen methods need them RL and PMRL (paper), train in one scan on
+    # the same episodes' scenarios (train_joint.make_joint_group): the frozen allocator's
+    # sub-networks are computed once per episode for all of them.
+    group = ("pmrl",) + tuple(n for n in ("rl", "pmrl_paper") if n in need)
 
-    def rl(point, seed, deps):
-        sp, _, alloc, _, ks = common(point, seed)
-        rl_state, rl_m = train_joint.make_train(tcs["rl"], alloc)(ks[2], sp)
-        return {"state": rl_state, "train": {"cost": jnp.mean(rl_m["joint"]["cost"][-tail:])}}
+    def pmrl(point, seed, deps, stacks=None):
+        sp, _, alloc, _, ks = common(point, seed, stacks)
+        pol = deps["pretrain"]["pols"]["full"]
+        k_sched, k_eps = jax.random.split(ks[1])      # as make_joint(tcs["pmrl"]) splits it
+        states = {}
+        for name in group:
+            if name == "rl":   # its own initialisation (no pre-training), PMRL's episodes
+                states[name] = train_joint.make_start(tcs[name], alloc)(ks[2], sp)[0]
+            else:              # from the pre-trained full policy
+                states[name] = train_joint.joint_parts(tcs[name], alloc)[0](k_sched, *pol)
+        states, m = train_joint.make_joint_group({n: tcs[n] for n in group}, alloc)(
+            states, k_eps, sp)
+        out = {n: {"state": states[n], "train": {"cost": jnp.mean(m[n]["cost"][-tail:])}}
+               for n in group}
+        out["pmrl"]["train"]["reward"] = jnp.mean(m["pmrl"]["reward"][-tail:])
+        return out
 
-    def pmrl_paper(point, seed, deps):
-        sp, _, alloc, _, ks = common(point, seed)
-        p_state, _ = train_joint.make_joint(tcs["pmrl_paper"], alloc)(
-            ks[1], sp, *deps["pretrain"]["pols"]["full"])
-        return {"state": p_state}
-
-    def droo(point, seed, deps):
-        sp, _, _, key, _ = common(point, seed)
+    def droo(point, seed, deps, stacks=None):
+        sp, _, _, key, _ = common(point, seed, stacks)
         d_state, d_m = droo_train.make_train(droo_config(cfg, n_users))(
             jax.random.fold_in(key, DROO_STREAM), sp)
         tail_d = max(1, d_m["cost"].shape[0] // 10)
         return {"state": d_state, "train": {"cost": jnp.mean(d_m["cost"][-tail_d:]),
                                             "k": d_state.k.astype(jnp.float32)}}
 
-    def evaluate(point, seed, deps) -> ItemResult:
-        sp, idx, alloc, _, ks = common(point, seed)
+    def evaluate(point, seed, deps, stacks=None) -> ItemResult:
+        sp, idx, alloc, _, ks = common(point, seed, stacks)
         k_vb, k_ga = ks[4], ks[5]
         k_eval = jax.random.fold_in(jax.random.PRNGKey(cfg.eval_seed), seed)
         keys = {"rand": jax.random.split(k_vb)[0], "ga_va": k_ga,
                 "ga_vb": jax.random.fold_in(k_ga, 1)}
         pols = deps["pretrain"]["pols"]
         train: dict = dict(deps["pretrain"]["train"])
-        train["pmrl"] = deps["pmrl"]["train"]
+        joint = deps["pmrl"]
+        train["pmrl"] = joint["pmrl"]["train"]
         policy: dict = {}
-        state = deps["pmrl"]["state"]
+        state = joint["pmrl"]["state"]
         pmrl_pipe = pipeline.make_pipeline(tcs["pmrl"], alloc, state)
         inputs = methods.Inputs(allocator=alloc, policies={v: p for v, (p, _) in pols.items()},
                                 pmrl=pmrl_pipe, keys=keys, ga_iters=cfg.va.ga_iters,
                                 ga_pop_factor=cfg.va.ga_pop_factor)
         if "rl" in need:
             inputs = inputs._replace(rl=pipeline.make_pipeline(tcs["rl"], alloc,
-                                                               deps["rl"]["state"]))
-            train["rl"] = deps["rl"]["train"]
+                                                               joint["rl"]["state"]))
+            train["rl"] = joint["rl"]["train"]
         if "pmrl_paper" in need:
             inputs = inputs._replace(pmrl_paper=pipeline.make_pipeline(
-                tcs["pmrl_paper"], alloc, deps["pmrl_paper"]["state"]))
+                tcs["pmrl_paper"], alloc, joint["pmrl_paper"]["state"]))
         if "static" in need:
-            inputs = inputs._replace(static=jax.tree.map(lambda a: a[idx], static_stack))
+            inputs = inputs._replace(static=jax.tree.map(
+                lambda a: a[idx], static_stack if stacks is None else stacks[1]))
         if "droo" in need:
             inputs = inputs._replace(droo=deps["droo"]["state"])
             train["droo"] = deps["droo"]["train"]
@@ -237,9 +251,8 @@ def make_stages(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_a
                           subsample=sub)
 
     stages = {"pretrain": pretrain, "pmrl": pmrl}
-    for name, fn in (("rl", rl), ("pmrl_paper", pmrl_paper), ("droo", droo)):
-        if name in need:
-            stages[name] = fn
+    if "droo" in need:
+        stages["droo"] = droo
     stages["evaluate"] = evaluate
     return stages
 
@@ -267,27 +280,42 @@ def make_item(cfg: ReproduceConfig, n_users: int, moe_stack, static_stack, n_all
     return item
 
 
-def staged_compute(stages: dict, drop: tuple[str, ...] = ()):
+def staged_compute(stages: dict, drop: tuple[str, ...] = (), stacks=None):
     """``compute(point_batch, seed_batch)`` for :func:`dynmec_jax.sweep.run_sweep` that runs
     each stage of :func:`make_stages` as its own ``jit(vmap(stage))`` program.
 
     The stages' outputs stay on the devices (sharded as the inputs) between
     programs.  ``drop``: point names removed before the stages see the point
-    (the N sweep's label).  The function carries ``staged = True`` (the
-    sweep runner then does not wrap it in one more ``jit``) and ``programs``,
-    the jitted stages by name (for lowering them apart, e.g. the plan).
+    (the N sweep's label).  ``stacks``: ``(moe_stack, static_stack)`` passed to
+    every program as an argument (not vmapped) instead of the stages' own,
+    which would be compiled in as constants: the programs then depend on the
+    allocators' shapes only, so the persistent compilation cache serves a
+    run whose allocators were retrained, or the run after a plan
+    (:mod:`~dynmec_jax.experiments.plan`, random weights).  The function
+    carries ``staged = True`` (the sweep runner then does not wrap it in one
+    more ``jit``), ``programs``, the jitted stages by name (for lowering them
+    apart, e.g. the plan), and ``args(points, seeds, deps)``, the arguments
+    of a program (``stacks`` appended when given).
     """
-    programs = {name: jax.jit(jax.vmap(stage)) for name, stage in stages.items()}
+    if stacks is None:
+        programs = {name: jax.jit(jax.vmap(stage)) for name, stage in stages.items()}
+    else:
+        programs = {name: jax.jit(jax.vmap(stage, in_axes=(0, 0, 0, None)))
+                    for name, stage in stages.items()}
+
+    def args(point_batch, seed_batch, deps):
+        return (point_batch, seed_batch, deps) + (() if stacks is None else (stacks,))
 
     def compute(point_batch, seed_batch):
         point_batch = {k: v for k, v in point_batch.items() if k not in drop}
         deps: dict = {}
         for name, prog in programs.items():
-            deps[name] = prog(point_batch, seed_batch, deps)
+            deps[name] = prog(*args(point_batch, seed_batch, deps))
         return deps["evaluate"]
 
     compute.staged = True
     compute.programs = programs
+    compute.args = args
     return compute
 
 

@@ -278,12 +278,14 @@ def make_pretrain(configs: Mapping[str, TrainConfig] | TrainConfig, allocator):
 def make_update(config: TrainConfig, allocator):
     """The update of one episode of Algorithm 1 (lines 12-16) on given scenarios.
 
-    ``update(state, scn, key, sys_params, valid=None) -> (state, metrics)``,
-    ``scn`` fields ``(B, N)`` (any scenarios, e.g. a synthetic instance in a
-    test); ``valid`` marks the real users of padded scenarios (padded users
-    never offload and do not enter the losses or the metrics); ``sys_params``
-    one cell, or one per scenario (float fields ``(B,)``,
-    :func:`sample_training_cells`).
+    ``update(state, scn, key, sys_params, valid=None, logits_all=None) -> (state,
+    metrics)``, ``scn`` fields ``(B, N)`` (any scenarios, e.g. a synthetic
+    instance in a test); ``valid`` marks the real users of padded scenarios
+    (padded users never offload and do not enter the losses or the metrics);
+    ``sys_params`` one cell, or one per scenario (float fields ``(B,)``,
+    :func:`sample_training_cells`); ``logits_all``: the allocator's
+    ``logits_all(scn)`` when the caller has it (:func:`make_joint_group`
+    shares it between configs; else computed here).
 
     Samples x ~ Bernoulli(p) from the scheduler (``key``), lets the
     policy pick (width, depth) (and, for each flip, on S u {i}), computes the
@@ -301,7 +303,7 @@ def make_update(config: TrainConfig, allocator):
     tx_p = policy_optimizer(config)
 
     def update(state: JointState, scn: Scenario, k_act, sys_params: SystemParams,
-               valid: Array | None = None):
+               valid: Array | None = None, logits_all: Array | None = None):
         m = with_users(models, valid)
         z = features.normalize_features(scn, allocator.scales)
         cf = models.scheduler_tail(scn, sys_params)     # (C,), (B, C) or (B, N, C + 3)
@@ -310,7 +312,7 @@ def make_update(config: TrainConfig, allocator):
         x = scheduler_net.sample_actions(k_act, jax.nn.sigmoid(logits))
         if valid is not None:
             x = x & valid
-        q = joint_step_quantities(m, state, allocator, scn, x, sys_params,
+        q = joint_step_quantities(m, state, allocator, scn, x, sys_params, logits_all,
                                   marginal=config.estimator == "marginal",
                                   advantage=config.advantage, valid=valid, logits=logits)
         task = q["costs"]
@@ -411,6 +413,72 @@ def joint_parts(config: TrainConfig, allocator):
     return start, run
 
 
+#: The fields of :class:`TrainConfig` that decide what :func:`make_episode` samples and how
+#: many episodes run: configs that agree on them can share their episodes' scenarios.
+SAMPLING_FIELDS = ("n_users", "n_users_min", "batch", "episodes", "cell", "cell_base_share",
+                   "cell_edge_share")
+
+
+def make_joint_group(configs: Mapping[str, TrainConfig], allocator):
+    """Algorithm 1's episodes (lines 11-16) of several configs in one scan, on shared scenarios.
+
+    ``run(states, k_eps, sys_params) -> (states, metrics)``, ``states`` and
+    ``metrics`` dicts by config name: episode ``e`` of every config samples
+    the same scenarios, cells and action uniforms (the keys of
+    :func:`joint_parts`' ``run``: ``split(k_eps, episodes)[e]`` split into
+    scenario and action keys), and the allocator's ``logits_all`` of those
+    scenarios (the costliest part of an episode: every sub-network of the
+    frozen allocator, for every user) is computed once for all configs.  A
+    config's result is that of its own :func:`make_joint` run from the same
+    state and ``k_eps`` (the same operations; e.g. PMRL with the paper's
+    scheduler beside the default, or RL on PMRL's training scenarios: common
+    random numbers).  The configs must agree on :data:`SAMPLING_FIELDS`
+    (``ValueError`` naming the first that differs); ``sys_params`` one cell.
+    """
+    configs = dict(configs)
+    if not configs:
+        raise ValueError("make_joint_group needs at least one config")
+    first = next(iter(configs.values()))
+    for name, c in configs.items():
+        for f in SAMPLING_FIELDS:
+            if getattr(c, f) != getattr(first, f):
+                raise ValueError(f"config {name!r} differs in {f} ({getattr(c, f)!r} against "
+                                 f"{getattr(first, f)!r}): its episodes cannot share scenarios")
+    updates = {name: make_update(c, allocator) for name, c in configs.items()}
+
+    def episode(states: dict, key, sys_params: SystemParams):
+        k_scn, k_act = jax.random.split(key)
+        scn, valid = sample_training_scenarios(first, k_scn, sys_params)
+        cells = sample_training_cells(first, jax.random.fold_in(k_scn, CELL_KEY), sys_params)
+        la = None if cell_lib.is_per_scenario(cells) else allocator.logits_all(scn)
+        out = {name: upd(states[name], scn, k_act, cells, valid, la)
+               for name, upd in updates.items()}
+        return {n: o[0] for n, o in out.items()}, {n: o[1] for n, o in out.items()}
+
+    def run(states: dict, k_eps, sys_params: SystemParams):
+        keys = jax.random.split(k_eps, first.episodes)
+        return jax.lax.scan(lambda s, k: episode(s, k, sys_params), dict(states), keys)
+
+    return run
+
+
+def make_start(config: TrainConfig, allocator):
+    """``start(key, sys_params) -> (JointState, k_eps, pretrain metrics)``: what
+    :func:`make_train` does before its episodes (``key`` split in three: pre-training
+    with ``config.pretrain_steps`` (:func:`make_pretrain`), a fresh scheduler, the
+    episodes' key, which it returns); ``make_train`` is ``start`` then
+    :func:`joint_parts`' ``run`` on that key."""
+    pretrain = make_pretrain(config, allocator)
+    start, _ = joint_parts(config, allocator)
+
+    def start_fn(key, sys_params: SystemParams):
+        k_pre, k_sched, k_eps = jax.random.split(key, 3)
+        p_params, p_opt, pre_metrics = pretrain(k_pre, sys_params)
+        return start(k_sched, p_params, p_opt), k_eps, pre_metrics
+
+    return start_fn
+
+
 def make_joint(config: TrainConfig, allocator):
     """Algorithm 1, lines 7-16, from a given (pre-trained) policy.
 
@@ -439,13 +507,12 @@ def make_train(config: TrainConfig, allocator):
     keys and a stacked ``SystemParams`` trains several seeds and sweep
     points at once (``n_users`` is taken from ``config``).
     """
-    pretrain = make_pretrain(config, allocator)
-    start, run = joint_parts(config, allocator)
+    start = make_start(config, allocator)
+    _, run = joint_parts(config, allocator)
 
     def train(key, sys_params: SystemParams):
-        k_pre, k_sched, k_eps = jax.random.split(key, 3)
-        p_params, p_opt, pre_metrics = pretrain(k_pre, sys_params)
-        state, metrics = run(start(k_sched, p_params, p_opt), k_eps, sys_params)
+        state, k_eps, pre_metrics = start(key, sys_params)
+        state, metrics = run(state, k_eps, sys_params)
         return state, {"pretrain": pre_metrics, "joint": metrics}
 
     return train
