@@ -27,6 +27,7 @@ The last line is ``compile_ratio <total of the last repo / total of the first>``
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -122,12 +123,16 @@ def _sweep_programs(p: _Preset, n_users: int):
     if not hasattr(sections, "make_stages"):   # the monolithic item of older checkouts
         prog = jax.jit(jax.vmap(sections.make_item(p.cfg, n_users, moe, static, p.n_seeds)))
         return [("item", lambda: prog.lower(pts, seeds))]
-    compute = sections.staged_compute(
-        sections.make_stages(p.cfg, n_users, moe, static, p.n_seeds))
+    stages = sections.make_stages(p.cfg, n_users, moe, static, p.n_seeds)
+    if "stacks" in inspect.signature(sections.staged_compute).parameters:
+        compute = sections.staged_compute(stages, stacks=(moe, static))   # as reproduce runs it
+    else:   # checkouts that compiled the allocators in as constants
+        compute = sections.staged_compute(stages)
+    args = getattr(compute, "args", lambda *a: a)
     out, deps = [], {}
     for name, prog in compute.programs.items():
         def lower(prog=prog, name=name, deps=deps):
-            low = prog.lower(pts, seeds, dict(deps))
+            low = prog.lower(*args(pts, seeds, dict(deps)))
             deps[name] = low.out_info
             return low
         out.append((name, lower))

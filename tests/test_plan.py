@@ -40,6 +40,33 @@ def test_allocator_plan_at_smoke_size(tmp_path):
     assert "| allocators | 2 |" in text and "train_chunk_static" in text
 
 
+def test_sweep_programs_do_not_depend_on_the_allocators_values():
+    """The sweep's stage programs take the allocators as arguments (reproduce.run_sweeps,
+    the plan): the plan's random weights and the run's trained ones give the same program,
+    which the compilation cache then serves to the run."""
+    import jax
+    import jax.numpy as jnp
+
+    from dynmec_jax.experiments import sections
+    cfg = _smoke()
+    n = cfg.allocator.n_seeds
+    pts = {k: jnp.full((2,), v, jnp.float32) for k, v in sections.default_point(cfg).items()}
+    seeds = jnp.arange(2, dtype=jnp.int32)
+    texts = []
+    for shift in (0.0, 1.0):
+        moe, static = (jax.tree.map(lambda a, s=shift: a + s if a.dtype == jnp.float32 else a,
+                                    plan._random_stack(c, n))
+                       for c in (cfg.allocator, cfg.static_allocator()))
+        comp = sections.staged_compute(sections.make_stages(cfg, cfg.system.n_users, moe,
+                                                            static, n), stacks=(moe, static))
+        texts.append(comp.programs["pretrain"].lower(*comp.args(pts, seeds, {})).as_text())
+        closed = sections.staged_compute(sections.make_stages(cfg, cfg.system.n_users, moe,
+                                                              static, n))
+        texts.append(closed.programs["pretrain"].lower(pts, seeds, {}).as_text())
+    assert texts[0] == texts[2]            # arguments: the same program
+    assert texts[1] != texts[3]            # compiled in as constants: not
+
+
 def test_reduced_config_scales_the_steps():
     cfg = _smoke()
     small, scale = plan._reduced(cfg, 0.25)

@@ -207,12 +207,16 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
         pts = ({k: jnp.full((B,), v, jnp.float32) for k, v in sections.default_point(cfg).items()}
                if has_point else {})
         seeds = jnp.arange(B, dtype=jnp.int32)
-        full = sections.staged_compute(sections.make_stages(cfg, n, moe, static, n_alloc))
-        small = (sections.staged_compute(sections.make_stages(small_cfg, n, moe, static, n_alloc))
+        # The allocators are arguments (as in reproduce.run_sweeps): the programs are the
+        # run's, and the compilation cache serves them to it.
+        full = sections.staged_compute(sections.make_stages(cfg, n, moe, static, n_alloc),
+                                       stacks=(moe, static))
+        small = (sections.staged_compute(sections.make_stages(small_cfg, n, moe, static, n_alloc),
+                                         stacks=(moe, static))
                  if has_point else None)
         deps_abs, deps = {}, {}
         for name, prog in full.programs.items():
-            args = (pts, seeds, dict(deps_abs))
+            args = full.args(pts, seeds, dict(deps_abs))
             lowered = prog.lower(*args)
             deps_abs[name] = lowered.out_info
             if full_programs or name == "evaluate" or small is None:
@@ -228,10 +232,10 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
                 # The N sweeps: the main sweep's seconds per FLOP of the same stage.
                 t = rec["flops_per_call"] * per_flop.get(name, 0.0) / scale[name]
             elif name == "evaluate":   # the evaluation stage runs whole
-                t = _timed(compiled, pts, seeds, dict(deps))
+                t = _timed(compiled, *full.args(pts, seeds, dict(deps)))
             else:
-                fast = small.programs[name].lower(pts, seeds, dict(deps)).compile()
-                t, deps[name] = _timed_out(fast, pts, seeds, dict(deps))
+                fast = small.programs[name].lower(*small.args(pts, seeds, dict(deps))).compile()
+                t, deps[name] = _timed_out(fast, *small.args(pts, seeds, dict(deps)))
             if small is not None and rec["flops_per_call"]:
                 per_flop[name] = t * scale[name] / rec["flops_per_call"]
             rec.update(measured_s=t, step_scale=scale[name], wall_s=t * scale[name] * calls,

@@ -129,7 +129,8 @@ def run_sweeps(cfg: ReproduceConfig, store: ResultStore, allocs: dict, progress:
     def compute_for(n, drop=()):
         # One compiled program per method family (sections.make_stages), not one monolith.
         return sections.staged_compute(
-            sections.make_stages(cfg, n, moe_stack, static_stack, n_alloc), drop)
+            sections.make_stages(cfg, n, moe_stack, static_stack, n_alloc), drop,
+            stacks=(moe_stack, static_stack))
 
     out = {"main": sweep.run_sweep(store, "sweep_main", sweep_points(cfg), seeds,
                                    compute_for(n_default), config=conf, mesh=mesh,
