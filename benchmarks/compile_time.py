@@ -125,7 +125,10 @@ def _sweep_programs(p: _Preset, n_users: int):
         return [("item", lambda: prog.lower(pts, seeds))]
     stages = sections.make_stages(p.cfg, n_users, moe, static, p.n_seeds)
     if "stacks" in inspect.signature(sections.staged_compute).parameters:
-        compute = sections.staged_compute(stages, stacks=(moe, static))   # as reproduce runs it
+        compute = sections.staged_compute(   # as reproduce runs it
+            stages, stacks=(moe, static),
+            **({"map_stages": sections.map_on_one_device()}
+               if hasattr(sections, "map_on_one_device") else {}))
     else:   # checkouts that compiled the allocators in as constants
         compute = sections.staged_compute(stages)
     args = getattr(compute, "args", lambda *a: a)

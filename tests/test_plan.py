@@ -67,6 +67,47 @@ def test_sweep_programs_do_not_depend_on_the_allocators_values():
     assert texts[1] != texts[3]            # compiled in as constants: not
 
 
+def test_evaluation_stage_item_by_item_equals_the_vmapped_one():
+    """staged_compute(map_stages=("evaluate",)) runs the evaluation stage with lax.map over
+    the items (one item's temporary memory): the same numbers as vmap (the GAs' searches
+    may amplify rounding), less temporary memory; an unknown stage name is refused."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dynmec_jax.experiments import sections
+    cfg = _smoke()
+    n = cfg.allocator.n_seeds
+    moe, static = plan._random_stack(cfg.allocator, n), plan._random_stack(
+        cfg.static_allocator(), n)
+    stages = sections.make_stages(cfg, cfg.system.n_users, moe, static, n)
+    pts = {k: jnp.full((3,), v, jnp.float32) for k, v in sections.default_point(cfg).items()}
+    seeds = jnp.arange(3, dtype=jnp.int32)
+    out, temp = {}, {}
+    for kind, mapped in (("vmap", ()), ("map", ("evaluate",))):
+        comp = sections.staged_compute(stages, stacks=(moe, static), map_stages=mapped)
+        deps = {}
+        for name, prog in comp.programs.items():
+            args = comp.args(pts, seeds, dict(deps))
+            if name == "evaluate":
+                compiled = prog.lower(*args).compile()
+                temp[kind] = compiled.memory_analysis().temp_size_in_bytes
+                out[kind] = compiled(*args)
+            else:
+                deps[name] = prog(*args)
+    assert temp["map"] < temp["vmap"]
+    flat = jax.tree_util.tree_flatten_with_path(out["vmap"])[0]
+    checked = 0
+    for (path, a), b in zip(flat, jax.tree.leaves(out["map"]), strict=True):
+        if "GA" not in jax.tree_util.keystr(path):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7,
+                                       err_msg=jax.tree_util.keystr(path))
+            checked += 1
+    assert checked > 50
+    with pytest.raises(ValueError, match="names no stage"):
+        sections.staged_compute(stages, map_stages=("evaluation",))
+
+
 def test_reduced_config_scales_the_steps():
     cfg = _smoke()
     small, scale = plan._reduced(cfg, 0.25)

@@ -210,9 +210,11 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
         # The allocators are arguments (as in reproduce.run_sweeps): the programs are the
         # run's, and the compilation cache serves them to it.
         full = sections.staged_compute(sections.make_stages(cfg, n, moe, static, n_alloc),
-                                       stacks=(moe, static))
+                                       stacks=(moe, static),
+                                       map_stages=sections.map_on_one_device())
         small = (sections.staged_compute(sections.make_stages(small_cfg, n, moe, static, n_alloc),
-                                         stacks=(moe, static))
+                                         stacks=(moe, static),
+                                         map_stages=sections.map_on_one_device())
                  if has_point else None)
         deps_abs, deps = {}, {}
         for name, prog in full.programs.items():

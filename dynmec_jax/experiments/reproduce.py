@@ -130,7 +130,7 @@ def run_sweeps(cfg: ReproduceConfig, store: ResultStore, allocs: dict, progress:
         # One compiled program per method family (sections.make_stages), not one monolith.
         return sections.staged_compute(
             sections.make_stages(cfg, n, moe_stack, static_stack, n_alloc), drop,
-            stacks=(moe_stack, static_stack))
+            stacks=(moe_stack, static_stack), map_stages=sections.map_on_one_device(mesh))
 
     out = {"main": sweep.run_sweep(store, "sweep_main", sweep_points(cfg), seeds,
                                    compute_for(n_default), config=conf, mesh=mesh,
