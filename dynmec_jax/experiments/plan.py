@@ -176,8 +176,8 @@ def _reduced(cfg: ReproduceConfig, fraction: float) -> tuple[ReproduceConfig, di
     small = dataclasses.replace(cfg, train=dataclasses.replace(t, pretrain_steps=pre,
                                                                episodes=eps))
     ep = t.episodes / eps
-    scale = {"pretrain": t.pretrain_steps / pre if pre else 1.0, "pmrl": ep, "rl": ep,
-             "pmrl_paper": ep, "droo": ep, "evaluate": 1.0}
+    scale = {"pretrain": t.pretrain_steps / pre if pre else 1.0, "pmrl": ep, "droo": ep,
+             "evaluate": 1.0}
     return small, scale
 
 
