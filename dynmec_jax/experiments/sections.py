@@ -303,8 +303,9 @@ def staged_compute(stages: dict, drop: tuple[str, ...] = (), stacks=None,
     one item's, not the chunk's, for about the same run time (the
     evaluation stage of the quick preset at N = 30, 5 items: 193 MB instead
     of 954 MB, 2.73 s against 2.66 s, and it compiles in 11 s instead of
-    17 s; docs/performance.md).  The values are the vmapped ones except
-    where a method's search amplifies rounding (the GAs).  For one device:
+    17 s; docs/performance.md).  The values are the vmapped ones up to
+    float32 rounding, except where a method's search amplifies rounding
+    (the GAs).  For one device:
     a scan over the items does not shard (:func:`map_on_one_device`).
     """
     def program(name, stage):
