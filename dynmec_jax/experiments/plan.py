@@ -209,12 +209,10 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
         seeds = jnp.arange(B, dtype=jnp.int32)
         # The allocators are arguments (as in reproduce.run_sweeps): the programs are the
         # run's, and the compilation cache serves them to it.
-        full = sections.staged_compute(sections.make_stages(cfg, n, moe, static, n_alloc),
-                                       stacks=(moe, static),
-                                       map_stages=sections.map_on_one_device())
+        opts = {"stacks": (moe, static), "map_stages": sections.map_on_one_device()}
+        full = sections.staged_compute(sections.make_stages(cfg, n, moe, static, n_alloc), **opts)
         small = (sections.staged_compute(sections.make_stages(small_cfg, n, moe, static, n_alloc),
-                                         stacks=(moe, static),
-                                         map_stages=sections.map_on_one_device())
+                                         **opts)
                  if has_point else None)
         deps_abs, deps = {}, {}
         for name, prog in full.programs.items():

@@ -375,13 +375,28 @@ def make_episode(config: TrainConfig, allocator):
     with ``config.cell`` one cell per scenario (:func:`sample_training_cells`),
     and applies :func:`make_update` to them.
     """
-    update = make_update(config, allocator)
+    shared = _shared_episode(config, {"one": make_update(config, allocator)}, allocator)
 
     def episode(state: JointState, key, sys_params: SystemParams):
+        states, metrics = shared({"one": state}, key, sys_params)
+        return states["one"], metrics["one"]
+
+    return episode
+
+
+def _shared_episode(config: TrainConfig, updates: Mapping[str, Any], allocator):
+    """One episode of every update in ``updates`` (:func:`make_update`s by name) on the
+    scenarios, cells and action key drawn from ``key`` as ``config`` samples them, with
+    the allocator's ``logits_all`` computed once for all (one cell per batch)."""
+
+    def episode(states: dict, key, sys_params: SystemParams):
         k_scn, k_act = jax.random.split(key)
         scn, valid = sample_training_scenarios(config, k_scn, sys_params)
         cells = sample_training_cells(config, jax.random.fold_in(k_scn, CELL_KEY), sys_params)
-        return update(state, scn, k_act, cells, valid)
+        la = None if cell_lib.is_per_scenario(cells) else allocator.logits_all(scn)
+        out = {name: upd(states[name], scn, k_act, cells, valid, la)
+               for name, upd in updates.items()}
+        return {n: o[0] for n, o in out.items()}, {n: o[1] for n, o in out.items()}
 
     return episode
 
@@ -444,16 +459,8 @@ def make_joint_group(configs: Mapping[str, TrainConfig], allocator):
             if getattr(c, f) != getattr(first, f):
                 raise ValueError(f"config {name!r} differs in {f} ({getattr(c, f)!r} against "
                                  f"{getattr(first, f)!r}): its episodes cannot share scenarios")
-    updates = {name: make_update(c, allocator) for name, c in configs.items()}
-
-    def episode(states: dict, key, sys_params: SystemParams):
-        k_scn, k_act = jax.random.split(key)
-        scn, valid = sample_training_scenarios(first, k_scn, sys_params)
-        cells = sample_training_cells(first, jax.random.fold_in(k_scn, CELL_KEY), sys_params)
-        la = None if cell_lib.is_per_scenario(cells) else allocator.logits_all(scn)
-        out = {name: upd(states[name], scn, k_act, cells, valid, la)
-               for name, upd in updates.items()}
-        return {n: o[0] for n, o in out.items()}, {n: o[1] for n, o in out.items()}
+    episode = _shared_episode(first, {name: make_update(c, allocator)
+                                      for name, c in configs.items()}, allocator)
 
     def run(states: dict, k_eps, sys_params: SystemParams):
         keys = jax.random.split(k_eps, first.episodes)
