@@ -221,6 +221,69 @@ def test_mixed_n_never_offloads_padded_users():
     np.testing.assert_allclose(bw4, bw6[:, :4], rtol=1e-6)
 
 
+def _frame_by_frame(cfg):
+    """DROO's training as a scan of make_frame, one frame at a time (the reference order)."""
+    frame = droo_train.make_frame(cfg)
+
+    def train(key, sp):
+        k_init, k_frames = jax.random.split(key)
+        state = droo_train.init_state(k_init, cfg)
+        keys = jax.random.split(k_frames, cfg.n_frames)
+        return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sp), state,
+                            (jnp.arange(cfg.n_frames, dtype=jnp.int32), keys))
+
+    return train
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(n_scenarios=645),                                      # 64 blocks of 10, then 5 frames
+    dict(n_scenarios=300, n_users_min=2, scenarios_per_frame=3, k_interval=4, batch=32),
+    dict(n_scenarios=120, adaptive_k=False, train_interval=7),
+])
+def test_blocks_of_frames_equal_frame_by_frame(kwargs):
+    # make_train decides each DNN-update interval's frames as one batch, and scores only
+    # the candidates a frame's K can reach; the frames one by one give the same decisions,
+    # K, memory and DNN.
+    cfg = droo.DrooConfig(n_max=N, **kwargs)
+    sp = system.SystemParams(n_users=N)
+    keys = jax.random.split(jax.random.key(3), 2)
+    a_state, a_m = jax.jit(jax.vmap(_frame_by_frame(cfg), in_axes=(0, None)))(keys, sp)
+    b_state, b_m = jax.jit(jax.vmap(droo_train.make_train(cfg), in_axes=(0, None)))(keys, sp)
+    assert set(a_m) == set(b_m)
+    for name in a_m:
+        assert a_m[name].shape == b_m[name].shape == (2, cfg.n_frames), name
+        if name == "cost":
+            np.testing.assert_allclose(b_m[name], a_m[name], rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(b_m[name], a_m[name], err_msg=name)
+    for a, b in zip(jax.tree.leaves(a_state.memory), jax.tree.leaves(b_state.memory), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(a_state.params), jax.tree.leaves(b_state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for f in ("k", "window_max", "frame", "updates"):
+        np.testing.assert_array_equal(getattr(b_state, f), getattr(a_state, f), err_msg=f)
+    if cfg.adaptive_k:
+        assert np.asarray(b_m["k"]).min() < N          # K adapted, so scoring was cut
+
+
+def test_candidate_costs_score_only_below_the_bound():
+    sp = system.SystemParams(n_users=N)
+    scn = system.sample_scenarios(jax.random.key(0), sp, 5)
+    logits = jax.random.normal(jax.random.key(1), scn.shape)
+    cands, usable = droo.op_candidates(logits, 4)
+    full = droo.score_candidates(scn, cands, usable, sp).cost
+    bounds = jnp.array([0, 1, 3, 4, N])
+    got = jax.jit(jax.vmap(lambda s, c, u, b: droo.candidate_costs(s, c, u, sp, b, chunk=4)))(
+        scn, cands, usable, bounds)
+    for i, b in enumerate(np.asarray(bounds)):
+        # Scored in chunks of 4 up to the bound: the chunks reached are score_candidates'
+        # costs, the rest +inf.
+        reached = -(-int(b) // 4) * 4
+        np.testing.assert_allclose(got[i, :reached], full[i, :reached], rtol=1e-6)
+        assert np.all(np.isinf(np.asarray(got[i, reached:])))
+    assert np.isfinite(np.asarray(got[2, :3])).all()   # usable and below the bound: scored
+
+
 def test_droo_ops():
     hidden = (120, 80)
     for n in (4, 6):

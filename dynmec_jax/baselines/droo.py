@@ -324,6 +324,51 @@ def score_candidates(scn: Scenario, candidates: Array, usable: Array,
     return Scores(cost=cost, bandwidth=bandwidth, f_alloc=f_alloc)
 
 
+def candidate_costs(scn: Scenario, candidates: Array, usable: Array, sys_params: SystemParams,
+                    bound: Array, chunk: int = 4) -> Array:
+    """The costs of :func:`score_candidates` (sum_i C_i, Eq. 24-25, +inf where unusable),
+    computed only for the candidates below ``bound``.
+
+    The candidates are scored ``chunk`` at a time in a ``lax.while_loop``
+    until ``bound`` is passed; the later ones get +inf without being scored.
+    So a K below K_max (DROO's adaptive K, :mod:`~dynmec_jax.baselines.droo_train`)
+    costs about K / K_max of scoring all of them, and a ``bound`` that is
+    at least the number of usable candidates gives :func:`score_candidates`'
+    costs (each candidate's allocation is computed alone, so only float32
+    rounding of the differently shaped program can differ).  Under ``vmap``
+    with a batched ``bound`` the loop runs to the largest.
+
+    Args:
+      scn: tasks, fields ``(..., N)``, SI units.
+      candidates: bool ``(..., K_max, N)``; usable: bool ``(..., K_max)``.
+      sys_params: the system (traced is fine).
+      bound: int scalar, candidates ``j >= bound`` are not scored (traced).
+      chunk: candidates scored per iteration (static).
+    Returns:
+      cost ``(..., K_max)``, cost units.
+    """
+    k_max = candidates.shape[-2]
+    n_chunks = -(-k_max // chunk)
+    pad = n_chunks * chunk - k_max
+    cands = jnp.pad(candidates, [(0, 0)] * (candidates.ndim - 2) + [(0, pad), (0, 0)])
+    use = jnp.pad(usable, [(0, 0)] * (usable.ndim - 1) + [(0, pad)])
+    cost0 = jnp.full(use.shape, jnp.inf, jnp.float32)
+
+    def body(carry):
+        c, cost = carry
+        start = c * chunk
+        part = score_candidates(
+            scn, jax.lax.dynamic_slice_in_dim(cands, start, chunk, axis=cands.ndim - 2),
+            jax.lax.dynamic_slice_in_dim(use, start, chunk, axis=use.ndim - 1), sys_params)
+        cost = jax.lax.dynamic_update_slice_in_dim(cost, part.cost.astype(cost.dtype), start,
+                                                   axis=cost.ndim - 1)
+        return c + 1, cost
+
+    _, cost = jax.lax.while_loop(lambda cc: cc[0] * chunk < bound, body,
+                                 (jnp.zeros((), jnp.int32), cost0))
+    return cost[..., :k_max]
+
+
 class Decision(NamedTuple):
     """DROO's decision for each scenario, leading shape ``(...)``.
 

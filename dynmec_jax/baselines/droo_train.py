@@ -352,33 +352,166 @@ def make_frame(config: DrooConfig):
     return frame
 
 
+def make_block(config: DrooConfig, n_frames: int | None = None):
+    """``n_frames`` consecutive frames of DROO decided at once: ``block(state, ts, keys,
+    sys_params, train) -> (state, metrics)``, what :func:`make_frame` gives frame by frame.
+
+    Between two DNN updates (every delta = ``train_interval`` frames) the
+    frames decide with the same DNN, and the adaptive K only masks
+    candidates (K_max = N_max are always generated), so the
+    frames of one update interval are sampled, run through the DNN and
+    scored (exact allocation, sum_i C_i of Eq. 24-25) as one batch; only
+    the adaptive-K rule (:func:`adaptive_k_start`, :func:`adaptive_k_record`)
+    and the choice of the best of the first K candidates run frame by frame
+    (a scan over ``(B, N_max)`` costs).  The frames' entries are then pushed
+    into the memory in frame order and, when the block ends a delta
+    interval, the DNN takes its step with the last frame's training key, as
+    in :func:`make_frame`.
+
+    Only the candidates a frame's K can reach are scored
+    (:func:`~dynmec_jax.baselines.droo.candidate_costs`): K changes only at
+    a K update, by at most one upward (it becomes 2 + a winning index, and
+    a winning index is below the K in force), so the block's first K plus
+    its number of K updates bounds every frame's K.  At N = 30 K falls from
+    30 to about 15 within the first tenth of training, and the scoring is
+    most of a frame: blocks and the bound make DROO's training of the quick
+    preset about 0.6x the time of frames one by one
+    (``docs/performance.md``), with bitwise the same decisions.
+
+    Args:
+      config: DROO's settings.
+      n_frames: frames per block (static), default ``train_interval``;
+        ``n_frames x scenarios_per_frame`` must fit the memory.
+    Returns:
+      ``block(state, ts, keys, sys_params, train)``: ``ts`` the 0-based
+      frame indices (int32 ``(n_frames,)``), ``keys`` the frames' keys as
+      :func:`make_frame` takes them, ``train`` (static bool) whether the
+      block ends a delta interval (then the DNN takes one Adam step on the
+      memory, with the last frame's training key).  Metrics as
+      :func:`make_frame`'s, stacked ``(n_frames,)``.
+    """
+    net = DrooNet(config.n_max, config.hidden)
+    tx = make_optimizer(config)
+    k_max = config.n_max
+    nf = config.train_interval if n_frames is None else n_frames
+    b = config.scenarios_per_frame
+    if nf * b > config.memory_size:
+        raise ValueError(f"a block of {nf} frames x {b} scenarios does not fit the memory "
+                         f"of {config.memory_size}")
+
+    def block(state: DrooState, ts, keys, sys_params: SystemParams, train: bool):
+        split = jax.vmap(jax.random.split)(keys)                    # (nf, 2) keys
+        k_scn, k_train = split[:, 0], split[:, 1]
+        scn, valid = jax.vmap(lambda k: sample_frame(config, k, sys_params))(k_scn)
+        z = droo.scenario_features(scn, sys_params)                 # (nf, B, N, 5)
+        logits = net.apply(state.params, z)
+        # Every candidate a frame could use (K = N_max); each frame's K masks them below.
+        cands, usable = droo.op_candidates(logits, k_max, valid, threshold=0.0)
+        # A frame's K is at most the block's first K plus one per K update in the block
+        # (an update sets K <= 2 + a winning index < K), so later candidates are not scored.
+        if config.adaptive_k:
+            n_upd = jnp.sum((ts > 0) & (ts % config.k_interval == 0))
+            bound = jnp.minimum(state.k + n_upd, k_max)
+        else:
+            bound = jnp.minimum(state.k, k_max)
+        cost_all = droo.candidate_costs(scn, cands, usable, sys_params, bound)   # (nf, B, N)
+        n_valid = jnp.sum(valid, axis=-1)                           # (nf, B)
+
+        def choose(carry, x):
+            k, window = carry
+            t, cost, nv = x
+            if config.adaptive_k:
+                k, window = adaptive_k_start(k, window, t, config.k_interval, k_max)
+            k_eff = jnp.maximum(jnp.minimum(k, nv), 1)              # as op_candidates
+            masked = jnp.where(jnp.arange(k_max) < k_eff[:, None], cost, jnp.inf)
+            best = jnp.argmin(masked, axis=-1)
+            best_index = jnp.max(best).astype(jnp.int32)
+            if config.adaptive_k:
+                window = adaptive_k_record(window, t, best_index, config.k_interval)
+            return (k, window), (best, best_index, k)
+
+        (k, window), (best, best_index, k_used) = jax.lax.scan(
+            choose, (state.k, state.window_max), (ts, cost_all, n_valid))
+        offload = jnp.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
+        cost = jnp.take_along_axis(cost_all, best[..., None], axis=-1)[..., 0]
+        memory = memory_push(state.memory, z.reshape((nf * b,) + z.shape[2:]),
+                             offload.reshape(nf * b, -1), valid.reshape(nf * b, -1))
+        state = state._replace(memory=memory, k=k, window_max=window,
+                               frame=state.frame + nf)
+        loss_before = state.loss
+        if train:
+            feats, labels, vmask = memory_sample(state.memory, k_train[-1], config.batch)
+            loss, grads = jax.value_and_grad(bce_loss)(state.params, net, feats, labels,
+                                                       vmask)
+            upd, opt_state = tx.update(grads, state.opt_state, state.params)
+            state = state._replace(params=optax.apply_updates(state.params, upd),
+                                   opt_state=opt_state, loss=loss, updates=state.updates + 1)
+        v = valid.astype(jnp.float32)
+        last = jnp.arange(nf) == nf - 1
+        trained = last & train
+        metrics = {"cost": jnp.mean(cost, axis=-1), "best_index": best_index, "k": k_used,
+                   "offload_fraction": jnp.sum(offload * v, axis=(-2, -1))
+                   / jnp.maximum(jnp.sum(v, axis=(-2, -1)), 1.0),
+                   "loss": jnp.where(trained, state.loss, loss_before),
+                   "trained": trained.astype(jnp.float32)}
+        return state, metrics
+
+    return block
+
+
 def make_train(config: DrooConfig):
     """DROO's training as one pure program: ``train(key, sys_params) -> (DrooState, metrics)``.
 
     ``key`` splits into the DNN's initialisation and the frames' keys;
-    ``config.n_frames`` frames (:func:`make_frame`) run in one ``lax.scan``,
-    ``config.scenarios_per_frame`` fresh scenarios each, so the training
-    sees ``config.n_scenarios`` scenarios in all (the scenario budget; each
-    decided once, online, as in DROO).  ``metrics``: the frame metrics of
-    :func:`make_frame` (``cost``: sum_i C_i, Eq. 24-25, no inference
+    ``config.n_frames`` frames run, ``config.scenarios_per_frame`` fresh
+    scenarios each, so the training sees ``config.n_scenarios`` scenarios
+    in all (the scenario budget; each decided once, online, as in DROO).
+    The frames of each DNN-update interval (delta = ``train_interval``) are
+    decided as one batch (:func:`make_block`; a ``lax.scan`` over the
+    intervals, then the remaining frames), which computes what
+    :func:`make_frame` computes frame by frame (the same decisions, up to
+    float32 rounding of the batched DNN).  ``metrics``: the frame metrics
+    of :func:`make_frame` (``cost``: sum_i C_i, Eq. 24-25, no inference
     delay), stacked, each ``(n_frames,)``.  ``sys_params`` in SI units.
 
     Pure: ``jax.jit(jax.vmap(train))`` over stacked keys (and a stacked
     ``SystemParams``) trains several seeds (and sweep points) at once;
     ``sys_params.n_users`` is replaced by ``config.n_max``.
     """
-    frame = make_frame(config)
+    delta, n = config.train_interval, config.n_frames
+    b = config.scenarios_per_frame
+    if delta * b > config.memory_size:   # a block would not fit the memory: frame by frame
+        frame = make_frame(config)
+
+        def train_frames(key, sys_params: SystemParams):
+            k_init, k_frames = jax.random.split(key)
+            state = init_state(k_init, config)
+            keys = jax.random.split(k_frames, n)
+            frames = jnp.arange(n, dtype=jnp.int32)
+            return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sys_params), state,
+                                (frames, keys))
+
+        return train_frames
+    n_blocks, rest = divmod(n, delta)
+    block = make_block(config)
+    tail = make_block(config, rest) if rest else None
 
     def train(key, sys_params: SystemParams):
         k_init, k_frames = jax.random.split(key)
         state = init_state(k_init, config)
-        keys = jax.random.split(k_frames, config.n_frames)
-        frames = jnp.arange(config.n_frames, dtype=jnp.int32)
-        return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sys_params), state,
-                            (frames, keys))
+        keys = jax.random.split(k_frames, n)
+        frames = jnp.arange(n, dtype=jnp.int32)
+        full = n_blocks * delta
+        state, metrics = jax.lax.scan(
+            lambda s, x: block(s, x[0], x[1], sys_params, True), state,
+            (frames[:full].reshape(n_blocks, delta), keys[:full].reshape(n_blocks, delta)))
+        metrics = jax.tree.map(lambda a: a.reshape((full,) + a.shape[2:]), metrics)
+        if tail is not None:
+            state, m_rest = tail(state, frames[full:], keys[full:], sys_params, False)
+            metrics = jax.tree.map(lambda a, r: jnp.concatenate([a, r]), metrics, m_rest)
+        return state, metrics
 
     return train
-
 
 
 # ----------------------------------------------------------------------------
