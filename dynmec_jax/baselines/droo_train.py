@@ -504,7 +504,8 @@ def make_train(config: DrooConfig):
         full = n_blocks * delta
         state, metrics = jax.lax.scan(
             lambda s, x: block(s, x[0], x[1], sys_params, True), state,
-            (frames[:full].reshape(n_blocks, delta), keys[:full].reshape(n_blocks, delta)))
+            (frames[:full].reshape(n_blocks, delta),
+             keys[:full].reshape((n_blocks, delta) + keys.shape[1:])))   # typed or raw keys
         metrics = jax.tree.map(lambda a: a.reshape((full,) + a.shape[2:]), metrics)
         if tail is not None:
             state, m_rest = tail(state, frames[full:], keys[full:], sys_params, False)
