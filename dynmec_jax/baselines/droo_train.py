@@ -376,7 +376,9 @@ def make_block(config: DrooConfig, n_frames: int | None = None):
     30 to about 15 within the first tenth of training, and the scoring is
     most of a frame: blocks and the bound make DROO's training of the quick
     preset about 0.6x the time of frames one by one
-    (``docs/performance.md``), with bitwise the same decisions.
+    (``docs/performance.md``).  The decisions are the same (bitwise in the
+    benchmark and the tests; the batched programs round differently in
+    float32, which could only flip a near-tie between two candidates).
 
     Args:
       config: DROO's settings.
