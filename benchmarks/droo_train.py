@@ -3,9 +3,10 @@
 ``droo_train.make_train`` decides the frames of each DNN-update interval as
 one batch and scores only the candidates the adaptive K can reach
 (``droo_train.make_block``, ``droo.candidate_costs``).  This script times it
-against the same training run one frame at a time (a ``lax.scan`` of
-``droo_train.make_frame``, the reference order, as ``make_train`` ran before
-issue 22's last change) and against blocks that score all K_max candidates,
+against the same training run one frame at a time
+(``droo_train.make_train_frame_by_frame``, the reference order, as
+``make_train`` ran before issue 22's last change) and against blocks that
+score all K_max candidates,
 all three compiled first, then run round-robin (``--rounds``), warmed up,
 ``block_until_ready``; the items are vmapped as a sweep chunk vmaps them.
 Checks that the three give the same decisions (winning indices, K, memory).
@@ -26,25 +27,10 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dynmec_jax import system
 from dynmec_jax.baselines import droo, droo_train
-
-
-def frame_by_frame(cfg: droo.DrooConfig):
-    """DROO's training as a scan of ``make_frame``, one frame at a time."""
-    frame = droo_train.make_frame(cfg)
-
-    def train(key, sp):
-        k_init, k_frames = jax.random.split(key)
-        state = droo_train.init_state(k_init, cfg)
-        keys = jax.random.split(k_frames, cfg.n_frames)
-        return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sp), state,
-                            (jnp.arange(cfg.n_frames, dtype=jnp.int32), keys))
-
-    return train
 
 
 def main():
@@ -62,7 +48,7 @@ def main():
     def unbounded(scn, cands, usable, sys_params, bound, chunk=4):
         return droo.score_candidates(scn, cands, usable, sys_params).cost
 
-    builders = {"frame_by_frame": lambda: frame_by_frame(cfg),
+    builders = {"frame_by_frame": lambda: droo_train.make_train_frame_by_frame(cfg),
                 "blocks_all_candidates": lambda: droo_train.make_train(cfg),
                 "blocks_bounded (default)": lambda: droo_train.make_train(cfg)}
     progs, compile_s = {}, {}

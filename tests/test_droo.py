@@ -221,20 +221,6 @@ def test_mixed_n_never_offloads_padded_users():
     np.testing.assert_allclose(bw4, bw6[:, :4], rtol=1e-6)
 
 
-def _frame_by_frame(cfg):
-    """DROO's training as a scan of make_frame, one frame at a time (the reference order)."""
-    frame = droo_train.make_frame(cfg)
-
-    def train(key, sp):
-        k_init, k_frames = jax.random.split(key)
-        state = droo_train.init_state(k_init, cfg)
-        keys = jax.random.split(k_frames, cfg.n_frames)
-        return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sp), state,
-                            (jnp.arange(cfg.n_frames, dtype=jnp.int32), keys))
-
-    return train
-
-
 @pytest.mark.parametrize("kwargs", [
     dict(n_scenarios=645),                                      # 64 blocks of 10, then 5 frames
     dict(n_scenarios=300, n_users_min=2, scenarios_per_frame=3, k_interval=4, batch=32),
@@ -249,8 +235,9 @@ def test_blocks_of_frames_equal_frame_by_frame(kwargs):
     # Typed keys, and raw uint32 keys (as the sweep items pass them) for one config.
     raw = not cfg.adaptive_k
     keys = jax.random.split(jax.random.PRNGKey(3) if raw else jax.random.key(3), 2)
-    a_state, a_m = jax.jit(jax.vmap(_frame_by_frame(cfg), in_axes=(0, None)))(keys, sp)
-    b_state, b_m = jax.jit(jax.vmap(droo_train.make_train(cfg), in_axes=(0, None)))(keys, sp)
+    frames, blocks = droo_train.make_train_frame_by_frame(cfg), droo_train.make_train(cfg)
+    a_state, a_m = jax.jit(jax.vmap(frames, in_axes=(0, None)))(keys, sp)
+    b_state, b_m = jax.jit(jax.vmap(blocks, in_axes=(0, None)))(keys, sp)
     assert set(a_m) == set(b_m)
     for name in a_m:
         assert a_m[name].shape == b_m[name].shape == (2, cfg.n_frames), name

@@ -461,6 +461,31 @@ def make_block(config: DrooConfig, n_frames: int | None = None):
     return block
 
 
+def make_train_frame_by_frame(config: DrooConfig):
+    """DROO's training one frame at a time: ``train(key, sys_params) -> (DrooState,
+    metrics)``, a ``lax.scan`` of :func:`make_frame` over ``config.n_frames`` frames.
+
+    The reference order of DROO's main loop, every frame scoring all K_max
+    candidates (sum_i C_i, Eq. 24-25).  :func:`make_train` computes the same
+    in blocks of frames and is the one to use; this one is what it is
+    checked and timed against (``tests/test_droo.py``,
+    ``benchmarks/droo_train.py``) and what it falls back to when a block
+    would not fit the memory.  Keys are split as :func:`make_train` splits
+    them; ``sys_params`` in SI units.
+    """
+    frame = make_frame(config)
+
+    def train(key, sys_params: SystemParams):
+        k_init, k_frames = jax.random.split(key)
+        state = init_state(k_init, config)
+        keys = jax.random.split(k_frames, config.n_frames)
+        frames = jnp.arange(config.n_frames, dtype=jnp.int32)
+        return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sys_params), state,
+                            (frames, keys))
+
+    return train
+
+
 def make_train(config: DrooConfig):
     """DROO's training as one pure program: ``train(key, sys_params) -> (DrooState, metrics)``.
 
@@ -483,17 +508,7 @@ def make_train(config: DrooConfig):
     delta, n = config.train_interval, config.n_frames
     b = config.scenarios_per_frame
     if delta * b > config.memory_size:   # a block would not fit the memory: frame by frame
-        frame = make_frame(config)
-
-        def train_frames(key, sys_params: SystemParams):
-            k_init, k_frames = jax.random.split(key)
-            state = init_state(k_init, config)
-            keys = jax.random.split(k_frames, n)
-            frames = jnp.arange(n, dtype=jnp.int32)
-            return jax.lax.scan(lambda s, x: frame(s, x[0], x[1], sys_params), state,
-                                (frames, keys))
-
-        return train_frames
+        return make_train_frame_by_frame(config)
     n_blocks, rest = divmod(n, delta)
     block = make_block(config)
     tail = make_block(config, rest) if rest else None
