@@ -347,12 +347,14 @@ def candidate_costs(scn: Scenario, candidates: Array, usable: Array, sys_params:
     Returns:
       cost ``(..., K_max)``, cost units.
     """
+    scn = system.as_scenario(scn)
     k_max = candidates.shape[-2]
     n_chunks = -(-k_max // chunk)
     pad = n_chunks * chunk - k_max
     cands = jnp.pad(candidates, [(0, 0)] * (candidates.ndim - 2) + [(0, pad), (0, 0)])
     use = jnp.pad(usable, [(0, 0)] * (usable.ndim - 1) + [(0, pad)])
-    cost0 = jnp.full(use.shape, jnp.inf, jnp.float32)
+    # The costs' dtype is the scenario's (float32, or float64 with x64 enabled).
+    cost0 = jnp.full(use.shape, jnp.inf, jnp.result_type(scn.size, jnp.float32))
 
     def body(carry):
         c, cost = carry
