@@ -373,7 +373,7 @@ def make_block(config: DrooConfig, n_frames: int | None = None):
     a K update, by at most one upward (it becomes 2 + a winning index, and
     a winning index is below the K in force), so the block's first K plus
     its number of K updates bounds every frame's K.  At N = 30 K falls from
-    30 to about 15 within the first tenth of training, and the scoring is
+    30 within the first tenth of training (mean 14.9 over the run), and the scoring is
     most of a frame: blocks and the bound make DROO's training of the quick
     preset about 0.6x the time of frames one by one
     (``docs/performance.md``).  The decisions are the same (bitwise in the
