@@ -297,6 +297,22 @@ def sample_frame(config: DrooConfig, key: Array, sys_params: SystemParams,
     return system.sample_mixed_scenarios(key, sp, b, config.n_users_min)
 
 
+def _make_train_step(config: DrooConfig, net: DrooNet):
+    """``train_step(state, key) -> state``: one Adam step of the DNN on ``config.batch``
+    memory entries drawn with ``key`` (:func:`memory_sample`, :func:`bce_loss`)."""
+    tx = make_optimizer(config)
+
+    def train_step(state: DrooState, key):
+        feats, labels, valid = memory_sample(state.memory, key, config.batch)
+        loss, grads = jax.value_and_grad(bce_loss)(state.params, net, feats, labels, valid)
+        upd, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, upd)
+        return state._replace(params=params, opt_state=opt_state, loss=loss,
+                              updates=state.updates + 1)
+
+    return train_step
+
+
 def make_frame(config: DrooConfig):
     """One time frame of DROO: ``frame(state, t, key, sys_params) -> (state, metrics)``.
 
@@ -314,16 +330,8 @@ def make_frame(config: DrooConfig):
     cross-entropy), ``trained`` (1.0 if the DNN was updated this frame).
     """
     net = DrooNet(config.n_max, config.hidden)
-    tx = make_optimizer(config)
     k_max = config.n_max
-
-    def train_step(state: DrooState, key):
-        feats, labels, valid = memory_sample(state.memory, key, config.batch)
-        loss, grads = jax.value_and_grad(bce_loss)(state.params, net, feats, labels, valid)
-        upd, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, upd)
-        return state._replace(params=params, opt_state=opt_state, loss=loss,
-                              updates=state.updates + 1)
+    train_step = _make_train_step(config, net)
 
     def frame(state: DrooState, t, key, sys_params: SystemParams):
         k_scn, k_train = jax.random.split(key)
@@ -393,7 +401,7 @@ def make_block(config: DrooConfig, n_frames: int | None = None):
       :func:`make_frame`'s, stacked ``(n_frames,)``.
     """
     net = DrooNet(config.n_max, config.hidden)
-    tx = make_optimizer(config)
+    train_step = _make_train_step(config, net)
     k_max = config.n_max
     nf = config.train_interval if n_frames is None else n_frames
     b = config.scenarios_per_frame
@@ -442,12 +450,7 @@ def make_block(config: DrooConfig, n_frames: int | None = None):
                                frame=state.frame + nf)
         loss_before = state.loss
         if train:
-            feats, labels, vmask = memory_sample(state.memory, k_train[-1], config.batch)
-            loss, grads = jax.value_and_grad(bce_loss)(state.params, net, feats, labels,
-                                                       vmask)
-            upd, opt_state = tx.update(grads, state.opt_state, state.params)
-            state = state._replace(params=optax.apply_updates(state.params, upd),
-                                   opt_state=opt_state, loss=loss, updates=state.updates + 1)
+            state = train_step(state, k_train[-1])
         v = valid.astype(jnp.float32)
         last = jnp.arange(nf) == nf - 1
         trained = last & train
