@@ -19,7 +19,7 @@ import pytest
 
 from dynmec_jax import cli, typedconfig
 from dynmec_jax.configs import reproduce as reproduce_configs
-from dynmec_jax.experiments import axis, names, reproduce
+from dynmec_jax.experiments import axis, names, optimum, reproduce
 from dynmec_jax.experiments.config import ReproduceConfig
 from dynmec_jax.store import ResultStore
 
@@ -114,6 +114,31 @@ def test_rerun_reuses_everything_and_heals_a_corrupt_timings_file(run, tmp_path)
     assert summary["all_invocations"]["invocations"] == 1
     assert summary["claims"] == json.loads((run["results"] / "summary.json")
                                            .read_text())["claims"]
+
+
+def test_certified_optimum_in_worker_processes_equals_one_process_and_resumes(run, tmp_path):
+    """The optimum solved in 2 worker processes gives the launcher's records bit for bit; a
+    rerun after one record is lost solves only that one (in this process: the one-process
+    path) and gives it again."""
+    wd = tmp_path / "work"
+    shutil.copytree(run["workdir"] / "store", wd / "store",
+                    ignore=shutil.ignore_patterns("optimum_*"))
+    store = ResultStore(wd / "store")
+    cfg = small_config()
+    sweeps = {"main": store.records("sweep_main")}
+    with pytest.raises(ValueError, match="workers"):
+        optimum.solve_records(cfg, store, sweeps, progress=False, workers=0)
+    out = optimum.solve_records(cfg, store, sweeps, progress=False, workers=2)
+    ref = {(o["point_key"], o["seed"]): o["result"]
+           for o in ResultStore(run["workdir"] / "store").records("optimum_sweep_main")}
+    assert {k: v["result"] for k, v in out["sweep_main"].items()} == ref
+    recs = sorted((wd / "store" / "optimum_sweep_main").rglob("seed_*.json"))
+    assert len(recs) == len(ref)
+    recs[0].unlink()
+    stamps = {f: f.stat().st_mtime_ns for f in recs[1:]}
+    again = optimum.solve_records(cfg, store, sweeps, progress=False, workers=2)
+    assert {k: v["result"] for k, v in again["sweep_main"].items()} == ref
+    assert {f: f.stat().st_mtime_ns for f in recs[1:]} == stamps and recs[0].is_file()
 
 
 def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(run, tmp_path):

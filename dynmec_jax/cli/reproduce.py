@@ -11,7 +11,9 @@ static), measures the training cost (Fig. 12), runs the sweeps of Figs. 5-11
 (:func:`dynmec_jax.experiments.reproduce.run`).  Everything finished is
 stored under ``WORKDIR``; a rerun (also after a kill) skips it.  Bad config
 values or an unwritable directory: one line, exit 2.  One run per workdir: a
-second one started on it exits 2 (``WORKDIR/.lock``).  Multi-process: pass
+second one started on it exits 2 (``WORKDIR/.lock``).  The certified optimum
+is solved on the host in ``--optimum_workers`` processes (default one per
+CPU core).  Multi-process: pass
 ``--coordinator=host:port --num_processes=P --process_id=I`` (runs on CPUs
 too, gloo collectives).
 
@@ -34,6 +36,9 @@ from dynmec_jax.train import loop
 _CONFIG = cli.define_config("reproduce.py", "quick", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
 _RESULTS = flags.DEFINE_string("results", "results", "where figures and claims are written")
+_OPT_WORKERS = flags.DEFINE_integer(
+    "optimum_workers", 0, "processes solving the certified optimum (SCIP, one thread each); "
+    "0: one per CPU core", lower_bound=0)
 _PROCESSES = cli.define_process_flags()
 _PLAN = cli.define_plan_flags()
 
@@ -51,7 +56,8 @@ def main(argv):
     with cli.locked(workdir):   # one run per workdir (all processes of this one)
         cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
         try:
-            summary = reproduce.run(cfg, workdir, results)
+            summary = reproduce.run(cfg, workdir, results,
+                                     optimum_workers=_OPT_WORKERS.value or None)
         except loop.DivergenceError as e:   # a training run diverged: one line, exit 1
             return cli.diverged(e)
     logging.info("done in %.0f s", summary["wall_time_s"])

@@ -22,7 +22,10 @@ S scenarios; the figures average it over seeds with a 95% CI.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import multiprocessing
+import os
 import time
 
 import jax
@@ -55,16 +58,26 @@ def held_out(cfg: ReproduceConfig, point: dict, seed: int) -> tuple[system.Scena
     return jax.tree.map(lambda a: np.asarray(a[:cfg.vb.optimum_scenarios]), scn), sp
 
 
-def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
-    """The optimum of one sweep record's scenarios: ``{"vb/Optimum/<metric>": mean,
-    "subsample/Optimum/cost": [S], "status_optimal": share, "max_gap": certificate}``."""
+def host_cores() -> int:
+    """The CPU cores this process may run on (the default number of solver processes)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
+def _checked_scenarios(cfg: ReproduceConfig, record: dict):
+    """``(scenarios, system)`` of a record, checked against the item's Local execution."""
     scn, sp = held_out(cfg, record["point"], record["seed"])
     local = np.asarray(evaluation.task_cost(scn, evaluation.local_execution(scn, sp), sp))
     item = ItemResult.from_flat(record["result"]).subsample
     if methods.LOCAL.name in item:
         np.testing.assert_allclose(local, item[methods.LOCAL.name]["cost"], rtol=1e-5,
                                    err_msg="the host's scenarios are not the item's")
-    res = exact.exact_optimum(scn, sp)
+    return scn, sp
+
+
+def _result(scn: system.Scenario, sp: system.SystemParams, res: exact.ExactResult) -> dict:
     sc = evaluation.score(scn, res.offload, res.bandwidth, res.f_alloc, sys_params=sp)
     m = evaluation.metrics(sc, sp)
     out = {f"vb/{methods.OPTIMUM.name}/{k}": float(np.mean(v)) for k, v in m._asdict().items()}
@@ -75,28 +88,85 @@ def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
     return out
 
 
+def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
+    """The optimum of one sweep record's scenarios: ``{"vb/Optimum/<metric>": mean,
+    "subsample/Optimum/cost": [S], "status_optimal": share, "max_gap": certificate}``."""
+    scn, sp = _checked_scenarios(cfg, record)
+    return _result(scn, sp, exact.exact_optimum(scn, sp))
+
+
 def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, workers: int | None = None) -> dict:
     """The optimum records of every sweep record, ``{figure: {(point_key, seed): record}}``
-    (stored ones reused, missing ones solved and stored as they finish)."""
+    (stored ones reused, missing ones solved and stored as they finish).
+
+    The solves run in ``workers`` processes (default :func:`host_cores`; SCIP
+    is single-threaded, and the solves of different records are independent):
+    the scenarios are drawn and checked here, each record's
+    :func:`~dynmec_jax.baselines.exact.exact_optimum` runs in a worker, and
+    its result is scored and stored here as soon as it arrives.  The results
+    do not depend on ``workers``.  ``wall_time_s`` of a record is its solver
+    seconds plus its scoring.
+    """
+    workers = host_cores() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     conf = {"eval_seed": cfg.eval_seed, "vb": files.to_jsonable(cfg.vb),
             "system": files.to_jsonable(cfg.system)}
-    todo = [r for name, recs in sweeps.items() if name != "optima" for r in recs]
-    out: dict = {}
-    seen = set()
-    for r in tqdm(todo, desc="certified optimum", unit="item", disable=not progress):
-        fig = f"optimum_{r['figure']}"
-        key = (fig, r["point_key"], r["seed"])
-        if key in seen:
+    records: dict = {}      # key -> sweep record, in order
+    for name, recs in sweeps.items():
+        if name == "optima":
             continue
-        seen.add(key)
-        rec = store.try_read(fig, r["point"], r["seed"])
+        for r in recs:
+            records.setdefault((f"optimum_{r['figure']}", r["point_key"], r["seed"]), r)
+    done: dict = {}
+    missing = []
+    for key, r in records.items():
+        rec = store.try_read(key[0], r["point"], r["seed"])
         if rec is None or rec.get("config") != files.to_jsonable(conf):
-            t0 = time.perf_counter()
-            result = solve_one(cfg, r)
-            rec = store.write(fig, r["point"], r["seed"], result, config=conf,
-                              wall_time_s=time.perf_counter() - t0)
-        out.setdefault(r["figure"], {})[(r["point_key"], r["seed"])] = rec
+            missing.append(key)
+        else:
+            done[key] = rec
+    bar = tqdm(total=len(records), initial=len(done), desc="certified optimum", unit="item",
+               disable=not progress)
+
+    def finish(key, scn, sp, res, t_host):
+        t0 = time.perf_counter()
+        result = _result(scn, sp, res)
+        r = records[key]
+        done[key] = store.write(key[0], r["point"], r["seed"], result, config=conf,
+                                wall_time_s=float(np.sum(res.seconds)) + t_host
+                                + time.perf_counter() - t0)
+        bar.update(1)
+
+    try:
+        if workers == 1 or len(missing) <= 1:
+            for key in missing:
+                t0 = time.perf_counter()
+                scn, sp = _checked_scenarios(cfg, records[key])
+                t_host = time.perf_counter() - t0
+                finish(key, scn, sp, exact.exact_optimum(scn, sp), t_host)
+        else:
+            # "spawn": this process runs JAX's threads, which a forked child must not inherit.
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(missing)),
+                                                        mp_context=ctx) as pool:
+                try:
+                    futures = {}
+                    for key in missing:
+                        t0 = time.perf_counter()
+                        scn, sp = _checked_scenarios(cfg, records[key])
+                        fut = pool.submit(exact.exact_optimum, scn, sp)
+                        futures[fut] = (key, scn, sp, time.perf_counter() - t0)
+                    for fut in concurrent.futures.as_completed(futures):
+                        finish(*futures[fut][:3], fut.result(), futures[fut][3])
+                finally:   # an error or an interrupt: solve nothing more
+                    pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+    out: dict = {}
+    for key, r in records.items():
+        out.setdefault(r["figure"], {})[(r["point_key"], r["seed"])] = done[key]
     return out
 
 

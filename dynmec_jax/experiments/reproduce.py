@@ -161,12 +161,15 @@ def run_sweeps_in(cfg: ReproduceConfig, workdir, dump=None) -> int:
     return sum(len(v) for v in sweeps.values())
 
 
-def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=None) -> dict:
+def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=None,
+        optimum_workers: int | None = None) -> dict:
     """Runs (or resumes) the whole reproduction; writes figures, claims and README.
 
     ``workdir`` holds the resumable state (allocator checkpoints, the result
     store); ``results_dir`` receives ``fig*.png``/``.json``, ``claims.md``,
-    ``summary.json``, ``config.json`` and ``README.md``.  Returns the summary.
+    ``summary.json``, ``config.json`` and ``README.md``.  ``optimum_workers``:
+    processes solving the certified optimum (default one per CPU core,
+    :func:`dynmec_jax.experiments.optimum.solve_records`).  Returns the summary.
     """
     t_start = time.perf_counter()
     workdir = pathlib.Path(workdir)
@@ -192,7 +195,8 @@ def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=
 
     t0 = time.perf_counter()
     if jax.process_index() == 0:
-        sweeps["optima"] = optimum.solve_records(cfg, store, sweeps, progress)
+        sweeps["optima"] = optimum.solve_records(cfg, store, sweeps, progress,
+                                                   optimum_workers)
     times["optimum"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
