@@ -8,6 +8,8 @@ launcher, and the rest reuses its workdir in process.
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
 import json
 import os
 import shutil
@@ -116,10 +118,11 @@ def test_rerun_reuses_everything_and_heals_a_corrupt_timings_file(run, tmp_path)
                                            .read_text())["claims"]
 
 
-def test_certified_optimum_in_worker_processes_equals_one_process_and_resumes(run, tmp_path):
+def test_certified_optimum_in_worker_processes_equals_one_process_and_resumes(run, tmp_path,
+                                                                               monkeypatch):
     """The optimum solved in 2 worker processes gives the launcher's records bit for bit; a
     rerun after one record is lost solves only that one (in this process: the one-process
-    path) and gives it again."""
+    path) and gives it again; where no worker can start, the solves run here."""
     wd = tmp_path / "work"
     shutil.copytree(run["workdir"] / "store", wd / "store",
                     ignore=shutil.ignore_patterns("optimum_*"))
@@ -139,6 +142,17 @@ def test_certified_optimum_in_worker_processes_equals_one_process_and_resumes(ru
     again = optimum.solve_records(cfg, store, sweeps, progress=False, workers=2)
     assert {k: v["result"] for k, v in again["sweep_main"].items()} == ref
     assert {f: f.stat().st_mtime_ns for f in recs[1:]} == stamps and recs[0].is_file()
+    # where the workers cannot start: a warning, and the solves run in this process
+    shutil.rmtree(wd / "store" / "optimum_sweep_main")
+
+    class NoProcesses(concurrent.futures.ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise concurrent.futures.process.BrokenProcessPool("no processes here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", NoProcesses)
+    with pytest.warns(UserWarning, match="worker processes failed"):
+        fallback = optimum.solve_records(cfg, store, sweeps, progress=False, workers=2)
+    assert {k: v["result"] for k, v in fallback["sweep_main"].items()} == ref
 
 
 def test_axis_sweep_of_any_field_resumes_and_matches_the_main_sweep(run, tmp_path):

@@ -281,6 +281,20 @@ def define_plan_flags() -> PlanFlags:
                            "does every program fit"))
 
 
+def define_optimum_workers_flag():
+    """``--optimum_workers``: processes solving the certified optimum (SCIP, one thread
+    each); read it with :func:`optimum_workers`."""
+    return flags.DEFINE_integer("optimum_workers", 0, "processes solving the certified "
+                                "optimum (SCIP, one thread each); 0: one per CPU core",
+                                lower_bound=0)
+
+
+def optimum_workers(flag) -> int:
+    """The number of processes of ``--optimum_workers`` (0: one per CPU core)."""
+    from dynmec_jax.experiments import optimum
+    return flag.value or optimum.host_cores()
+
+
 def check_no_args(argv) -> None:
     """Rejects stray positional arguments (absl passes the program name first)."""
     if len(argv) > 1:

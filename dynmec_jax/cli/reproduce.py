@@ -36,9 +36,7 @@ from dynmec_jax.train import loop
 _CONFIG = cli.define_config("reproduce.py", "quick", "reproduction config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "resumable state (store, checkpoints)")
 _RESULTS = flags.DEFINE_string("results", "results", "where figures and claims are written")
-_OPT_WORKERS = flags.DEFINE_integer(
-    "optimum_workers", 0, "processes solving the certified optimum (SCIP, one thread each); "
-    "0: one per CPU core", lower_bound=0)
+_OPT_WORKERS = cli.define_optimum_workers_flag()
 _PROCESSES = cli.define_process_flags()
 _PLAN = cli.define_plan_flags()
 
@@ -57,7 +55,7 @@ def main(argv):
         cli.guard(reproduce.claim_allocator_workdirs, cfg, workdir)
         try:
             summary = reproduce.run(cfg, workdir, results,
-                                     optimum_workers=_OPT_WORKERS.value or None)
+                                     optimum_workers=cli.optimum_workers(_OPT_WORKERS))
         except loop.DivergenceError as e:   # a training run diverged: one line, exit 1
             return cli.diverged(e)
     logging.info("done in %.0f s", summary["wall_time_s"])

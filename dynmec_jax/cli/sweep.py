@@ -20,8 +20,9 @@ Any field of ``SystemParams`` (:mod:`dynmec_jax.experiments.axis`):
 sweeps that field (the others at the config's defaults) for the chosen
 Section V.B methods, stored in the same result store (resumable), and writes
 ``RESULTS/axis_<field>.png`` and ``.json`` (means and 95% CIs over the
-config's seeds).  An unknown field, a method that does not exist or a bad
-value: one line, exit 2.
+config's seeds).  With "Optimum" among the methods, the certified optimum is
+solved in ``--optimum_workers`` processes (default one per CPU core).  An
+unknown field, a method that does not exist or a bad value: one line, exit 2.
 
 ``--plan`` compiles the allocators' and the sweeps' programs and predicts
 their memory and time without running them (as ``dynmec-reproduce --plan``).
@@ -46,6 +47,7 @@ _METHODS = flags.DEFINE_list(
     "methods", list(axis.DEFAULT_METHODS),
     "Section V.B methods of an --axis sweep: " + ", ".join(m.name for m in methods.section("vb")))
 _RESULTS = flags.DEFINE_string("results", "results", "where an --axis figure and JSON go")
+_OPT_WORKERS = cli.define_optimum_workers_flag()
 _PROCESSES = cli.define_process_flags()
 _PLAN = cli.define_plan_flags()
 
@@ -75,7 +77,8 @@ def main(argv):
                 print(f"{n} sweep records in {workdir / 'store'}")
             else:
                 field, values, chosen, results = study
-                n, written = axis.run_study(cfg, workdir, field, values, chosen, results)
+                n, written = axis.run_study(cfg, workdir, field, values, chosen, results,
+                                            cli.optimum_workers(_OPT_WORKERS))
                 if jax.process_index() == 0:
                     print(f"{n} records of axis_{field}; wrote {', '.join(written)}")
         except loop.DivergenceError as e:   # the allocators' training diverged: exit 1

@@ -124,17 +124,21 @@ def write_axis(tables: dict, field: str, out_dir: pathlib.Path) -> list[str]:
 
 
 def run_study(cfg: ReproduceConfig, workdir, field: str, values: list[float],
-              chosen: tuple[str, ...], results) -> tuple[int, list[str]]:
+              chosen: tuple[str, ...], results, optimum_workers: int = 1
+              ) -> tuple[int, list[str]]:
     """A study of one field (``dynmec-sweep --axis``): the allocators under ``workdir``
     (trained if missing), the sweep (:func:`run_axis`), and on process 0 the figure and
-    JSON in ``results`` (:func:`write_axis`).  Returns ``(records, files written)``."""
+    JSON in ``results`` (:func:`write_axis`; the certified optimum in ``optimum_workers``
+    processes, :func:`dynmec_jax.experiments.optimum.solve_records`).  Returns
+    ``(records, files written)``."""
     workdir = pathlib.Path(workdir)
     allocs = reproduce.train_allocators(cfg, workdir)
     store = ResultStore(workdir / "store")
     records = run_axis(cfg, store, allocs, field, values, chosen)
     written = []
     if jax.process_index() == 0:
-        optima = (optimum.solve_records(cfg, store, {"axis": records})
+        optima = (optimum.solve_records(cfg, store, {"axis": records},
+                                        workers=optimum_workers)
                   if methods.OPTIMUM.name in chosen else None)
         written = write_axis(axis_table(records, field, chosen, optima), field,
                              pathlib.Path(results))

@@ -23,10 +23,12 @@ S scenarios; the figures average it over seeds with a 95% CI.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import functools
 import multiprocessing
 import os
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -95,20 +97,42 @@ def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
     return _result(scn, sp, exact.exact_optimum(scn, sp))
 
 
+def _in_workers(cfg: ReproduceConfig, records: dict, keys: list, workers: int, finish):
+    """Solves ``keys`` in a pool of spawned processes (not forked: this process runs JAX's
+    threads, which a forked child must not inherit), calling ``finish`` as each ends."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(keys)), mp_context=ctx) as pool:
+        try:
+            futures = {}
+            for key in keys:
+                t0 = time.perf_counter()
+                scn, sp = _checked_scenarios(cfg, records[key])
+                futures[pool.submit(exact.exact_optimum, scn, sp)] = (
+                    key, scn, sp, time.perf_counter() - t0)
+            for fut in concurrent.futures.as_completed(futures):
+                key, scn, sp, t_host = futures[fut]
+                finish(key, scn, sp, fut.result(), t_host)
+        finally:   # an error or an interrupt: solve nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
-                  progress: bool = True, workers: int | None = None) -> dict:
+                  progress: bool = True, workers: int = 1) -> dict:
     """The optimum records of every sweep record, ``{figure: {(point_key, seed): record}}``
     (stored ones reused, missing ones solved and stored as they finish).
 
-    The solves run in ``workers`` processes (default :func:`host_cores`; SCIP
-    is single-threaded, and the solves of different records are independent):
-    the scenarios are drawn and checked here, each record's
-    :func:`~dynmec_jax.baselines.exact.exact_optimum` runs in a worker, and
-    its result is scored and stored here as soon as it arrives.  The results
-    do not depend on ``workers``.  ``wall_time_s`` of a record is its solver
-    seconds plus its scoring.
+    With ``workers`` > 1 the solves run in that many spawned processes (SCIP
+    is single-threaded, and the solves of different records are independent;
+    the launchers pass :func:`host_cores`): the scenarios are drawn and
+    checked here, each record's :func:`~dynmec_jax.baselines.exact.exact_optimum`
+    runs in a worker, and its result is scored and stored here as soon as it
+    arrives.  As with any spawned pool, the calling script's main module must
+    be safe to import (``if __name__ == "__main__":``); where the workers
+    cannot start, a warning and the rest is solved in this process.  The
+    results do not depend on ``workers``.  ``wall_time_s`` of a record is its
+    solver seconds plus its scoring.
     """
-    workers = host_cores() if workers is None else int(workers)
+    workers = int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     conf = {"eval_seed": cfg.eval_seed, "vb": files.to_jsonable(cfg.vb),
@@ -139,29 +163,25 @@ def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
                                 + time.perf_counter() - t0)
         bar.update(1)
 
+    def in_process(keys):
+        for key in keys:
+            t0 = time.perf_counter()
+            scn, sp = _checked_scenarios(cfg, records[key])
+            t_host = time.perf_counter() - t0
+            finish(key, scn, sp, exact.exact_optimum(scn, sp), t_host)
+
     try:
         if workers == 1 or len(missing) <= 1:
-            for key in missing:
-                t0 = time.perf_counter()
-                scn, sp = _checked_scenarios(cfg, records[key])
-                t_host = time.perf_counter() - t0
-                finish(key, scn, sp, exact.exact_optimum(scn, sp), t_host)
+            in_process(missing)
         else:
-            # "spawn": this process runs JAX's threads, which a forked child must not inherit.
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(min(workers, len(missing)),
-                                                        mp_context=ctx) as pool:
-                try:
-                    futures = {}
-                    for key in missing:
-                        t0 = time.perf_counter()
-                        scn, sp = _checked_scenarios(cfg, records[key])
-                        fut = pool.submit(exact.exact_optimum, scn, sp)
-                        futures[fut] = (key, scn, sp, time.perf_counter() - t0)
-                    for fut in concurrent.futures.as_completed(futures):
-                        finish(*futures[fut][:3], fut.result(), futures[fut][3])
-                finally:   # an error or an interrupt: solve nothing more
-                    pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                _in_workers(cfg, records, missing, workers, finish)
+            except (concurrent.futures.process.BrokenProcessPool, OSError) as e:
+                # e.g. a script that runs this at import time, without an
+                # ``if __name__ == "__main__":`` guard, or no right to start processes
+                warnings.warn(f"the optimum's worker processes failed ({e}); solving the "
+                              "rest in this process", stacklevel=2)
+                in_process([k for k in missing if k not in done])
     finally:
         bar.close()
     out: dict = {}

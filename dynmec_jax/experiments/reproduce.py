@@ -162,13 +162,13 @@ def run_sweeps_in(cfg: ReproduceConfig, workdir, dump=None) -> int:
 
 
 def run(cfg: ReproduceConfig, workdir, results_dir, progress: bool = True, mesh=None,
-        optimum_workers: int | None = None) -> dict:
+        optimum_workers: int = 1) -> dict:
     """Runs (or resumes) the whole reproduction; writes figures, claims and README.
 
     ``workdir`` holds the resumable state (allocator checkpoints, the result
     store); ``results_dir`` receives ``fig*.png``/``.json``, ``claims.md``,
     ``summary.json``, ``config.json`` and ``README.md``.  ``optimum_workers``:
-    processes solving the certified optimum (default one per CPU core,
+    processes solving the certified optimum (the launcher: one per CPU core;
     :func:`dynmec_jax.experiments.optimum.solve_records`).  Returns the summary.
     """
     t_start = time.perf_counter()
