@@ -108,6 +108,38 @@ def test_evaluation_stage_item_by_item_equals_the_vmapped_one():
         sections.staged_compute(stages, map_stages=("evaluation",))
 
 
+def test_while_loops_make_the_flops_a_lower_bound(monkeypatch):
+    """A ``while`` loop with a traced trip count is counted once: the program's FLOPs, its
+    stage's and the total are marked as lower bounds (">="), a ``scan`` is not."""
+    import jax
+    import jax.numpy as jnp
+
+    def loop(x, n):
+        return jax.lax.fori_loop(0, n, lambda i, y: y * 2.0 + 1.0, x)
+
+    def scan(x):
+        return jax.lax.scan(lambda y, _: (y * 2.0 + 1.0, None), x, None, length=4)[0]
+
+    x = jnp.ones((8,))
+    assert plan._ops(loop, (x, jnp.int32(4)))["while_loops"] == 1
+    counted = plan._ops(scan, (x,))
+    assert counted["while_loops"] == 0 and counted["flops_per_call"] == 4 * 2 * 8
+    mem = {k: 1000 for k in ("argument", "output", "temp", "alias", "total")}
+    records = [{"stage": "allocators", "program": name, "calls": 2, "compile_s": 1.0,
+                "memory": mem, "measured_s": 0.5, "wall_s": 1.0, "flops": 2e9,
+                "flops_per_call": 1e9, "while_loops": w} for name, w in (("a", 0), ("b", 1))]
+    monkeypatch.setattr(plan, "plan_allocators", lambda cfg, log: records)
+    p = plan.make_plan(_smoke(), stages=("allocators",), assume_tflops=1.0, log=lambda m: None)
+    assert p["stages"]["allocators"]["flops_lower_bound"] and p["total"]["flops_lower_bound"]
+    text = plan.markdown(p)
+    assert "| a | 2 | 1.0 s | 0.0 / 0.0 / 0.0 MB | 1e+09 |" in text
+    assert "| b | 2 | 1.0 s | 0.0 / 0.0 / 0.0 MB | >= 1e+09 |" in text
+    assert "| >= 4e+09 |" in text and ">= marks a lower bound" in text
+    records[1]["while_loops"] = 0
+    assert ">=" not in plan.markdown(plan.make_plan(_smoke(), stages=("allocators",),
+                                                    log=lambda m: None))
+
+
 def test_reduced_config_scales_the_steps():
     cfg = _smoke()
     small, scale = plan._reduced(cfg, 0.25)

@@ -17,7 +17,9 @@ allocator weights (shapes and programs do not depend on the values):
 Per program: compile seconds; XLA's memory analysis (argument, output and
 temporary bytes of one device holding the whole chunk); operations
 (:func:`dynmec_jax.opcount.program_ops` of the program at the preset's step
-counts, loops counted by their trip counts); one timed execution at a
+counts, loops counted by their trip counts; a ``while`` loop with a traced
+trip count, as DROO's bounded candidate scoring has, once: those programs'
+FLOPs, marked ">=", are lower bounds); one timed execution at a
 reduced step count (a training chunk of a few steps, Algorithm 1 with
 ``step_fraction`` of its pre-training steps and episodes; the evaluation
 stage runs whole), extrapolated linearly in the steps to the preset's
@@ -85,13 +87,20 @@ def _timed_out(fn: Callable, *args):
     return time.perf_counter() - t0, out
 
 
+def _ops(fn, args) -> dict:
+    """``flops_per_call`` of ``fn(*args)`` and its ``while_loops`` (each counted once, its
+    trip count being traced: the FLOPs are then a lower bound; :mod:`dynmec_jax.opcount`)."""
+    count = opcount.program_ops(jax.make_jaxpr(fn)(*args))
+    return {"flops_per_call": count.flops, "while_loops": int(count.while_loops)}
+
+
 def _program(stage: str, name: str, calls: int, lowered, fn, args) -> tuple[dict, object]:
     """Compiles ``lowered``; returns its record (without the timing) and the executable."""
     t0 = time.perf_counter()
     compiled = lowered.compile()
     rec = {"stage": stage, "program": name, "calls": int(calls),
            "compile_s": time.perf_counter() - t0, "memory": _memory(compiled),
-           "flops_per_call": opcount.program_ops(jax.make_jaxpr(fn)(*args)).flops}
+           **_ops(fn, args)}
     return rec, compiled
 
 
@@ -224,8 +233,7 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
                                          lowered, prog, args)
             else:
                 rec = {"stage": f"sweeps ({figure})", "program": f"{figure}/{name}",
-                       "calls": calls, "compile_s": 0.0, "flops_per_call": opcount.program_ops(
-                           jax.make_jaxpr(prog)(*args)).flops,
+                       "calls": calls, "compile_s": 0.0, **_ops(prog, args),
                        "memory": {k: 0 for k in ("argument", "output", "temp", "alias",
                                                  "total")}}
             if small is None:
@@ -272,13 +280,15 @@ def make_plan(cfg: ReproduceConfig, *, stages=("allocators", "fig12", "sweeps"),
     for p in progs:
         st = by_stage.setdefault(p["stage"], {"programs": 0, "compile_s": 0.0, "wall_s": 0.0,
                                               "flops": 0.0, "peak_bytes": 0,
-                                              "upper_bound": False})
+                                              "upper_bound": False,
+                                              "flops_lower_bound": False})
         st["programs"] += 1
         st["compile_s"] += p["compile_s"]
         st["wall_s"] += p["wall_s"]
         st["flops"] += p["flops"]
         st["peak_bytes"] = max(st["peak_bytes"], p["memory"]["total"])
         st["upper_bound"] |= bool(p.get("upper_bound"))
+        st["flops_lower_bound"] |= p.get("while_loops", 0) > 0
     for st in by_stage.values():
         st["fits_gb"] = {str(g): st["peak_bytes"] <= g * 1e9 for g in DEVICE_GB}
         if assume_tflops:
@@ -288,6 +298,7 @@ def make_plan(cfg: ReproduceConfig, *, stages=("allocators", "fig12", "sweeps"),
     total = {k: sum(st[k] for st in by_stage.values())
              for k in ("programs", "compile_s", "wall_s", "flops")}
     total["peak_bytes"] = max((st["peak_bytes"] for st in by_stage.values()), default=0)
+    total["flops_lower_bound"] = any(st["flops_lower_bound"] for st in by_stage.values())
     total["cpu_hours"] = (total["wall_s"] + total["compile_s"]) / 3600
     if assume_tflops:
         total["accelerator_s"] = total["flops"] / (assume_tflops * 1e12)
@@ -301,6 +312,10 @@ def _h(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
+#: The prefix of a FLOP count (and its accelerator time) that is a lower bound.
+_AT_LEAST = ">= "
+
+
 def markdown(plan: dict) -> str:
     """The plan as Markdown: one row per stage, then one per program."""
     acc = plan["assume_tflops"] is not None
@@ -312,10 +327,11 @@ def markdown(plan: dict) -> str:
         fits = st.get("fits_gb") or {str(g): plan["total"]["peak_bytes"] <= g * 1e9
                                      for g in DEVICE_GB}
         wall = _h(st["wall_s"]) + (" (upper bound)" if st.get("upper_bound") else "")
+        low = _AT_LEAST if st.get("flops_lower_bound") else ""
         row = [name, str(st["programs"]), f"{st['compile_s']:.0f} s",
                f"{st['peak_bytes'] / 1e9:.2f} GB",
                "/".join("yes" if fits[str(g)] else "no" for g in DEVICE_GB),
-               f"{st['flops']:.3g}", wall] + ([_h(st["accelerator_s"])] if acc else [])
+               f"{low}{st['flops']:.3g}", wall] + ([low + _h(st["accelerator_s"])] if acc else [])
         rows.append("| " + " | ".join(row) + " |")
     prog = ["", "| program | calls | compile | argument / output / temp | FLOPs per call | "
             "timed | predicted wall |", "|---|---|---|---|---|---|---|"]
@@ -323,12 +339,17 @@ def markdown(plan: dict) -> str:
         m = p["memory"]
         prog.append(f"| {p['program']} | {p['calls']} | {p['compile_s']:.1f} s | "
                     f"{m['argument'] / 1e6:.1f} / {m['output'] / 1e6:.1f} / "
-                    f"{m['temp'] / 1e6:.1f} MB | {p['flops_per_call']:.3g} | "
+                    f"{m['temp'] / 1e6:.1f} MB | "
+                    f"{_AT_LEAST if p.get('while_loops') else ''}{p['flops_per_call']:.3g} | "
                     f"{p['measured_s']:.2f} s | {_h(p['wall_s'])} |")
     t = plan["total"]
     foot = (f"\nPreset `{plan['preset']}`; devices {', '.join(plan['devices'])}; the plan took "
             f"{plan['plan_wall_s']:.0f} s.  Predicted: {t['cpu_hours']:.1f} h of this machine "
             "(compile included; the host's certified optimum not included).")
+    if t.get("flops_lower_bound"):
+        foot += (f"  {_AT_LEAST.strip()} marks a lower bound: the program has `while` loops "
+                 "whose trip count is traced (DROO's bounded candidate scoring), each "
+                 "counted once.")
     return "\n".join(rows + prog) + "\n" + foot + "\n"
 
 
