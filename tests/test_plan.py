@@ -140,6 +140,26 @@ def test_while_loops_make_the_flops_a_lower_bound(monkeypatch):
                                                     log=lambda m: None))
 
 
+def test_optimum_plan_times_a_few_scenarios_per_n():
+    """The certified optimum's stage: one row per N of the sweeps, its wall the measured
+    seconds per scenario times the run's scenarios at that N over the workers."""
+    pytest.importorskip("pyscipopt")
+    cfg = _smoke()
+    p = plan.make_plan(cfg, stages=("optimum",), optimum_workers=2, log=lambda m: None)
+    (row,) = p["programs"]   # the smoke preset sweeps N = 4 only
+    assert row["program"] == "optimum_n4" and row["stage"] == "certified optimum (host)"
+    records = len(plan.reproduce.sweep_points(cfg)) * len(cfg.seeds)
+    k = min(4, cfg.vb.optimum_scenarios)
+    assert row["calls"] == records and row["measured_scenarios"] == k
+    assert row["measured_s"] > 0 and row["flops"] == 0 and row["memory"]["total"] == 0
+    assert row["wall_s"] == pytest.approx(
+        row["measured_s"] / k * records * cfg.vb.optimum_scenarios / 2)
+    assert p["stages"]["certified optimum (host)"]["wall_s"] == pytest.approx(row["wall_s"])
+    assert "certified optimum in 2 process(es), timed on" in plan.markdown(p)
+    assert "certified optimum not included" in plan.markdown(
+        plan.make_plan(cfg, stages=(), log=lambda m: None))
+
+
 def test_reduced_config_scales_the_steps():
     cfg = _smoke()
     small, scale = plan._reduced(cfg, 0.25)

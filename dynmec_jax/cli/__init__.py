@@ -242,16 +242,17 @@ class PlanFlags(NamedTuple):
     tflops: Any
     hbm_gb: Any
 
-    def run(self, cfg, workdir, stages) -> int:
-        """Plans ``stages`` of ``cfg`` (:func:`dynmec_jax.experiments.plan.make_plan`),
-        prints the Markdown table and writes ``plan.json`` and ``plan.md`` under
-        ``--plan_dir`` (default ``WORKDIR/plan``).  Returns 0."""
+    def run(self, cfg, workdir, stages, optimum_workers: int = 1) -> int:
+        """Plans ``stages`` of ``cfg`` (:func:`dynmec_jax.experiments.plan.make_plan`; the
+        certified optimum in ``optimum_workers`` processes), prints the Markdown table and
+        writes ``plan.json`` and ``plan.md`` under ``--plan_dir`` (default
+        ``WORKDIR/plan``).  Returns 0."""
         from dynmec_jax.experiments import plan as plan_lib
         out = writable_workdir(self.plan_dir.value or pathlib.Path(workdir) / "plan")
         result = guard(lambda: plan_lib.make_plan(
             cfg, stages=stages, step_fraction=self.fraction.value,
             assume_tflops=self.tflops.value, assume_hbm_gb=self.hbm_gb.value,
-            log=lambda m: logging.info("plan: %s", m)))
+            optimum_workers=optimum_workers, log=lambda m: logging.info("plan: %s", m)))
         paths = plan_lib.write(result, out)
         print(plan_lib.markdown(result))
         print(f"plan written to {paths[0]} and {paths[1]}")

@@ -20,8 +20,9 @@ too, gloo collectives).
 ``--plan`` runs nothing: it compiles every program of the config and writes
 ``WORKDIR/plan/plan.json`` and ``plan.md`` (programs, compile seconds,
 memory per program, FLOPs, one timed execution at a reduced step count and
-the predicted wall time; ``--assume_tflops=X --assume_hbm_gb=Y`` add an
-accelerator estimate; :mod:`dynmec_jax.experiments.plan`).
+the predicted wall time, the certified optimum's from a few scenarios solved
+per N; ``--assume_tflops=X --assume_hbm_gb=Y`` add an accelerator estimate;
+:mod:`dynmec_jax.experiments.plan`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main(argv):
     _PLAN.check()
     workdir = cli.writable_workdir(_WORKDIR.value)
     if _PLAN.plan.value:
-        return _PLAN.run(cfg, workdir, ("allocators", "fig12", "sweeps"))
+        return _PLAN.run(cfg, workdir, ("allocators", "fig12", "sweeps", "optimum"),
+                         cli.optimum_workers(_OPT_WORKERS))
     results = cli.writable_workdir(_RESULTS.value)
     _PROCESSES.init()
     with cli.locked(workdir):   # one run per workdir (all processes of this one)

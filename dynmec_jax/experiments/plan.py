@@ -26,8 +26,8 @@ stage runs whole), extrapolated linearly in the steps to the preset's
 budget; and the number of calls the run makes.  Fig. 12 stops when every
 sub-network reaches the target, which no plan can know: its time is the
 upper bound where every stage runs to ``fig12.max_steps``.  The certified
-optimum of the sweeps (on the host, :mod:`~dynmec_jax.experiments.optimum`)
-is not planned.
+optimum of the sweeps (on the host, :mod:`~dynmec_jax.experiments.optimum`):
+a few of its scenarios solved and timed at every N (:func:`plan_optimum`).
 
 With ``assume_tflops`` (sustained TFLOP/s of an accelerator) and
 ``assume_hbm_gb`` (its memory), each stage also gets an accelerator
@@ -255,13 +255,64 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
     return out
 
 
+def plan_optimum(cfg: ReproduceConfig, workers: int = 1, scenarios: int = 4,
+                 log=print) -> list[dict]:
+    """The certified optimum of the sweeps, solved on the host (SCIP; module doc).
+
+    At every N of the sweeps, the first ``scenarios`` held-out scenarios of
+    seed 0 at the default point (:func:`dynmec_jax.experiments.optimum.held_out`:
+    the ones the run solves first) are solved and timed; the run solves
+    ``vb.optimum_scenarios`` of every record at that N, in ``workers``
+    processes.  Predicted wall: seconds per scenario x scenarios / workers
+    (a solver's time varies from scenario to scenario: an estimate).  No
+    FLOPs, no device memory.  Without pyscipopt (the ``exact`` extra) the
+    stage is left out, with a log line.
+    """
+    from dynmec_jax.baselines import exact
+    from dynmec_jax.experiments import optimum
+    try:
+        exact.require_scip()
+    except ImportError as e:
+        log(f"certified optimum not planned: {e}")
+        return []
+    if workers < 1 or scenarios < 1:
+        raise ValueError(f"workers and scenarios must be >= 1, got {workers}, {scenarios}")
+    n_default = cfg.system.n_users
+    counts = {n_default: len(reproduce.sweep_points(cfg)) * len(cfg.seeds)}
+    for n in cfg.sweeps.n_users:
+        if n != n_default:
+            counts[n] = len(cfg.seeds)
+    out = []
+    for n, records in counts.items():
+        point = sections.default_point(cfg) if n == n_default else {optimum.N_POINT: float(n)}
+        scn, sp = optimum.held_out(cfg, point, 0)
+        k = min(scenarios, cfg.vb.optimum_scenarios)
+        t0 = time.perf_counter()
+        exact.exact_optimum(jax.tree.map(lambda a, k=k: a[:k], scn), sp)
+        t = time.perf_counter() - t0
+        total = records * cfg.vb.optimum_scenarios
+        out.append({"stage": "certified optimum (host)", "program": f"optimum_n{n}",
+                    "calls": records, "compile_s": 0.0,
+                    "memory": {key: 0 for key in ("argument", "output", "temp", "alias",
+                                                  "total")},
+                    "flops_per_call": 0.0, "while_loops": 0, "flops": 0.0,
+                    "measured_s": t, "measured_scenarios": k, "workers": workers,
+                    "wall_s": t / k * total / workers, "timed": True})
+        log(f"optimum N={n}: {k} scenarios in {t:.2f} s; {total} in the run, "
+            f"{workers} process(es)")
+    return out
+
+
 def make_plan(cfg: ReproduceConfig, *, stages=("allocators", "fig12", "sweeps"),
               step_fraction: float = 0.02, assume_tflops: float | None = None,
-              assume_hbm_gb: float | None = None, log=print) -> dict:
+              assume_hbm_gb: float | None = None, optimum_workers: int = 1,
+              log=print) -> dict:
     """The plan of ``cfg``: ``{"programs": [...], "stages": {...}, "total": {...}}``.
 
-    ``stages``: which stages to plan; ``step_fraction``: the fraction of
-    Algorithm 1's steps of the timed sweep executions.  See the module doc.
+    ``stages``: which stages to plan, of "allocators", "fig12", "sweeps" and
+    "optimum" (:func:`plan_optimum`, with ``optimum_workers`` processes);
+    ``step_fraction``: the fraction of Algorithm 1's steps of the timed
+    sweep executions.  See the module doc.
     """
     if not 0 < step_fraction <= 1:
         raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
@@ -276,6 +327,8 @@ def make_plan(cfg: ReproduceConfig, *, stages=("allocators", "fig12", "sweeps"),
         progs += plan_fig12(cfg, log)
     if "sweeps" in stages:
         progs += plan_sweeps(cfg, step_fraction, log)
+    if "optimum" in stages:
+        progs += plan_optimum(cfg, optimum_workers, log=log)
     by_stage: dict = {}
     for p in progs:
         st = by_stage.setdefault(p["stage"], {"programs": 0, "compile_s": 0.0, "wall_s": 0.0,
@@ -312,6 +365,14 @@ def _h(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
+def _optimum_note(plan: dict) -> str:
+    opt = [p for p in plan["programs"] if p["program"].startswith("optimum_n")]
+    if not opt:
+        return "the host's certified optimum not included"
+    return (f"the host's certified optimum in {opt[0]['workers']} process(es), timed on "
+            f"{opt[0]['measured_scenarios']} scenarios per N")
+
+
 #: The prefix of a FLOP count (and its accelerator time) that is a lower bound.
 _AT_LEAST = ">= "
 
@@ -345,7 +406,7 @@ def markdown(plan: dict) -> str:
     t = plan["total"]
     foot = (f"\nPreset `{plan['preset']}`; devices {', '.join(plan['devices'])}; the plan took "
             f"{plan['plan_wall_s']:.0f} s.  Predicted: {t['cpu_hours']:.1f} h of this machine "
-            "(compile included; the host's certified optimum not included).")
+            "(compile included; " + _optimum_note(plan) + ").")
     if t.get("flops_lower_bound"):
         foot += (f"  {_AT_LEAST.strip()} marks a lower bound: the program has `while` loops "
                  "whose trip count is traced (DROO's bounded candidate scoring), each "
