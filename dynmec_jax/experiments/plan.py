@@ -263,10 +263,12 @@ def plan_optimum(cfg: ReproduceConfig, workers: int = 1, scenarios: int = 4,
     seed 0 at the default point (:func:`dynmec_jax.experiments.optimum.held_out`:
     the ones the run solves first) are solved and timed; the run solves
     ``vb.optimum_scenarios`` of every record at that N, in ``workers``
-    processes.  Predicted wall: seconds per scenario x scenarios / workers
-    (a solver's time varies from scenario to scenario: an estimate).  No
-    FLOPs, no device memory.  Without pyscipopt (the ``exact`` extra) the
-    stage is left out, with a log line.
+    processes.  Predicted wall: seconds per scenario x scenarios / workers,
+    the solver's time only (not the host's sampling and scoring, their
+    compiles, the workers' start; a solver's time also varies from scenario
+    to scenario): an estimate, about half of the quick preset's measured
+    stage (docs/performance.md).  No FLOPs, no device memory.  Without
+    pyscipopt (the ``exact`` extra) the stage is left out, with a log line.
     """
     from dynmec_jax.baselines import exact
     from dynmec_jax.experiments import optimum
