@@ -97,18 +97,17 @@ def solve_one(cfg: ReproduceConfig, record: dict) -> dict:
     return _result(scn, sp, exact.exact_optimum(scn, sp))
 
 
-def _in_workers(cfg: ReproduceConfig, records: dict, keys: list, workers: int, finish):
+def _in_workers(keys: list, workers: int, prepare, finish):
     """Solves ``keys`` in a pool of spawned processes (not forked: this process runs JAX's
-    threads, which a forked child must not inherit), calling ``finish`` as each ends."""
+    threads, which a forked child must not inherit): ``prepare(key) -> (scenarios,
+    system, host seconds)`` here, the solve in a worker, ``finish`` here as each ends."""
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(keys)), mp_context=ctx) as pool:
         try:
             futures = {}
             for key in keys:
-                t0 = time.perf_counter()
-                scn, sp = _checked_scenarios(cfg, records[key])
-                futures[pool.submit(exact.exact_optimum, scn, sp)] = (
-                    key, scn, sp, time.perf_counter() - t0)
+                scn, sp, t_host = prepare(key)
+                futures[pool.submit(exact.exact_optimum, scn, sp)] = (key, scn, sp, t_host)
             for fut in concurrent.futures.as_completed(futures):
                 key, scn, sp, t_host = futures[fut]
                 finish(key, scn, sp, fut.result(), t_host)
@@ -163,11 +162,14 @@ def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
                                 + time.perf_counter() - t0)
         bar.update(1)
 
+    def prepare(key):
+        t0 = time.perf_counter()
+        scn, sp = _checked_scenarios(cfg, records[key])
+        return scn, sp, time.perf_counter() - t0
+
     def in_process(keys):
         for key in keys:
-            t0 = time.perf_counter()
-            scn, sp = _checked_scenarios(cfg, records[key])
-            t_host = time.perf_counter() - t0
+            scn, sp, t_host = prepare(key)
             finish(key, scn, sp, exact.exact_optimum(scn, sp), t_host)
 
     try:
@@ -175,7 +177,7 @@ def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
             in_process(missing)
         else:
             try:
-                _in_workers(cfg, records, missing, workers, finish)
+                _in_workers(missing, workers, prepare, finish)
             except (concurrent.futures.process.BrokenProcessPool, OSError) as e:
                 # e.g. a script that runs this at import time, without an
                 # ``if __name__ == "__main__":`` guard, or no right to start processes

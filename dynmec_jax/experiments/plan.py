@@ -190,6 +190,17 @@ def _reduced(cfg: ReproduceConfig, fraction: float) -> tuple[ReproduceConfig, di
     return small, scale
 
 
+def _sweeps(cfg: ReproduceConfig, n_users: tuple[int, ...] | None = None) -> list[tuple]:
+    """``[(figure, N, items, has_point)]`` of the run's sweeps: the shared-shape sweep
+    (every point and seed, at the default N) and one per other N (``n_users``, default
+    the config's; every seed)."""
+    main = ("sweep_main", cfg.system.n_users,
+            len(reproduce.sweep_points(cfg)) * len(cfg.seeds), True)
+    return [main] + [(f"sweep_n{n}", n, len(cfg.seeds), False)
+                     for n in (cfg.sweeps.n_users if n_users is None else n_users)
+                     if n != cfg.system.n_users]
+
+
 def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
                 n_users: tuple[int, ...] | None = None, full_programs: bool = True) -> list[dict]:
     """Every stage program of every sweep (module doc).
@@ -203,14 +214,9 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
     moe, static = _random_stack(cfg.allocator, n_alloc), _random_stack(cfg.static_allocator(),
                                                                       n_alloc)
     small_cfg, scale = _reduced(cfg, step_fraction)
-    n_items_main = len(reproduce.sweep_points(cfg)) * len(cfg.seeds)
-    sweeps = [("sweep_main", cfg.system.n_users, n_items_main, True)]
-    sweeps += [(f"sweep_n{n}", n, len(cfg.seeds), False)
-               for n in (cfg.sweeps.n_users if n_users is None else n_users)
-               if n != cfg.system.n_users]
     out = []
     per_flop: dict = {}   # stage -> measured seconds per FLOP in the main sweep
-    for figure, n, items, has_point in sweeps:
+    for figure, n, items, has_point in _sweeps(cfg, n_users):
         B = min(cfg.chunk_size, items)
         calls = math.ceil(items / B)
         pts = ({k: jnp.full((B,), v, jnp.float32) for k, v in sections.default_point(cfg).items()}
@@ -279,14 +285,9 @@ def plan_optimum(cfg: ReproduceConfig, workers: int = 1, scenarios: int = 4,
         return []
     if workers < 1 or scenarios < 1:
         raise ValueError(f"workers and scenarios must be >= 1, got {workers}, {scenarios}")
-    n_default = cfg.system.n_users
-    counts = {n_default: len(reproduce.sweep_points(cfg)) * len(cfg.seeds)}
-    for n in cfg.sweeps.n_users:
-        if n != n_default:
-            counts[n] = len(cfg.seeds)
     out = []
-    for n, records in counts.items():
-        point = sections.default_point(cfg) if n == n_default else {optimum.N_POINT: float(n)}
+    for _, n, records, has_point in _sweeps(cfg):
+        point = sections.default_point(cfg) if has_point else {optimum.N_POINT: float(n)}
         scn, sp = optimum.held_out(cfg, point, 0)
         k = min(scenarios, cfg.vb.optimum_scenarios)
         t0 = time.perf_counter()
