@@ -154,7 +154,12 @@ def test_optimum_plan_times_a_few_scenarios_per_n():
     assert row["measured_s"] > 0 and row["flops"] == 0 and row["memory"]["total"] == 0
     assert row["wall_s"] == pytest.approx(
         row["measured_s"] / k * records * cfg.vb.optimum_scenarios / 2)
-    assert p["stages"]["certified optimum (host)"]["wall_s"] == pytest.approx(row["wall_s"])
+    st = p["stages"]["certified optimum (host)"]
+    assert st["wall_s"] == pytest.approx(row["wall_s"])
+    # solves on the host, not compiled programs
+    assert row["host"] and st["programs"] == 0 and st["host_solves"] == records
+    assert p["total"]["programs"] == 0 and p["total"]["host_solves"] == records
+    assert "| certified optimum (host) | (host) |" in plan.markdown(p)
     assert "certified optimum in 2 process(es), timed on" in plan.markdown(p)
     assert "certified optimum not included" in plan.markdown(
         plan.make_plan(cfg, stages=(), log=lambda m: None))
