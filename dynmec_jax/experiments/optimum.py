@@ -129,13 +129,14 @@ def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
     be safe to import (``if __name__ == "__main__":``); where the workers
     cannot start, a warning and the rest is solved in this process.  The
     results do not depend on ``workers``.  ``wall_time_s`` of a record is its
-    solver seconds plus its scoring.
+    solver seconds plus this process's drawing, checking and scoring of it.
     """
     workers = int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     conf = {"eval_seed": cfg.eval_seed, "vb": files.to_jsonable(cfg.vb),
             "system": files.to_jsonable(cfg.system)}
+    conf_json = files.to_jsonable(conf)   # what a stored record's config must equal
     records: dict = {}      # key -> sweep record, in order
     for name, recs in sweeps.items():
         if name == "optima":
@@ -146,7 +147,7 @@ def solve_records(cfg: ReproduceConfig, store: ResultStore, sweeps: dict,
     missing = []
     for key, r in records.items():
         rec = store.try_read(key[0], r["point"], r["seed"])
-        if rec is None or rec.get("config") != files.to_jsonable(conf):
+        if rec is None or rec.get("config") != conf_json:
             missing.append(key)
         else:
             done[key] = rec

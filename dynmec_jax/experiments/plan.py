@@ -79,6 +79,11 @@ def _memory(compiled) -> dict:
     return out
 
 
+def _no_memory() -> dict:
+    """:func:`_memory`'s record of a row with no compiled program (all 0 bytes)."""
+    return dict.fromkeys(("argument", "output", "temp", "alias", "total"), 0)
+
+
 def _timed(fn: Callable, *args) -> float:
     return _timed_out(fn, *args)[0]
 
@@ -242,8 +247,7 @@ def plan_sweeps(cfg: ReproduceConfig, step_fraction: float = 0.02, log=print,
             else:
                 rec = {"stage": f"sweeps ({figure})", "program": f"{figure}/{name}",
                        "calls": calls, "compile_s": 0.0, **_ops(prog, args),
-                       "memory": {k: 0 for k in ("argument", "output", "temp", "alias",
-                                                 "total")}}
+                       "memory": _no_memory()}
             if small is None:
                 # The N sweeps: the main sweep's seconds per FLOP of the same stage.
                 t = rec["flops_per_call"] * per_flop.get(name, 0.0) / scale[name]
@@ -298,8 +302,7 @@ def plan_optimum(cfg: ReproduceConfig, workers: int = 1, scenarios: int = 4,
         total = records * cfg.vb.optimum_scenarios
         out.append({"stage": "certified optimum (host)", "program": f"optimum_n{n}",
                     "calls": records, "compile_s": 0.0,
-                    "memory": {key: 0 for key in ("argument", "output", "temp", "alias",
-                                                  "total")},
+                    "memory": _no_memory(),
                     "flops_per_call": 0.0, "while_loops": 0, "flops": 0.0,
                     "measured_s": t, "measured_scenarios": k, "workers": workers,
                     "wall_s": t / k * total / workers, "timed": True, "host": True})
@@ -375,7 +378,7 @@ def _h(seconds: float) -> str:
 
 
 def _optimum_note(plan: dict) -> str:
-    opt = [p for p in plan["programs"] if p["program"].startswith("optimum_n")]
+    opt = [p for p in plan["programs"] if p.get("host")]
     if not opt:
         return "the host's certified optimum not included"
     return (f"the host's certified optimum in {opt[0]['workers']} process(es), timed on "
@@ -398,7 +401,7 @@ def markdown(plan: dict) -> str:
                                      for g in DEVICE_GB}
         wall = _h(st["wall_s"]) + (" (upper bound)" if st.get("upper_bound") else "")
         low = _AT_LEAST if st.get("flops_lower_bound") else ""
-        progs = str(st["programs"]) if not st.get("host_solves") or st["programs"] else "(host)"
+        progs = "(host)" if st.get("host_solves") and not st["programs"] else str(st["programs"])
         row = [name, progs, f"{st['compile_s']:.0f} s",
                f"{st['peak_bytes'] / 1e9:.2f} GB",
                "/".join("yes" if fits[str(g)] else "no" for g in DEVICE_GB),
