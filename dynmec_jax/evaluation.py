@@ -60,10 +60,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
-from dynmec_jax import accounting, baselines, costs, pipeline, system
+from dynmec_jax import accounting, baselines, costs, pipeline, rng, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.baselines import droo as droo_lib
 from dynmec_jax.baselines import exhaustive as exhaustive_lib
@@ -485,7 +484,7 @@ def random_offload(key: Array, pipe: Pipeline, scn: Scenario, sys_params: System
     "fixed" pipeline).
     """
     scn = system.as_scenario(scn)
-    x = jax.random.uniform(key, jnp.shape(scn.size)) < prob
+    x = rng.uniform(key, jnp.shape(scn.size)) < prob
     d = pipeline.decide_body(pipe, scn, sys_params, offload=x)
     macs = pipe.allocator.macs(d.width, d.depth, jnp.sum(x, -1))
     _, t_edge = costs.inference_delays(sys_params, 0, pipe.models.policy_macs, macs)

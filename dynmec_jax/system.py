@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from dynmec_jax import rng
+
 Array = Any
 
 LN2 = math.log(2.0)
@@ -215,7 +217,7 @@ def sample_scenarios(key: Array, sys_params: SystemParams, batch: int) -> Scenar
     ks = jax.random.split(key, 5)
 
     def u(k, lo, hi):
-        return jax.random.uniform(k, shape, minval=lo, maxval=hi)
+        return rng.uniform(k, shape, minval=lo, maxval=hi)
 
     deadline = jnp.maximum(u(ks[2], 0.0, sys_params.deadline_max), sys_params.deadline_min)
     return Scenario(
@@ -268,7 +270,7 @@ def sample_mixed_scenarios(key: Array, sys_params: SystemParams, batch: int, n_m
     """
     k_scn, k_n = jax.random.split(key)
     scn = sample_scenarios(k_scn, sys_params, batch)
-    n = jax.random.randint(k_n, (batch, 1), n_min, sys_params.n_users + 1)
+    n = rng.randint(k_n, (batch, 1), n_min, sys_params.n_users + 1)
     valid = jnp.arange(sys_params.n_users) < n
     return mask_padding(scn, valid, sys_params), valid
 

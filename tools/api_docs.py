@@ -27,7 +27,8 @@ MODULES = ("dynmec_jax.system", "dynmec_jax.allocator", "dynmec_jax.costs",
            "dynmec_jax.evaluation", "dynmec_jax.methods", "dynmec_jax.pipeline", "dynmec_jax.cell",
            "dynmec_jax.baselines", "dynmec_jax.baselines.greedy",
            "dynmec_jax.baselines.exhaustive", "dynmec_jax.baselines.exact",
-           "dynmec_jax.baselines.droo", "dynmec_jax.baselines.droo_train", "dynmec_jax.env")
+           "dynmec_jax.baselines.droo", "dynmec_jax.baselines.droo_train", "dynmec_jax.env",
+           "dynmec_jax.rng")
 
 
 def public(module) -> list[tuple[str, object]]:

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from dynmec_jax import system
+from dynmec_jax import rng, system
 
 Array = Any
 
@@ -276,9 +276,9 @@ class GeneticAlgorithm:
         p, n = self.pop_size, self.n_users
         mask = jnp.asarray(offload_mask).astype(bool)
         k_genes, k_bits = jax.random.split(key)
-        genes = jax.random.uniform(k_genes, (p, self.n_genes))
+        genes = rng.uniform(k_genes, (p, self.n_genes))
         if self.joint:
-            bits = jax.random.bernoulli(k_bits, 0.5, (p, n))
+            bits = rng.bernoulli(k_bits, 0.5, (p, n))
         else:
             bits = jnp.broadcast_to(mask, (p, n))
         if self.seed_equal:
@@ -305,17 +305,17 @@ class GeneticAlgorithm:
         ks = jax.random.split(key, 8)
         parents = roulette(ks[0], state.objective, 2 * p)
         pa, pb = parents[:p], parents[p:]
-        cross = jax.random.uniform(ks[1], (p, 1)) < pc
+        cross = rng.uniform(ks[1], (p, 1)) < pc
 
-        take_b = cross & jax.random.bernoulli(ks[2], 0.5, (p, self.n_genes))
+        take_b = cross & rng.bernoulli(ks[2], 0.5, (p, self.n_genes))
         genes = jnp.where(take_b, state.genes[pb], state.genes[pa])
-        mutate = jax.random.uniform(ks[3], (p, self.n_genes)) < pm
-        genes = jnp.where(mutate, jax.random.uniform(ks[4], (p, self.n_genes)), genes)
+        mutate = rng.uniform(ks[3], (p, self.n_genes)) < pm
+        genes = jnp.where(mutate, rng.uniform(ks[4], (p, self.n_genes)), genes)
 
         if self.joint:
-            take_b = cross & jax.random.bernoulli(ks[5], 0.5, (p, n))
+            take_b = cross & rng.bernoulli(ks[5], 0.5, (p, n))
             bits = jnp.where(take_b, state.offload[pb], state.offload[pa])
-            flip = jax.random.uniform(ks[6], (p, n)) < pm
+            flip = rng.uniform(ks[6], (p, n)) < pm
             bits = bits ^ flip
         else:
             bits = state.offload

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynmec_jax import accounting, baselines, stats, system
+from dynmec_jax import accounting, baselines, rng, stats, system
 from dynmec_jax.train import allocator as train_allocator
 
 #: The quality goals of an allocator: largest network and every sub-network within.
@@ -34,7 +34,7 @@ def evaluate_allocator(alloc, batch: int, seed: int, offload_fraction: float) ->
     scn = system.sample_scenarios(k_scn, sp, batch)
     masks = {"all offloaded": np.ones(scn.shape, bool),
              f"random {offload_fraction:.0%} offloaded":
-                 np.asarray(jax.random.uniform(k_off, scn.shape) < offload_fraction)}
+                 np.asarray(rng.uniform(k_off, scn.shape) < offload_fraction)}
     out, ok = {}, True
     for name, mask in masks.items():
         e = train_allocator.evaluate_subnets(alloc, scn, mask)
@@ -90,7 +90,7 @@ def compare_allocators(batch: int, seed: int, n_users: int, offload_fraction: fl
     sp = system.validate(system.SystemParams(n_users=n_users))
     k_scn, k_off = jax.random.split(jax.random.PRNGKey(seed))
     scn = system.sample_scenarios(k_scn, sp, batch)
-    offload = jax.random.uniform(k_off, scn.shape) < offload_fraction
+    offload = rng.uniform(k_off, scn.shape) < offload_fraction
     rows = {name: jax.tree.map(np.asarray, jax.jit(_metrics, static_argnums=2)(
         scn, offload, fn, sp))
             for name, fn in (("equal", baselines.equal_allocation),

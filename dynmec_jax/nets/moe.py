@@ -50,6 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dynmec_jax import rng
 from dynmec_jax.accounting import N_FEATURES
 
 Array = Any
@@ -293,7 +294,7 @@ class MoEAllocator(nn.Module):
             eps = jnp.asarray(gate_noise, logits.dtype).reshape(logits.shape)
             logits = logits + eps * jax.nn.softplus(z @ self.w_noise)
         elif noise_key is not None:
-            eps = jax.random.normal(noise_key, logits.shape, logits.dtype)
+            eps = rng.normal(noise_key, logits.shape, logits.dtype)
             logits = logits + eps * jax.nn.softplus(z @ self.w_noise)
         return logits
 

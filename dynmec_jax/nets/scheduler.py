@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dynmec_jax import accounting
+from dynmec_jax import accounting, rng
 from dynmec_jax.nets import features
 from dynmec_jax.system import Scenario
 
@@ -312,7 +312,7 @@ def offload_probabilities(model: Scheduler, params: dict, scn: Scenario,
 
 def sample_actions(key: Array, probs: Array) -> Array:
     """Training actions x_i ~ Bernoulli(p_i) (Eq. 22), bool ``(..., N)``."""
-    return jax.random.uniform(key, jnp.shape(probs)) < probs
+    return rng.uniform(key, jnp.shape(probs)) < probs
 
 
 def greedy_actions(probs: Array) -> Array:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dynmec_jax import accounting, baselines, costs, files, system
+from dynmec_jax import accounting, baselines, costs, files, rng, system
 from dynmec_jax import allocator as allocator_lib
 from dynmec_jax.allocator import Allocator
 from dynmec_jax.nets.features import FeatureScales
@@ -72,16 +72,16 @@ def sample_offload(key: Array, shape, all_fraction, p_min: float = 0.2) -> Array
     offloads every task (Section V.A), else each task is offloaded with a
     per-scenario probability ~ U[p_min, 1] (the joint case, Section V.B)."""
     k1, k2, k3 = jax.random.split(key, 3)
-    everyone = jax.random.uniform(k1, shape[:-1] + (1,)) < all_fraction
-    p = jax.random.uniform(k2, shape[:-1] + (1,), minval=p_min, maxval=1.0)
-    return everyone | (jax.random.uniform(k3, shape) < p)
+    everyone = rng.uniform(k1, shape[:-1] + (1,)) < all_fraction
+    p = rng.uniform(k2, shape[:-1] + (1,), minval=p_min, maxval=1.0)
+    return everyone | (rng.uniform(k3, shape) < p)
 
 
 def sample_subnets(key: Array, allowed: Array, batch: int):
     """One (width, depth) per scenario, uniform over ``allowed (K, L)`` (bool)."""
     K, L = allowed.shape
     logits = jnp.where(allowed.reshape(-1), 0.0, -jnp.inf)
-    idx = jax.random.categorical(key, logits, shape=(batch,))
+    idx = rng.categorical(key, logits, shape=(batch,))
     return idx // L + 1, idx % L + 1
 
 
@@ -168,7 +168,7 @@ def sample_subnets_stratified(key: Array, allowed: Array, counts: tuple[int, ...
     L = len(counts)
     depth = np.tile(np.repeat(np.arange(L, 0, -1), counts[::-1]), tiles)  # static
     logits = jnp.where(jnp.asarray(allowed)[:, depth - 1].T, 0.0, -jnp.inf)  # (B, K)
-    width = jax.random.categorical(key, logits) + 1
+    width = rng.categorical(key, logits) + 1
     return width.astype(jnp.int32), jnp.asarray(depth, jnp.int32)
 
 
@@ -311,7 +311,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, batch: i
         if tiles > 1:
             n_experts = getattr(model, "n_experts", 1)
             # The noise gate_logits would draw for the whole batch (M = B N rows).
-            eps = jax.random.normal(k_noise, (batch * scn.shape[-1], n_experts), jnp.float32)
+            eps = rng.normal(k_noise, (batch * scn.shape[-1], n_experts), jnp.float32)
             split = lambda x: x.reshape((tiles, batch // tiles) + x.shape[1:])
             data = jax.tree.map(split, (scn, mask, width, depth,
                                         eps.reshape(batch, scn.shape[-1], n_experts)))
@@ -430,7 +430,7 @@ def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: S
     k_scn, k_off = jax.random.split(jax.random.key(int(seed)))
     scn = system.sample_scenarios(k_scn, sys_params, int(batch))
     return scn, {"all": jnp.ones(scn.shape, bool),
-                 "random": jax.random.uniform(k_off, scn.shape) < offload_fraction}
+                 "random": rng.uniform(k_off, scn.shape) < offload_fraction}
 
 
 # ----------------------------------------------------------------------------
