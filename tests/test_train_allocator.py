@@ -412,6 +412,11 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def _keep_first_line(path):
+    """Cuts ``path`` after its first line: every line left parses."""
+    path.write_text(path.read_text().splitlines(keepends=True)[0])
+
+
 #: The damage a kill, a full disk or a careless hand leaves in a finished workdir.
 DAMAGE = {
     "seed half saved": lambda wd: (wd / "seeds" / "seed_1" / "allocator.json").unlink(),
@@ -419,6 +424,7 @@ DAMAGE = {
     "record truncated": lambda wd: _truncate(wd / "allocator_eval.json"),
     "exported spec truncated": lambda wd: _truncate(wd / "allocator" / "allocator.json"),
     "curves truncated": lambda wd: _truncate(wd / "metrics.jsonl"),
+    "curves cut at a line's end": lambda wd: _keep_first_line(wd / "metrics.jsonl"),
     "config truncated": lambda wd: _truncate(wd / "config.json"),
 }
 
@@ -451,9 +457,9 @@ def test_a_half_saved_seed_is_retrained_with_identical_numbers(smoke_run, smoke_
 
 def test_every_damaged_bookkeeping_file_is_rebuilt_with_identical_numbers(
         smoke_run, smoke_cfg, tmp_path):
-    """"Done" means every file parses: each damage alone makes the run not done (a corrupt
-    config.json is rewritten with a warning, not taken for another run's); one rerun with
-    all of them rebuilds every file with the same numbers."""
+    """"Done" means every file parses and the curves are whole: each damage alone makes the
+    run not done (a corrupt config.json is rewritten with a warning, not taken for another
+    run's); one rerun with all of them rebuilds every file with the same numbers."""
     workdir, _ = smoke_run
     for name, damage in DAMAGE.items():
         if name == "config truncated":

@@ -440,7 +440,8 @@ def eval_scenarios(seed: int, batch: int, offload_fraction: float, sys_params: S
 def finished(config: AllocatorConfig, workdir) -> bool:
     """Whether ``workdir`` holds the finished run of ``config``: its record
     (``allocator_eval.json``, written last), every seed's allocator and the
-    curves (``metrics.jsonl``, if there) parse.
+    curves (``metrics.jsonl``, if there) parse, and the curves hold one line
+    per entry of the record's history (a file cut at a line's end parses).
 
     Anything less (a seed half saved by a kill between its two files, a
     truncated record or curve file) is not done: :func:`train_and_evaluate`
@@ -457,8 +458,10 @@ def finished(config: AllocatorConfig, workdir) -> bool:
         allocator_lib.load_allocator(workdir / "allocator")
         curves = workdir / "metrics.jsonl"
         if curves.exists():
-            for line in curves.read_text(encoding="utf-8").splitlines():
-                json.loads(line)
+            lines = [json.loads(line)
+                     for line in curves.read_text(encoding="utf-8").splitlines()]
+            if len(lines) != len(rec.get("history", ())):
+                return False
     except (OSError, ValueError, AttributeError):   # JSONDecodeError, UnicodeError: ValueError
         return False
     return True
