@@ -26,11 +26,21 @@ import jax.numpy as jnp
 from jax import Array
 
 
-def _flat_bound(value, shape):
-    """``value`` as the flat draw takes it: unchanged if scalar, else broadcast to
-    ``shape`` and flattened."""
+def _flat(draw, shape):
+    """``draw(shape)`` for at most one dimension, else ``draw((prod(shape),))`` reshaped."""
+    shape = tuple(shape)
+    if len(shape) <= 1:
+        return draw(shape)
+    return draw((math.prod(shape),)).reshape(shape)
+
+
+def _bound(value, shape, drawn):
+    """``value`` (broadcastable to ``shape``) as a draw of shape ``drawn`` takes it: a
+    scalar as it is, an array broadcast to ``shape`` and flattened when drawn flat."""
     value = jnp.asarray(value)
-    return value if value.ndim == 0 else jnp.broadcast_to(value, shape).reshape(-1)
+    if value.ndim == 0 or drawn == shape:
+        return value
+    return jnp.broadcast_to(value, shape).reshape(drawn)
 
 
 def uniform(key: Array, shape, dtype=jnp.float32, minval=0.0, maxval=1.0) -> Array:
@@ -40,39 +50,29 @@ def uniform(key: Array, shape, dtype=jnp.float32, minval=0.0, maxval=1.0) -> Arr
     of the draw).
     """
     shape = tuple(shape)
-    if len(shape) <= 1:
-        return jax.random.uniform(key, shape, dtype, minval, maxval)
-    return jax.random.uniform(key, (math.prod(shape),), dtype, _flat_bound(minval, shape),
-                              _flat_bound(maxval, shape)).reshape(shape)
+    return _flat(lambda s: jax.random.uniform(key, s, dtype, _bound(minval, shape, s),
+                                              _bound(maxval, shape, s)), shape)
 
 
 def normal(key: Array, shape, dtype=jnp.float32) -> Array:
     """``jax.random.normal(key, shape, dtype)`` (standard normal), drawn flat (same values)."""
-    shape = tuple(shape)
-    if len(shape) <= 1:
-        return jax.random.normal(key, shape, dtype)
-    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+    return _flat(lambda s: jax.random.normal(key, s, dtype), shape)
 
 
 def bernoulli(key: Array, p, shape) -> Array:
     """``jax.random.bernoulli(key, p, shape)`` for a scalar probability ``p`` in [0, 1],
     drawn flat (same values); bool ``shape``."""
-    shape = tuple(shape)
     if jnp.ndim(p) != 0:
         raise ValueError(f"bernoulli: p must be a scalar, got shape {jnp.shape(p)}")
-    if len(shape) <= 1:
-        return jax.random.bernoulli(key, p, shape)
-    return jax.random.bernoulli(key, p, (math.prod(shape),)).reshape(shape)
+    return _flat(lambda s: jax.random.bernoulli(key, p, s), shape)
 
 
 def randint(key: Array, shape, minval, maxval, dtype=jnp.int32) -> Array:
     """``jax.random.randint(key, shape, minval, maxval, dtype)`` (integers in
     ``[minval, maxval)``), drawn flat (same values)."""
     shape = tuple(shape)
-    if len(shape) <= 1:
-        return jax.random.randint(key, shape, minval, maxval, dtype)
-    return jax.random.randint(key, (math.prod(shape),), _flat_bound(minval, shape),
-                              _flat_bound(maxval, shape), dtype).reshape(shape)
+    return _flat(lambda s: jax.random.randint(key, s, _bound(minval, shape, s),
+                                              _bound(maxval, shape, s), dtype), shape)
 
 
 def categorical(key: Array, logits: Array, shape=None) -> Array:
@@ -90,6 +90,5 @@ def categorical(key: Array, logits: Array, shape=None) -> Array:
     if shape[len(shape) - len(batch):] != batch:
         raise ValueError(f"categorical: shape {shape} must end with the logits' batch shape "
                          f"{batch}")
-    full = shape + logits.shape[-1:]
-    g = jax.random.gumbel(key, (math.prod(full),), logits.dtype).reshape(full)
+    g = _flat(lambda s: jax.random.gumbel(key, s, logits.dtype), shape + logits.shape[-1:])
     return jnp.argmax(g + logits, axis=-1)
