@@ -37,8 +37,7 @@ def _flat(draw, shape):
 def _bound(value, shape, drawn):
     """``value`` (broadcastable to ``shape``) as a draw of shape ``drawn`` takes it: a
     scalar as it is, an array broadcast to ``shape`` and flattened when drawn flat."""
-    value = jnp.asarray(value)
-    if value.ndim == 0 or drawn == shape:
+    if jnp.ndim(value) == 0 or drawn == shape:
         return value
     return jnp.broadcast_to(value, shape).reshape(drawn)
 
